@@ -1,0 +1,36 @@
+# counter: PGXS build.  Targets: all install installcheck test demo bench clean
+MODULE_big = counter
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+EXTENSION = counter
+DATA = $(sort $(wildcard counter--*.sql))
+PGFILEDESC = "counter - exact counters under contention"
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Werror
+
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --temp-config=test/counter.conf --temp-instance=tmp_check_regress
+ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --outputdir=output_iso --temp-config=test/counter.conf --temp-instance=tmp_check_iso
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso test/bench/results/*.tmp
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: test demo bench deps
+deps:
+	@test/setup.sh deps
+
+# Full suite as CI runs it: installs what is missing, builds, installs, then
+# runs pg_regress, isolation and TAP tests as an unprivileged user.
+test:
+	@test/setup.sh test
+
+demo:
+	@test/setup.sh demo
+
+bench:
+	@test/setup.sh bench

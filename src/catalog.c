@@ -1,0 +1,476 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Backend-local caches of the extension's relations and of counter
+ *	  metadata, and the rights checks every function makes.
+ *
+ * Hot paths must not look anything up by name or run SQL per call, so the
+ * OIDs of our relations and each counter's row of counter.counters are
+ * cached per backend.  The counter cache is flushed by a relcache callback:
+ * every function that changes counter.counters or counter.grants calls
+ * CacheInvalidateRelcacheByRelid() on that table, which reaches every
+ * backend at its next lock acquisition (and the changing backend at once,
+ * also on abort).  The relation cache is flushed when any schema changes
+ * (DROP EXTENSION drops our schema), and rights are re-checked when role
+ * membership changes.
+ *
+ * Internal SQL runs as the owner of the extension's schema, after the
+ * caller's rights were checked here, and is planned with a search_path of
+ * pg_catalog alone, so nothing depends on the caller's search_path.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "counter.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_namespace.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+/* attribute numbers of counter.counters and counter.grants */
+#define Anum_counters_id		1
+#define Anum_counters_name		2
+#define Anum_counters_owner		3
+#define Anum_counters_mode		4
+#define Anum_counters_slots		5
+#define Anum_counters_min		8
+#define Anum_counters_max		9
+#define Anum_counters_members	10
+#define Natts_counters			11
+
+#define Anum_grants_counter_id	1
+#define Anum_grants_grantee		2
+#define Anum_grants_privilege	3
+#define Natts_grants			3
+
+static CounterRels rels;
+static HTAB *meta_cache = NULL;
+static bool callbacks_registered = false;
+
+/* Forget every cached counter (their grants live in CacheMemoryContext). */
+static void
+meta_cache_reset(void)
+{
+	HASH_SEQ_STATUS status;
+	CounterMeta *meta;
+
+	if (meta_cache == NULL)
+		return;
+	hash_seq_init(&status, meta_cache);
+	while ((meta = hash_seq_search(&status)) != NULL)
+	{
+		if (meta->grants)
+			pfree(meta->grants);
+	}
+	hash_destroy(meta_cache);
+	meta_cache = NULL;
+}
+
+/* Relcache callback: our catalog tables changed, or everything did. */
+static void
+counter_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || !rels.valid ||
+		relid == rels.counters || relid == rels.grants)
+		meta_cache_reset();
+}
+
+/* Syscache callback: a schema or a role membership changed. */
+static void
+counter_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (cacheid == NAMESPACEOID)
+		rels.valid = false;
+	meta_cache_reset();
+}
+
+/* Look up one of our relations by name in our schema. */
+static Oid
+counter_relid(const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, rels.schema);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("relation \"%s.%s\" of extension \"counter\" is missing",
+						COUNTER_SCHEMA, relname),
+				 errhint("Reinstall the extension with DROP EXTENSION counter; CREATE EXTENSION counter;")));
+	return relid;
+}
+
+/* Return the cached OIDs of our relations, filling the cache if needed. */
+CounterRels *
+CounterGetRels(void)
+{
+	HeapTuple	tup;
+
+	if (rels.valid)
+		return &rels;
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(counter_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, counter_syscache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, counter_syscache_callback, (Datum) 0);
+		callbacks_registered = true;
+	}
+
+	rels.schema = get_namespace_oid(COUNTER_SCHEMA, true);
+	if (!OidIsValid(rels.schema))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"counter\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION counter;")));
+
+	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(rels.schema));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for namespace %u", rels.schema);
+	rels.owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+
+	rels.counters = counter_relid("counters");
+	rels.grants = counter_relid("grants");
+	rels.slots = counter_relid("slots");
+	rels.slots_pkey = counter_relid("slots_pkey");
+	rels.events = counter_relid("events");
+	rels.events_key = counter_relid("events_key");
+	rels.totals = counter_relid("totals");
+	rels.totals_pkey = counter_relid("totals_pkey");
+	rels.valid = true;
+	return &rels;
+}
+
+/* Parse a mode name; 22023 for anything else. */
+CounterMode
+CounterParseMode(const char *mode)
+{
+	if (strcmp(mode, "slots") == 0)
+		return COUNTER_MODE_SLOTS;
+	if (strcmp(mode, "events") == 0)
+		return COUNTER_MODE_EVENTS;
+	if (strcmp(mode, "buffered") == 0)
+		return COUNTER_MODE_BUFFERED;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid counter mode \"%s\"", mode),
+			 errhint("Valid modes are \"slots\", \"events\" and \"buffered\".")));
+	return COUNTER_MODE_SLOTS;	/* keep compiler quiet */
+}
+
+/* The name of a mode, as stored. */
+const char *
+CounterModeName(CounterMode mode)
+{
+	switch (mode)
+	{
+		case COUNTER_MODE_SLOTS:
+			return "slots";
+		case COUNTER_MODE_EVENTS:
+			return "events";
+		case COUNTER_MODE_BUFFERED:
+			return "buffered";
+	}
+	return "slots";
+}
+
+/* Read the grants of one counter into CacheMemoryContext. */
+static void
+load_grants(CounterMeta *meta, Snapshot snapshot)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData skey;
+	HeapTuple	tup;
+	int			allocated = 4;
+
+	meta->ngrants = 0;
+	meta->grants = MemoryContextAlloc(CacheMemoryContext,
+									  allocated * sizeof(CounterGrant));
+
+	rel = table_open(rels.grants, AccessShareLock);
+	ScanKeyInit(&skey, Anum_grants_counter_id, BTEqualStrategyNumber,
+				F_INT4EQ, Int32GetDatum(meta->id));
+	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 1, &skey);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Datum		values[Natts_grants];
+		bool		nulls[Natts_grants];
+		char	   *priv;
+
+		heap_deform_tuple(tup, RelationGetDescr(rel), values, nulls);
+		if (meta->ngrants == allocated)
+		{
+			allocated *= 2;
+			meta->grants = repalloc(meta->grants, allocated * sizeof(CounterGrant));
+		}
+		priv = TextDatumGetCString(values[Anum_grants_privilege - 1]);
+		meta->grants[meta->ngrants].grantee = DatumGetObjectId(values[Anum_grants_grantee - 1]);
+		meta->grants[meta->ngrants].privs =
+			strcmp(priv, "read") == 0 ? COUNTER_PRIV_READ :
+			strcmp(priv, "add") == 0 ? COUNTER_PRIV_ADD : COUNTER_PRIV_ALL;
+		meta->ngrants++;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+}
+
+/*
+ * Find a counter by name: from the backend cache, else from counter.counters
+ * read with the latest snapshot (so a counter created by a committed
+ * transaction is found at once, whatever the caller's isolation level).
+ */
+CounterMeta *
+CounterLookup(const char *name, bool missing_ok)
+{
+	CounterMeta *meta;
+	bool		found;
+	char		keybuf[COUNTER_NAME_MAXLEN + 1];
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData skey;
+	HeapTuple	tup;
+	Snapshot	snapshot;
+
+	CounterGetRels();
+
+	if (strlen(name) > COUNTER_NAME_MAXLEN)
+	{
+		if (missing_ok)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("counter \"%s\" does not exist", name)));
+	}
+
+	if (meta_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = COUNTER_NAME_MAXLEN + 1;
+		ctl.entrysize = sizeof(CounterMeta);
+		ctl.hcxt = CacheMemoryContext;
+		meta_cache = hash_create("counter metadata", 64, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+
+	memset(keybuf, 0, sizeof(keybuf));
+	strlcpy(keybuf, name, sizeof(keybuf));
+	meta = hash_search(meta_cache, keybuf, HASH_FIND, NULL);
+	if (meta != NULL)
+		return meta;
+
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	rel = table_open(rels.counters, AccessShareLock);
+	ScanKeyInit(&skey, Anum_counters_name, BTEqualStrategyNumber,
+				F_TEXTEQ, CStringGetTextDatum(name));
+	skey.sk_collation = C_COLLATION_OID;
+	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 1, &skey);
+	tup = systable_getnext(scan);
+	if (!HeapTupleIsValid(tup))
+	{
+		systable_endscan(scan);
+		table_close(rel, AccessShareLock);
+		UnregisterSnapshot(snapshot);
+		if (missing_ok)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("counter \"%s\" does not exist", name),
+				 errhint("Create it with counter.create('%s').", name)));
+	}
+
+	meta = hash_search(meta_cache, keybuf, HASH_ENTER, &found);
+	{
+		Datum		values[Natts_counters];
+		bool		nulls[Natts_counters];
+		char	   *mode;
+
+		heap_deform_tuple(tup, RelationGetDescr(rel), values, nulls);
+		meta->id = DatumGetInt32(values[Anum_counters_id - 1]);
+		meta->owner = DatumGetObjectId(values[Anum_counters_owner - 1]);
+		mode = TextDatumGetCString(values[Anum_counters_mode - 1]);
+		meta->mode = CounterParseMode(mode);
+		meta->nslots = DatumGetInt32(values[Anum_counters_slots - 1]);
+		meta->has_min = !nulls[Anum_counters_min - 1];
+		meta->min = meta->has_min ? DatumGetInt64(values[Anum_counters_min - 1]) : 0;
+		meta->has_max = !nulls[Anum_counters_max - 1];
+		meta->max = meta->has_max ? DatumGetInt64(values[Anum_counters_max - 1]) : 0;
+		meta->members = DatumGetBool(values[Anum_counters_members - 1]);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	meta->checked_user = InvalidOid;
+	meta->checked_privs = 0;
+	meta->grants = NULL;
+	PG_TRY();
+	{
+		load_grants(meta, snapshot);
+	}
+	PG_CATCH();
+	{
+		hash_search(meta_cache, keybuf, HASH_REMOVE, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	UnregisterSnapshot(snapshot);
+	return meta;
+}
+
+/* The rights the current role holds on a counter (owner: all of them). */
+static int
+counter_privs(CounterMeta *meta)
+{
+	Oid			userid = GetUserId();
+	int			privs = 0;
+	int			i;
+
+	if (meta->checked_user == userid)
+		return meta->checked_privs;
+
+	if (superuser_arg(userid) || has_privs_of_role(userid, meta->owner))
+		privs = COUNTER_PRIV_ALL;
+	else
+	{
+		for (i = 0; i < meta->ngrants; i++)
+		{
+			Oid			grantee = meta->grants[i].grantee;
+
+			if (!OidIsValid(grantee) || has_privs_of_role(userid, grantee))
+				privs |= meta->grants[i].privs;
+		}
+	}
+	meta->checked_user = userid;
+	meta->checked_privs = privs;
+	return privs;
+}
+
+/* Raise 42501 unless the current role holds every right in privs. */
+void
+CounterCheckPrivs(CounterMeta *meta, int privs)
+{
+	if ((counter_privs(meta) & privs) != privs)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for counter \"%s\"", meta->name),
+				 errhint("The owner can grant it with counter.grant('%s', role, '%s').",
+						 meta->name,
+						 (privs & COUNTER_PRIV_ADMIN) ? "admin" :
+						 (privs & COUNTER_PRIV_ADD) ? "add" : "read")));
+}
+
+/* Whether the current role may read the counter; false if it is unknown. */
+bool
+CounterCanRead(const char *name)
+{
+	CounterMeta *meta = CounterLookup(name, true);
+
+	return meta != NULL && (counter_privs(meta) & COUNTER_PRIV_READ) != 0;
+}
+
+/* Forget cached metadata here and in every backend at commit. */
+void
+CounterInvalidate(void)
+{
+	CounterRels *r = CounterGetRels();
+
+	CacheInvalidateRelcacheByRelid(r->counters);
+}
+
+/* Fetch argument argno as a counter name: 22004 when NULL. */
+char *
+CounterArgName(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("counter name must not be null")));
+	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+/* Fetch argument argno as a counter key: 22004 when NULL, 22023 when long. */
+char *
+CounterArgKey(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *t;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("counter key must not be null"),
+				 errhint("Use '' as the key of a counter with a single value.")));
+	t = PG_GETARG_TEXT_PP(argno);
+	if (VARSIZE_ANY_EXHDR(t) > COUNTER_KEY_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("counter key is too long"),
+				 errdetail("A key has at most %d bytes; this one has %d.",
+						   COUNTER_KEY_MAXLEN, (int) VARSIZE_ANY_EXHDR(t))));
+	return text_to_cstring(t);
+}
+
+/* Become the owner of the extension's schema, to run internal SQL. */
+void
+CounterSwitchToOwner(Oid *save_userid, int *save_sec_context)
+{
+	CounterRels *r = CounterGetRels();
+
+	GetUserIdAndSecContext(save_userid, save_sec_context);
+	SetUserIdAndSecContext(r->owner,
+						   *save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/* Undo CounterSwitchToOwner. */
+void
+CounterRestoreUser(Oid save_userid, int save_sec_context)
+{
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/*
+ * Prepare and keep a plan, parsed with search_path = pg_catalog alone (the
+ * plan cache re-parses with the same path), so no object of the caller's
+ * schemas or pg_temp can be picked up.  Call inside SPI_connect.
+ */
+SPIPlanPtr
+CounterPrepare(const char *sql, int nargs, Oid *argtypes)
+{
+	OverrideSearchPath path;
+	SPIPlanPtr	plan;
+
+	path.schemas = NIL;
+	path.addCatalog = true;
+	path.addTemp = false;
+	path.generation = 0;
+	PushOverrideSearchPath(&path);
+	PG_TRY();
+	{
+		plan = SPI_prepare(sql, nargs, argtypes);
+	}
+	PG_FINALLY();
+	{
+		PopOverrideSearchPath();
+	}
+	PG_END_TRY();
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}

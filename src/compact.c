@@ -1,0 +1,207 @@
+/*-------------------------------------------------------------------------
+ *
+ * compact.c
+ *	  Compaction: move events and slot deltas into totals and rollups,
+ *	  exactly once.
+ *
+ * Exactly-once rests on MVCC alone.  One statement deletes the events
+ * visible to its snapshot (DELETE ... RETURNING) and folds exactly those rows
+ * into rollups and totals; the slot statement zeroes the slot rows it could
+ * lock (SKIP LOCKED: an add holding a row keeps it) and folds exactly the
+ * values it zeroed.  Events and slot values of transactions still in flight
+ * are invisible or locked, so they stay for a later batch: no watermark, no
+ * waiting for writers.  Each batch commits in one transaction with its
+ * deletions, so a crash leaves all of it or none.  One compactor runs per
+ * database at a time (an advisory lock), whether it is the worker or a call
+ * of counter.compact().
+ *
+ * Readers add totals, slots and events in one snapshot, which sees a batch
+ * either wholly before or wholly after its commit.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "counter.h"
+
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+
+/* advisory lock (two int4 keys) taken by every compaction of a database */
+#define COMPACT_LOCK_KEY1		0x636f756e	/* "coun" */
+#define COMPACT_LOCK_KEY2		0x74657200	/* "ter" */
+
+/*
+ * The second half of both batch statements: fold CTE "moved" (counter_id,
+ * key, delta, at) into rollups (each granularity of the counter, bucket of
+ * the row's time) and into this node's shard of totals; return the count.
+ */
+#define FOLD_MOVED \
+	", agg AS (SELECT m.counter_id, m.key, sum(m.delta)::int8 AS d" \
+	"            FROM moved m GROUP BY 1, 2)" \
+	", roll AS (INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)" \
+	"   SELECT m.counter_id, m.key, g.g," \
+	"          date_bin(g.g, m.at, timestamptz '2000-01-01 00:00:00+00'), sum(m.delta)::int8" \
+	"     FROM moved m JOIN counter.counters c ON c.id = m.counter_id," \
+	"          unnest(c.rollups) AS g(g)" \
+	"    GROUP BY 1, 2, 3, 4" \
+	"   ON CONFLICT (counter_id, key, granularity, bucket)" \
+	"   DO UPDATE SET value = r.value + excluded.value)" \
+	", tot AS (INSERT INTO counter.totals AS t (counter, key, node, state)" \
+	"   SELECT c.name, a.key, $2, counter.increment('{}', $2, a.d)" \
+	"     FROM agg a JOIN counter.counters c ON c.id = a.counter_id" \
+	"   ON CONFLICT (counter, key, node)" \
+	"   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state)))" \
+	" SELECT count(*) FROM moved"
+
+/* $1 batch size, $2 node id, $3 counter id or 0 for all */
+static const char *events_sql =
+"WITH moved AS ("
+"   DELETE FROM counter.events e"
+"    WHERE e.ctid = ANY (ARRAY (SELECT x.ctid FROM counter.events x"
+"                                WHERE $3 = 0 OR x.counter_id = $3 LIMIT $1))"
+"   RETURNING e.counter_id, e.key, e.delta, e.at)"
+FOLD_MOVED;
+
+static const char *slots_sql =
+"WITH moved AS ("
+"   UPDATE counter.slots s SET value = 0, lo = s.lo - z.value, hi = s.hi - z.value,"
+"          touched = now()"
+"     FROM (SELECT x.ctid, x.value FROM counter.slots x"
+"            WHERE ($3 = 0 OR x.counter_id = $3) AND x.value <> 0"
+"            LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED) z"
+"    WHERE s.ctid = z.ctid"
+"   RETURNING s.counter_id, s.key, z.value AS delta, now() AS at)"
+FOLD_MOVED;
+
+/* $1 idle seconds, $2 counter id or 0: empty slot rows idle long enough */
+static const char *fold_sql =
+"DELETE FROM counter.slots s"
+" WHERE s.ctid = ANY (ARRAY (SELECT x.ctid FROM counter.slots x"
+"                             WHERE ($2 = 0 OR x.counter_id = $2) AND x.value = 0"
+"                               AND x.lo IS NULL AND x.hi IS NULL"
+"                               AND x.touched < now() - $1 * interval '1 second'"
+"                             FOR UPDATE SKIP LOCKED))";
+
+/* buckets past retention: their sum moves into the -infinity bucket */
+static const char *retention_sql =
+"WITH c AS (SELECT id, u.g, u.r FROM counter.counters,"
+"                  unnest(rollups, retention) AS u(g, r)"
+"            WHERE u.r IS NOT NULL AND ($1 = 0 OR id = $1)),"
+" old AS (DELETE FROM counter.rollups r USING c"
+"          WHERE r.counter_id = c.id AND r.granularity = c.g"
+"            AND r.bucket > '-infinity' AND r.bucket < now() - c.r"
+"         RETURNING r.counter_id, r.key, r.granularity, r.value)"
+" INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)"
+" SELECT counter_id, key, granularity, '-infinity', sum(value)::int8 FROM old"
+"  GROUP BY 1, 2, 3"
+" ON CONFLICT (counter_id, key, granularity, bucket)"
+" DO UPDATE SET value = r.value + excluded.value";
+
+static const char *idempotency_sql =
+"DELETE FROM counter.idempotency WHERE created < now() - $1 * interval '1 second'";
+
+static SPIPlanPtr events_plan = NULL;
+static SPIPlanPtr slots_plan = NULL;
+static SPIPlanPtr fold_plan = NULL;
+static SPIPlanPtr retention_plan = NULL;
+static SPIPlanPtr idempotency_plan = NULL;
+
+/* Take the database's compaction lock for this transaction. */
+bool
+CounterCompactLock(bool wait)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, COMPACT_LOCK_KEY1, COMPACT_LOCK_KEY2, 2);
+	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/* Execute a kept plan as the extension's owner; returns its first int8 or rows. */
+static int64
+run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			ret;
+	int64		n;
+
+	if (*plan == NULL)
+		*plan = CounterPrepare(sql, nargs, types);
+	CounterSwitchToOwner(&save_userid, &save_sec_context);
+	ret = SPI_execute_plan(*plan, values, NULL, false, 0);
+	CounterRestoreUser(save_userid, save_sec_context);
+	if (ret < 0)
+		elog(ERROR, "compaction statement failed: %s", SPI_result_code_string(ret));
+	if (ret == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+
+		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	else
+		n = (int64) SPI_processed;
+	return n;
+}
+
+/*
+ * One batch, in the caller's transaction (which holds the compaction lock):
+ * up to batch_size events and batch_size slot rows; with maintenance, also
+ * fold idle slot rows, apply retention and purge idempotency keys.  Returns
+ * the number of events and slot rows moved; *full is set when either
+ * statement filled its batch (more may be waiting).
+ */
+int64
+CounterCompactBatch(int32 counter_id, bool maintenance, bool *full)
+{
+	Oid			types[3] = {INT4OID, INT4OID, INT4OID};
+	Datum		values[3];
+	int64		events;
+	int64		slots;
+
+	values[0] = Int32GetDatum(counter_batch_size);
+	values[1] = Int32GetDatum(counter_node_id);
+	values[2] = Int32GetDatum(counter_id);
+
+	SPI_connect();
+	events = run(&events_plan, events_sql, 3, types, values);
+	slots = run(&slots_plan, slots_sql, 3, types, values);
+	if (maintenance)
+	{
+		values[0] = Int32GetDatum(counter_fold_after);
+		values[1] = Int32GetDatum(counter_id);
+		run(&fold_plan, fold_sql, 2, types, values);
+		values[0] = Int32GetDatum(counter_id);
+		run(&retention_plan, retention_sql, 1, types, values);
+		values[0] = Int32GetDatum(counter_idempotency_window);
+		run(&idempotency_plan, idempotency_sql, 1, types, values);
+	}
+	SPI_finish();
+
+	*full = (events >= counter_batch_size || slots >= counter_batch_size);
+	return events + slots;
+}
+
+/*
+ * Compact now, in the caller's transaction, until nothing visible is left
+ * (counter_id 0: every counter).  Waits for a running compaction when wait,
+ * else returns 0 at once if one runs.
+ */
+int64
+CounterCompact(int32 counter_id, bool wait)
+{
+	int64		total = 0;
+	bool		full = true;
+	bool		first = true;
+
+	if (!CounterCompactLock(wait))
+		return 0;
+	while (full)
+	{
+		CHECK_FOR_INTERRUPTS();
+		total += CounterCompactBatch(counter_id, first, &full);
+		first = false;
+	}
+	return total;
+}

@@ -1,0 +1,172 @@
+/*-------------------------------------------------------------------------
+ *
+ * counter.h
+ *	  Shared declarations of the counter extension.
+ *
+ * A counter key's exact value is the sum of four sources, always read in
+ * one snapshot:
+ *
+ *	- totals:	compacted per-node PN-counter state (counter.totals), one row
+ *				per (counter, key, node); peer nodes' rows arrive by logical
+ *				replication;
+ *	- slots:	live slot rows (counter.slots) updated by adds in slots mode;
+ *	- events:	append-only event rows (counter.events) inserted by adds in
+ *				events mode and not yet compacted;
+ *	- buffered:	increments held in shared memory by adds in buffered mode.
+ *
+ * The mode of a counter only decides where a new add goes; a read always
+ * sums every source, so switching modes or slot counts is exact at once.
+ * The background worker moves slots, events and buffered deltas into totals
+ * and rollups, each move in one transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COUNTER_H
+#define COUNTER_H
+
+#include "postgres.h"
+
+#include "access/htup.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "nodes/pg_list.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/relcache.h"
+#include "utils/snapshot.h"
+#include "utils/timestamp.h"
+
+#include "type.h"
+
+#define COUNTER_SCHEMA			"counter"
+#define COUNTER_NAME_MAXLEN		63
+#define COUNTER_KEY_MAXLEN		1024
+
+/* modes, as stored in counter.counters.mode */
+typedef enum CounterMode
+{
+	COUNTER_MODE_SLOTS,
+	COUNTER_MODE_EVENTS,
+	COUNTER_MODE_BUFFERED
+} CounterMode;
+
+/* privilege bits of counter.grants; the owner holds all of them */
+#define COUNTER_PRIV_READ		0x01
+#define COUNTER_PRIV_ADD		0x02
+#define COUNTER_PRIV_ADMIN		0x04
+#define COUNTER_PRIV_ALL		0x07
+
+/* one grant of a counter, cached with its metadata */
+typedef struct CounterGrant
+{
+	Oid			grantee;		/* InvalidOid means PUBLIC */
+	int			privs;
+} CounterGrant;
+
+/* backend-local copy of one counter.counters row */
+typedef struct CounterMeta
+{
+	char		name[COUNTER_NAME_MAXLEN + 1];	/* hash key */
+	int32		id;
+	Oid			owner;
+	CounterMode mode;
+	int32		nslots;
+	bool		has_min;
+	bool		has_max;
+	int64		min;
+	int64		max;
+	bool		members;
+	int			ngrants;
+	CounterGrant *grants;		/* in CacheMemoryContext */
+	Oid			checked_user;	/* last role checked, and its rights */
+	int			checked_privs;
+} CounterMeta;
+
+/* OIDs of the extension's relations, cached per backend */
+typedef struct CounterRels
+{
+	bool		valid;
+	Oid			schema;
+	Oid			owner;			/* owner of the schema: runs internal SQL */
+	Oid			counters;
+	Oid			grants;
+	Oid			slots;
+	Oid			slots_pkey;
+	Oid			events;
+	Oid			events_key;
+	Oid			totals;
+	Oid			totals_pkey;
+} CounterRels;
+
+/* guc.c */
+extern int	counter_naptime;
+extern int	counter_batch_size;
+extern bool counter_worker_enabled;
+extern int	counter_node_id;
+extern int	counter_fold_after;
+extern int	counter_idempotency_window;
+extern int	counter_notify_interval;
+extern void CounterGucInit(void);
+
+/* catalog.c */
+extern CounterRels *CounterGetRels(void);
+extern CounterMeta *CounterLookup(const char *name, bool missing_ok);
+extern void CounterCheckPrivs(CounterMeta *meta, int privs);
+extern bool CounterCanRead(const char *name);
+extern void CounterInvalidate(void);
+extern CounterMode CounterParseMode(const char *mode);
+extern const char *CounterModeName(CounterMode mode);
+extern char *CounterArgName(FunctionCallInfo fcinfo, int argno);
+extern char *CounterArgKey(FunctionCallInfo fcinfo, int argno);
+extern void CounterSwitchToOwner(Oid *save_userid, int *save_sec_context);
+extern void CounterRestoreUser(Oid save_userid, int save_sec_context);
+extern SPIPlanPtr CounterPrepare(const char *sql, int nargs, Oid *argtypes);
+
+/* storage.c */
+extern void CounterSlotsAdd(CounterMeta *meta, const char *key, int64 delta);
+extern void CounterEventsInsert(CounterMeta *meta, const char *key, int64 delta,
+								TimestampTz at);
+extern int64 CounterReadValue(CounterMeta *meta, const char *key, Snapshot snapshot);
+
+/* compact.c */
+extern bool CounterCompactLock(bool wait);
+extern int64 CounterCompactBatch(int32 counter_id, bool maintenance, bool *full);
+extern int64 CounterCompact(int32 counter_id, bool wait);
+
+/* shmem.c */
+typedef struct CounterDbWorker
+{
+	Oid			dboid;
+	pid_t		pid;
+	TimestampTz started;
+	TimestampTz last_compaction;
+	int64		compactions;
+	int64		events_compacted;
+	int64		slots_collected;
+	int64		last_batch;
+	double		last_rate;		/* events per second of the last batch */
+	bool		wanted;
+} CounterDbWorker;
+
+#define COUNTER_MAX_DATABASES	64
+
+typedef struct CounterShared
+{
+	LWLock	   *lock;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	bool		rescan;
+	CounterDbWorker dbs[COUNTER_MAX_DATABASES];
+} CounterShared;
+
+extern CounterShared *counter_shared;
+extern void CounterShmemInit(void);
+extern CounterDbWorker *CounterDbSlot(Oid dboid, bool create);
+
+/* worker.c */
+extern void CounterWorkerRegister(void);
+extern PGDLLEXPORT void counter_launcher_main(Datum arg);
+extern PGDLLEXPORT void counter_worker_main(Datum arg);
+extern void CounterWakeLauncher(void);
+
+#endif							/* COUNTER_H */

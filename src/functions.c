@@ -1,0 +1,809 @@
+/*-------------------------------------------------------------------------
+ *
+ * functions.c
+ *	  The SQL-callable API of schema counter: managing counters, adding,
+ *	  reading, and maintenance.
+ *
+ * Every function checks the caller's rights on the counter itself
+ * (catalog.c) and then reaches the hidden tables either directly (storage.c,
+ * the hot paths) or through SPI plans run as the extension's owner.  None is
+ * SECURITY DEFINER and none carries a SET clause: both cost measurably per
+ * call, and the checks here make them unnecessary.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "counter.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/snapmgr.h"
+
+PG_FUNCTION_INFO_V1(counter_create);
+PG_FUNCTION_INFO_V1(counter_alter);
+PG_FUNCTION_INFO_V1(counter_drop);
+PG_FUNCTION_INFO_V1(counter_grant);
+PG_FUNCTION_INFO_V1(counter_revoke);
+PG_FUNCTION_INFO_V1(counter_add);
+PG_FUNCTION_INFO_V1(counter_add_and_get);
+PG_FUNCTION_INFO_V1(counter_increment);
+PG_FUNCTION_INFO_V1(counter_decrement);
+PG_FUNCTION_INFO_V1(counter_reset);
+PG_FUNCTION_INFO_V1(counter_value);
+PG_FUNCTION_INFO_V1(counter_values);
+PG_FUNCTION_INFO_V1(counter_top);
+PG_FUNCTION_INFO_V1(counter_series);
+PG_FUNCTION_INFO_V1(counter_compact);
+PG_FUNCTION_INFO_V1(counter_verify);
+PG_FUNCTION_INFO_V1(counter_can_read);
+
+/*
+ * One internal statement: its SQL, argument types, and the plan prepared on
+ * first use and kept for the life of the backend.
+ */
+typedef struct CounterStmt
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[10];
+	SPIPlanPtr	plan;
+} CounterStmt;
+
+/*
+ * Run stmt as the extension's owner (SPI must be connected).  Returns the
+ * SPI result code; rows are in SPI_tuptable.
+ */
+static int
+counter_exec(CounterStmt *stmt, Datum *values, const char *nulls, bool read_only)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			ret;
+
+	if (stmt->plan == NULL)
+		stmt->plan = CounterPrepare(stmt->sql, stmt->nargs, stmt->argtypes);
+	CounterSwitchToOwner(&save_userid, &save_sec_context);
+	ret = SPI_execute_plan(stmt->plan, values, nulls, read_only, 0);
+	CounterRestoreUser(save_userid, save_sec_context);
+	if (ret < 0)
+		elog(ERROR, "internal statement failed: %s", SPI_result_code_string(ret));
+	return ret;
+}
+
+/* Fetch an int8 argument that must not be NULL (22004). */
+static int64
+arg_int8(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	return PG_GETARG_INT64(argno);
+}
+
+/* Look up the counter named by argument 0 and check the caller's rights. */
+static CounterMeta *
+arg_counter(FunctionCallInfo fcinfo, int privs)
+{
+	CounterMeta *meta = CounterLookup(CounterArgName(fcinfo, 0), false);
+
+	CounterCheckPrivs(meta, privs);
+	return meta;
+}
+
+/*
+ * Validate a granularity or retention array: one dimension, no NULLs unless
+ * allow_nulls, every interval positive and, for granularities, without
+ * months or years (buckets are date_bin()'d).  Returns the element count.
+ */
+static int
+check_intervals(ArrayType *arr, const char *what, bool allow_nulls, bool binnable)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a one-dimensional array", what)));
+	deconstruct_array(arr, INTERVALOID, sizeof(Interval), false, TYPALIGN_DOUBLE,
+					  &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+	{
+		Interval   *iv;
+
+		if (nulls[i])
+		{
+			if (!allow_nulls)
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("%s must not contain NULL", what)));
+			continue;
+		}
+		iv = DatumGetIntervalP(elems[i]);
+		if (iv->month < 0 || iv->day < 0 || iv->time < 0 ||
+			(iv->month == 0 && iv->day == 0 && iv->time == 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must contain positive intervals", what)));
+		if (binnable && iv->month != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s cannot contain months or years", what),
+					 errhint("Use days, e.g. '30 days'.")));
+	}
+	return n;
+}
+
+/* Check a slot limit: 1 to 1024 (22023). */
+static void
+check_slots(int32 slots)
+{
+	if (slots < 1 || slots > 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("slots must be between 1 and 1024, not %d", slots)));
+}
+
+/* Modes that adds can use today. */
+static CounterMode
+check_mode(const char *name)
+{
+	CounterMode mode = CounterParseMode(name);
+
+	if (mode == COUNTER_MODE_BUFFERED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("buffered mode is not available in this version")));
+	return mode;
+}
+
+static CounterStmt create_stmt = {
+	"INSERT INTO counter.counters (name, owner, mode, slots, rollups, retention,"
+	" min_value, max_value, members)"
+	" VALUES ($1, $2, $3, $4, $5,"
+	" coalesce($6, array_fill(NULL::interval, ARRAY[cardinality($5)])),"
+	" $7, $8, $9)",
+	9, {TEXTOID, OIDOID, TEXTOID, INT4OID, INTERVALARRAYOID, INTERVALARRAYOID,
+	INT8OID, INT8OID, BOOLOID}
+};
+
+/*
+ * counter.create(name, mode, slots, rollups, retention, min, max, members):
+ * a new counter owned by the calling role.
+ */
+Datum
+counter_create(PG_FUNCTION_ARGS)
+{
+	char	   *name = CounterArgName(fcinfo, 0);
+	Datum		values[9];
+	char		nulls[9];
+	int			nrollups;
+	int			i;
+
+	for (i = 1; i < 8; i++)
+		if (i != 4 && i != 5 && i != 6 && PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("argument %d of counter.create must not be null", i + 1)));
+	if (strlen(name) < 1 || strlen(name) > COUNTER_NAME_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("counter name must have 1 to %d bytes", COUNTER_NAME_MAXLEN)));
+	check_mode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	check_slots(PG_GETARG_INT32(2));
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("rollups must not be null"),
+				 errhint("Use '{}' for a counter without rollups.")));
+	nrollups = check_intervals(PG_GETARG_ARRAYTYPE_P(3), "rollups", false, true);
+	if (!PG_ARGISNULL(4) &&
+		check_intervals(PG_GETARG_ARRAYTYPE_P(4), "retention", true, false) != nrollups)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retention must have one element per rollup granularity")));
+	if (!PG_ARGISNULL(5) || !PG_ARGISNULL(6))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("bounded counters are not available in this version")));
+	if (PG_ARGISNULL(7))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("members must not be null")));
+	if (PG_GETARG_BOOL(7))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("membership counters are not available in this version")));
+
+	if (CounterLookup(name, true) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("counter \"%s\" already exists", name)));
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = ObjectIdGetDatum(GetUserId());
+	values[2] = PG_GETARG_DATUM(1);
+	values[3] = PG_GETARG_DATUM(2);
+	values[4] = PG_GETARG_DATUM(3);
+	values[5] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+	nulls[5] = PG_ARGISNULL(4) ? 'n' : ' ';
+	values[6] = (Datum) 0;
+	nulls[6] = 'n';
+	values[7] = (Datum) 0;
+	nulls[7] = 'n';
+	values[8] = PG_GETARG_DATUM(7);
+
+	SPI_connect();
+	counter_exec(&create_stmt, values, nulls, false);
+	SPI_finish();
+	CounterInvalidate();
+	PG_RETURN_VOID();
+}
+
+static CounterStmt alter_stmt = {
+	"WITH c AS ("
+	"  UPDATE counter.counters SET mode = coalesce($2, mode), slots = coalesce($3, slots),"
+	"    rollups = coalesce($4, rollups),"
+	"    retention = coalesce($5, CASE WHEN $4 IS NULL THEN retention"
+	"                                  ELSE array_fill(NULL::interval, ARRAY[cardinality($4)]) END)"
+	"   WHERE id = $1 RETURNING id, name, rollups),"
+	" gone AS (DELETE FROM counter.rollups r USING c"
+	"   WHERE r.counter_id = c.id AND r.granularity <> ALL (c.rollups))"
+	/* a new granularity starts from the compacted total, in one bucket */
+	" INSERT INTO counter.rollups (counter_id, key, granularity, bucket, value)"
+	" SELECT c.id, t.key, g.g, '-infinity', t.value"
+	"   FROM c, unnest(c.rollups) g(g), counter.totals t"
+	"  WHERE t.counter = c.name AND t.node = $6 AND $4 IS NOT NULL"
+	"    AND NOT EXISTS (SELECT 1 FROM counter.rollups r"
+	"                     WHERE r.counter_id = c.id AND r.granularity = g.g)",
+	6, {INT4OID, TEXTOID, INT4OID, INTERVALARRAYOID, INTERVALARRAYOID, INT4OID}
+};
+
+/*
+ * counter.alter(name, mode, slots, rollups, retention): NULL keeps a setting.
+ * Changing mode or slots is exact at once, since reads sum every source.
+ */
+Datum
+counter_alter(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADMIN);
+	Datum		values[6];
+	char		nulls[6];
+	int			nrollups = -1;
+	int			i;
+
+	if (!PG_ARGISNULL(1))
+		check_mode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	if (!PG_ARGISNULL(2))
+		check_slots(PG_GETARG_INT32(2));
+	if (!PG_ARGISNULL(3))
+		nrollups = check_intervals(PG_GETARG_ARRAYTYPE_P(3), "rollups", false, true);
+	if (!PG_ARGISNULL(4))
+	{
+		int			nret = check_intervals(PG_GETARG_ARRAYTYPE_P(4), "retention", true, false);
+
+		if (nrollups < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("retention can only be changed together with rollups")));
+		if (nret != nrollups)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("retention must have one element per rollup granularity")));
+	}
+
+	values[0] = Int32GetDatum(meta->id);
+	nulls[0] = ' ';
+	for (i = 1; i < 5; i++)
+	{
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
+	values[5] = Int32GetDatum(counter_node_id);
+	nulls[5] = ' ';
+
+	/* rollups must not change under a running compaction */
+	if (!PG_ARGISNULL(3))
+		CounterCompactLock(true);
+
+	SPI_connect();
+	counter_exec(&alter_stmt, values, nulls, false);
+	SPI_finish();
+	CounterInvalidate();
+	PG_RETURN_VOID();
+}
+
+static CounterStmt drop_stmt = {
+	"WITH s AS (DELETE FROM counter.slots WHERE counter_id = $1),"
+	" e AS (DELETE FROM counter.events WHERE counter_id = $1),"
+	" r AS (DELETE FROM counter.rollups WHERE counter_id = $1),"
+	" i AS (DELETE FROM counter.idempotency WHERE counter_id = $1),"
+	" t AS (DELETE FROM counter.totals WHERE counter = $2)"
+	" DELETE FROM counter.counters WHERE id = $1",
+	2, {INT4OID, TEXTOID}
+};
+
+/* counter.drop(name): the counter and all its rows, on this node. */
+Datum
+counter_drop(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADMIN);
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(meta->id);
+	values[1] = CStringGetTextDatum(meta->name);
+	SPI_connect();
+	counter_exec(&drop_stmt, values, NULL, false);
+	SPI_finish();
+	CounterInvalidate();
+	PG_RETURN_VOID();
+}
+
+static CounterStmt grant_stmt = {
+	"INSERT INTO counter.grants (counter_id, grantee, privilege) VALUES ($1, $2, $3)"
+	" ON CONFLICT DO NOTHING",
+	3, {INT4OID, OIDOID, TEXTOID}
+};
+
+static CounterStmt revoke_stmt = {
+	"DELETE FROM counter.grants WHERE counter_id = $1 AND grantee = $2 AND privilege = $3",
+	3, {INT4OID, OIDOID, TEXTOID}
+};
+
+/* Shared body of counter.grant and counter.revoke. */
+static void
+grant_or_revoke(FunctionCallInfo fcinfo, CounterStmt *stmt)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADMIN);
+	char	   *role;
+	char	   *priv;
+	Datum		values[3];
+
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("role and privilege must not be null")));
+	role = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	priv = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (strcmp(priv, "read") != 0 && strcmp(priv, "add") != 0 &&
+		strcmp(priv, "admin") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid counter privilege \"%s\"", priv),
+				 errhint("Valid privileges are \"read\", \"add\" and \"admin\".")));
+
+	values[0] = Int32GetDatum(meta->id);
+	values[1] = ObjectIdGetDatum(pg_strcasecmp(role, "public") == 0 ?
+								 InvalidOid : get_role_oid(role, false));
+	values[2] = CStringGetTextDatum(priv);
+	SPI_connect();
+	counter_exec(stmt, values, NULL, false);
+	SPI_finish();
+	CounterInvalidate();
+}
+
+/* counter.grant(name, role, 'read'|'add'|'admin'); role may be 'public'. */
+Datum
+counter_grant(PG_FUNCTION_ARGS)
+{
+	grant_or_revoke(fcinfo, &grant_stmt);
+	PG_RETURN_VOID();
+}
+
+/* counter.revoke(name, role, privilege): undo one grant. */
+Datum
+counter_revoke(PG_FUNCTION_ARGS)
+{
+	grant_or_revoke(fcinfo, &revoke_stmt);
+	PG_RETURN_VOID();
+}
+
+static CounterStmt idem_claim_stmt = {
+	"INSERT INTO counter.idempotency AS i (idem, counter_id, key, delta)"
+	" VALUES ($1, $2, $3, $4)"
+	" ON CONFLICT (idem) DO UPDATE SET counter_id = excluded.counter_id,"
+	"   key = excluded.key, delta = excluded.delta, created = now()"
+	"  WHERE i.created < now() - $5 * interval '1 second'"
+	" RETURNING true",
+	5, {TEXTOID, INT4OID, TEXTOID, INT8OID, INT4OID}
+};
+
+static CounterStmt idem_check_stmt = {
+	"SELECT counter_id = $2 AND key = $3 AND delta = $4"
+	"  FROM counter.idempotency WHERE idem = $1",
+	4, {TEXTOID, INT4OID, TEXTOID, INT8OID}
+};
+
+/*
+ * Claim an idempotency key for this add.  True when the add should apply;
+ * false when the key was already used for the same add within the window;
+ * 22023 when it was used for another add.  A transaction still holding the
+ * key is waited for: if it aborts, the key is ours.
+ */
+static bool
+idempotency_claim(CounterMeta *meta, const char *key, int64 delta, text *idem)
+{
+	Datum		values[5];
+	bool		applied;
+
+	values[0] = PointerGetDatum(idem);
+	values[1] = Int32GetDatum(meta->id);
+	values[2] = CStringGetTextDatum(key);
+	values[3] = Int64GetDatum(delta);
+	values[4] = Int32GetDatum(counter_idempotency_window);
+
+	SPI_connect();
+	counter_exec(&idem_claim_stmt, values, NULL, false);
+	applied = SPI_processed == 1;
+	if (!applied)
+	{
+		bool		isnull;
+
+		counter_exec(&idem_check_stmt, values, NULL, false);
+		if (SPI_processed != 1 ||
+			!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("idempotency key \"%s\" was already used for another add",
+							text_to_cstring(idem)),
+					 errdetail("A key identifies one add: the same counter, key and delta.")));
+	}
+	SPI_finish();
+	return applied;
+}
+
+/*
+ * Apply one add of delta to (counter, key): where the counter's mode puts
+ * it, or as an event when back-dated.  Returns false when an idempotency key
+ * shows it was already applied.
+ */
+static bool
+counter_apply(CounterMeta *meta, const char *key, int64 delta, text *idem,
+			  bool has_at, TimestampTz at)
+{
+	if (idem != NULL && !idempotency_claim(meta, key, delta, idem))
+		return false;
+
+	if (delta != 0)
+	{
+		if (has_at || meta->mode == COUNTER_MODE_EVENTS)
+			CounterEventsInsert(meta, key, delta,
+								has_at ? at : GetCurrentTransactionStartTimestamp());
+		else
+			CounterSlotsAdd(meta, key, delta);
+	}
+	/* later commands of this transaction, and later calls, see this add */
+	CommandCounterIncrement();
+	return true;
+}
+
+/* Read a key's value as the current transaction now sees it. */
+static int64
+read_own_value(CounterMeta *meta, const char *key)
+{
+	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	int64		value = CounterReadValue(meta, key, snapshot);
+
+	UnregisterSnapshot(snapshot);
+	return value;
+}
+
+/* Shared body of add and add_and_get: parse arguments, check, apply. */
+static void
+add_common(FunctionCallInfo fcinfo, bool with_at, CounterMeta **meta, char **key)
+{
+	int64		delta;
+	text	   *idem;
+
+	*meta = arg_counter(fcinfo, COUNTER_PRIV_ADD);
+	*key = CounterArgKey(fcinfo, 1);
+	delta = arg_int8(fcinfo, 2, "delta");
+	idem = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
+	counter_apply(*meta, *key, delta, idem,
+				  with_at && !PG_ARGISNULL(4),
+				  (with_at && !PG_ARGISNULL(4)) ? PG_GETARG_TIMESTAMPTZ(4) : 0);
+}
+
+/* counter.add(name, key, delta, idempotency_key, at): the hot path. */
+Datum
+counter_add(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta;
+	char	   *key;
+
+	add_common(fcinfo, true, &meta, &key);
+	PG_RETURN_VOID();
+}
+
+/* counter.add_and_get(...): add, then the new value this transaction sees. */
+Datum
+counter_add_and_get(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta;
+	char	   *key;
+
+	add_common(fcinfo, false, &meta, &key);
+	PG_RETURN_INT64(read_own_value(meta, key));
+}
+
+/* counter.increment(name, key): add 1. */
+Datum
+counter_increment(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADD);
+
+	counter_apply(meta, CounterArgKey(fcinfo, 1), 1, NULL, false, 0);
+	PG_RETURN_VOID();
+}
+
+/* counter.decrement(name, key): add -1. */
+Datum
+counter_decrement(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADD);
+
+	counter_apply(meta, CounterArgKey(fcinfo, 1), -1, NULL, false, 0);
+	PG_RETURN_VOID();
+}
+
+/*
+ * counter.reset(name, key): subtract the value this transaction sees, so
+ * the key reads 0; adds still in flight elsewhere count after it.  Returns
+ * the value removed.
+ */
+Datum
+counter_reset(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADD | COUNTER_PRIV_READ);
+	char	   *key = CounterArgKey(fcinfo, 1);
+	int64		value = read_own_value(meta, key);
+
+	if (value == PG_INT64_MIN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("counter value out of range for reset")));
+	counter_apply(meta, key, -value, NULL, false, 0);
+	PG_RETURN_INT64(value);
+}
+
+/* counter.value(name, key): the exact value in the statement's snapshot. */
+Datum
+counter_value(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
+
+	PG_RETURN_INT64(CounterReadValue(meta, CounterArgKey(fcinfo, 1),
+									 GetActiveSnapshot()));
+}
+
+/* counter.values(name, keys[]): (key, value) per key, in one snapshot. */
+Datum
+counter_values(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ArrayType  *arr;
+	Datum	   *keys;
+	bool	   *knulls;
+	int			n;
+	int			i;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("keys must not be null")));
+	arr = PG_GETARG_ARRAYTYPE_P(1);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &keys, &knulls, &n);
+	InitMaterializedSRF(fcinfo, 0);
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+		char	   *key;
+
+		if (knulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("counter key must not be null")));
+		key = TextDatumGetCString(keys[i]);
+		if (strlen(key) > COUNTER_KEY_MAXLEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("counter key is too long")));
+		values[0] = keys[i];
+		values[1] = Int64GetDatum(CounterReadValue(meta, key, GetActiveSnapshot()));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* Run a read-only statement and return all its rows as the SRF's result. */
+static void
+return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
+			const char *nulls)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	uint64		i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	SPI_connect();
+	counter_exec(stmt, values, nulls, true);
+	for (i = 0; i < SPI_processed; i++)
+		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	SPI_finish();
+}
+
+/*
+ * Exact top-k: keys with uncompacted deltas (events, slots) are few; any
+ * other key's value is its compacted total, so the top k of all keys lies
+ * among the top (k + |pending|) totals and the pending keys.  With peer
+ * nodes' rows present a key's total is a sum of rows, and every key is a
+ * candidate.
+ */
+static CounterStmt top_stmt = {
+	"WITH p AS ("
+	"   SELECT x.key, sum(x.d) AS d FROM ("
+	"     SELECT key, delta AS d FROM counter.events WHERE counter_id = $1"
+	"     UNION ALL SELECT key, value FROM counter.slots WHERE counter_id = $1) x"
+	"   GROUP BY x.key),"
+	" peers AS (SELECT EXISTS (SELECT 1 FROM counter.totals"
+	"                           WHERE counter = $2 AND node <> $4) AS any),"
+	" cand AS ("
+	"   SELECT key FROM p"
+	"   UNION (SELECT t.key FROM counter.totals t WHERE t.counter = $2 AND t.node = $4"
+	"           ORDER BY t.value DESC LIMIT $3 + (SELECT count(*) FROM p))"
+	"   UNION SELECT t.key FROM counter.totals t, peers WHERE peers.any AND t.counter = $2)"
+	" SELECT c.key, (coalesce((SELECT sum(t.value) FROM counter.totals t"
+	"                          WHERE t.counter = $2 AND t.key = c.key), 0)"
+	"              + coalesce((SELECT p.d FROM p WHERE p.key = c.key), 0))::int8 AS value"
+	"   FROM cand c ORDER BY value DESC, c.key LIMIT $3",
+	4, {INT4OID, TEXTOID, INT4OID, INT4OID}
+};
+
+/* counter.top(name, k): the k keys of highest value, exactly. */
+Datum
+counter_top(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
+	Datum		values[4];
+
+	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("k must be a non-negative number")));
+	values[0] = Int32GetDatum(meta->id);
+	values[1] = CStringGetTextDatum(meta->name);
+	values[2] = PG_GETARG_DATUM(1);
+	values[3] = Int32GetDatum(counter_node_id);
+	return_rows(fcinfo, &top_stmt, values, NULL);
+	return (Datum) 0;
+}
+
+/*
+ * Buckets of one granularity: rollups, plus events not yet compacted in
+ * their own (event time) bucket, plus slot deltas not yet collected in the
+ * current bucket (slot adds are bucketed when the worker collects them).
+ */
+static CounterStmt series_stmt = {
+	"WITH o AS (SELECT timestamptz '2000-01-01 00:00:00+00' AS origin),"
+	" lo AS (SELECT date_bin($5, $3, o.origin) AS b FROM o)"
+	" SELECT s.b, sum(s.v)::int8 FROM ("
+	"   SELECT bucket AS b, value AS v FROM counter.rollups"
+	"    WHERE counter_id = $1 AND key = $2 AND granularity = $5"
+	"      AND bucket >= (SELECT b FROM lo) AND bucket < $4"
+	"   UNION ALL"
+	"   SELECT date_bin($5, e.at, o.origin), e.delta FROM counter.events e, o"
+	"    WHERE e.counter_id = $1 AND e.key = $2"
+	"   UNION ALL"
+	"   SELECT date_bin($5, now(), o.origin), s.value FROM counter.slots s, o"
+	"    WHERE s.counter_id = $1 AND s.key = $2) s"
+	" WHERE s.b >= (SELECT b FROM lo) AND s.b < $4"
+	" GROUP BY s.b HAVING sum(s.v) <> 0 ORDER BY s.b",
+	5, {INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID}
+};
+
+static CounterStmt has_granularity_stmt = {
+	"SELECT $2 = ANY (rollups) FROM counter.counters WHERE id = $1",
+	2, {INT4OID, INTERVALOID}
+};
+
+/* counter.series(name, key, from, to, granularity): non-empty buckets. */
+Datum
+counter_series(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
+	char	   *key = CounterArgKey(fcinfo, 1);
+	Datum		values[5];
+	bool		has;
+	bool		isnull;
+	int			i;
+
+	for (i = 2; i < 5; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("from, to and granularity must not be null")));
+	values[0] = Int32GetDatum(meta->id);
+	values[1] = CStringGetTextDatum(key);
+	values[2] = PG_GETARG_DATUM(2);
+	values[3] = PG_GETARG_DATUM(3);
+	values[4] = PG_GETARG_DATUM(4);
+
+	SPI_connect();
+	counter_exec(&has_granularity_stmt, (Datum[]) {values[0], values[4]}, NULL, true);
+	has = SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	if (!has)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("counter \"%s\" keeps no rollup of granularity %s",
+						meta->name,
+						DatumGetCString(DirectFunctionCall1(interval_out, values[4]))),
+				 errhint("Add it with counter.alter('%s', rollups => ...).", meta->name)));
+
+	return_rows(fcinfo, &series_stmt, values, NULL);
+	return (Datum) 0;
+}
+
+/* counter.compact(name): compact now (all counters when NULL); rows moved. */
+Datum
+counter_compact(PG_FUNCTION_ARGS)
+{
+	int32		id = 0;
+
+	if (!PG_ARGISNULL(0))
+		id = arg_counter(fcinfo, COUNTER_PRIV_READ)->id;
+	PG_RETURN_INT64(CounterCompact(id, true));
+}
+
+/*
+ * For each granularity, compare every key's compacted total on this node
+ * with the sum of its buckets (retention keeps dropped buckets' sum in the
+ * -infinity bucket, so they must agree exactly).
+ */
+static CounterStmt verify_stmt = {
+	"WITH t AS (SELECT key, value FROM counter.totals WHERE counter = $2 AND node = $3),"
+	" g AS (SELECT unnest(rollups) AS g FROM counter.counters WHERE id = $1)"
+	" SELECT g.g, count(d.key), count(d.key) FILTER (WHERE d.drift <> 0),"
+	"        coalesce(sum(abs(d.drift)), 0)"
+	"   FROM g LEFT JOIN LATERAL ("
+	"     SELECT coalesce(t.key, r.key) AS key,"
+	"            coalesce(t.value, 0)::numeric - coalesce(r.v, 0) AS drift"
+	"       FROM t FULL JOIN (SELECT key, sum(value) AS v FROM counter.rollups"
+	"                          WHERE counter_id = $1 AND granularity = g.g GROUP BY key) r"
+	"         ON r.key = t.key) d ON true"
+	"  GROUP BY g.g ORDER BY g.g",
+	3, {INT4OID, TEXTOID, INT4OID}
+};
+
+/* counter.verify(name): drift between totals and rollups; must be 0. */
+Datum
+counter_verify(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
+	Datum		values[3];
+
+	values[0] = Int32GetDatum(meta->id);
+	values[1] = CStringGetTextDatum(meta->name);
+	values[2] = Int32GetDatum(counter_node_id);
+	return_rows(fcinfo, &verify_stmt, values, NULL);
+	return (Datum) 0;
+}
+
+/* counter.can_read(name): filter of the counter.stats view. */
+Datum
+counter_can_read(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(CounterCanRead(text_to_cstring(PG_GETARG_TEXT_PP(0))));
+}

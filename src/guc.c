@@ -1,0 +1,88 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  Configuration parameters of the counter extension.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "counter.h"
+
+#include "utils/guc.h"
+
+int			counter_naptime = 1000;
+int			counter_batch_size = 1000000;
+bool		counter_worker_enabled = true;
+int			counter_node_id = 1;
+int			counter_fold_after = 60;
+int			counter_idempotency_window = 86400;
+int			counter_notify_interval = 1000;
+
+/* Define every counter.* parameter; called once from _PG_init. */
+void
+CounterGucInit(void)
+{
+	DefineCustomIntVariable("counter.naptime",
+							"Time the background worker sleeps between compactions.",
+							NULL,
+							&counter_naptime,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.batch_size",
+							"Largest number of events or slot rows moved in one compaction transaction.",
+							NULL,
+							&counter_batch_size,
+							1000000, 100, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("counter.worker_enabled",
+							 "Whether the background worker compacts counters.",
+							 "When off, reads stay exact; events and slot rows accumulate until counter.compact() runs.",
+							 &counter_worker_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.node_id",
+							"Shard id of this node in every counter's totals (unique per node in a multi-node set-up).",
+							NULL,
+							&counter_node_id,
+							1, 1, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.fold_after",
+							"Idle time after which the worker deletes a key's empty slot rows.",
+							NULL,
+							&counter_fold_after,
+							60, 0, 86400 * 365,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.idempotency_window",
+							"How long an idempotency key is remembered.",
+							NULL,
+							&counter_idempotency_window,
+							86400, 1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.notify_interval",
+							"Shortest time between two change-feed notifications of the worker.",
+							NULL,
+							&counter_notify_interval,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("counter");
+}

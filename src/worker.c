@@ -1,0 +1,466 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The background launcher and the per-database compaction workers.
+ *
+ * One launcher, registered at preload, connects to no database.  It starts
+ * one dynamic worker per connectable, non-template database; a worker whose
+ * database lacks the extension says so in shared memory and exits, and is
+ * started again only when CREATE EXTENSION wakes the launcher (the install
+ * script calls counter._wake_launcher()).  A worker that stops for any other
+ * reason (crash, pg_terminate_backend) is started again by the launcher,
+ * which the postmaster notifies of every exit, after RESTART_DELAY_MS: no
+ * crash loop faster than that.  A worker exits by itself once DROP EXTENSION
+ * has removed the extension from its database.
+ *
+ * Both use the core signal handlers (SIGHUP reloads the configuration,
+ * SIGTERM ends them) and WaitLatch with WL_EXIT_ON_PM_DEATH, so they never
+ * outlive the postmaster.  Neither starts during binary upgrade.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "counter.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(counter_worker_status);
+PG_FUNCTION_INFO_V1(counter_wake_launcher);
+
+#define LAUNCHER_NAPTIME_MS		1000
+#define RESTART_DELAY_MS		1000
+#define RESCAN_INTERVAL_MS		(60 * 1000)
+#define MAINTENANCE_INTERVAL_MS	(10 * 1000)
+
+/* Register the launcher; called from _PG_init when preloaded. */
+void
+CounterWorkerRegister(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	strlcpy(bgw.bgw_library_name, "counter", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "counter_launcher_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "counter launcher", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "counter launcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* Claim a status entry for every connectable, non-template database. */
+static void
+launcher_scan_databases(bool rescan)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	Oid			seen[COUNTER_MAX_DATABASES];
+	int			nseen = 0;
+	int			i;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+		CounterDbWorker *w;
+
+		if (!db->datallowconn || db->datistemplate || database_is_invalid_form(db))
+			continue;
+		w = CounterDbSlot(db->oid, true);
+		if (w == NULL)
+		{
+			ereport(LOG,
+					(errmsg("counter launcher: more than %d databases, some get no worker",
+							COUNTER_MAX_DATABASES)));
+			continue;
+		}
+		if (rescan)
+			w->wanted = true;
+		if (nseen < COUNTER_MAX_DATABASES)
+			seen[nseen++] = db->oid;
+	}
+	/* forget dropped databases */
+	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+	{
+		CounterDbWorker *w = &counter_shared->dbs[i];
+		int			j;
+		bool		found = false;
+
+		for (j = 0; j < nseen && !found; j++)
+			found = (seen[j] == w->dboid);
+		if (OidIsValid(w->dboid) && !found && w->pid == 0)
+			memset(w, 0, sizeof(CounterDbWorker));
+	}
+	counter_shared->rescan = false;
+	LWLockRelease(counter_shared->lock);
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* Start the worker of one database; its exit will set our latch. */
+static BackgroundWorkerHandle *
+launcher_start_worker(Oid dboid)
+{
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(bgw.bgw_library_name, "counter", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "counter_worker_main", BGW_MAXLEN);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "counter worker for database %u", dboid);
+	strlcpy(bgw.bgw_type, "counter worker", BGW_MAXLEN);
+	bgw.bgw_main_arg = ObjectIdGetDatum(dboid);
+	bgw.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	{
+		ereport(LOG,
+				(errmsg("counter launcher: could not start a worker for database %u", dboid),
+				 errhint("Raise max_worker_processes.")));
+		return NULL;
+	}
+	return handle;
+}
+
+/* Entry point of the launcher. */
+void
+counter_launcher_main(Datum arg)
+{
+	BackgroundWorkerHandle *handles[COUNTER_MAX_DATABASES];
+	TimestampTz started[COUNTER_MAX_DATABASES];
+	TimestampTz last_scan = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	if (IsBinaryUpgrade)
+		proc_exit(0);
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("counter launcher");
+	memset(handles, 0, sizeof(handles));
+	memset(started, 0, sizeof(started));
+
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	counter_shared->launcher_pid = MyProcPid;
+	counter_shared->launcher_latch = MyLatch;
+	/* after a crash restart nothing of the old workers survives */
+	memset(counter_shared->dbs, 0, sizeof(counter_shared->dbs));
+	LWLockRelease(counter_shared->lock);
+
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		int			i;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (counter_shared->rescan || last_scan == 0 ||
+			TimestampDifferenceExceeds(last_scan, now, RESCAN_INTERVAL_MS))
+		{
+			launcher_scan_databases(counter_shared->rescan);
+			last_scan = now;
+		}
+
+		for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+		{
+			CounterDbWorker *w = &counter_shared->dbs[i];
+			pid_t		pid;
+			Oid			dboid;
+			bool		wanted;
+
+			LWLockAcquire(counter_shared->lock, LW_SHARED);
+			dboid = w->dboid;
+			wanted = w->wanted;
+			LWLockRelease(counter_shared->lock);
+
+			if (handles[i] != NULL &&
+				GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
+				continue;
+			if (handles[i] != NULL)
+			{
+				pfree(handles[i]);
+				handles[i] = NULL;
+				LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+				w->pid = 0;
+				LWLockRelease(counter_shared->lock);
+			}
+			if (!OidIsValid(dboid) || !wanted || !counter_worker_enabled)
+				continue;
+			if (!TimestampDifferenceExceeds(started[i], now, RESTART_DELAY_MS))
+				continue;
+			handles[i] = launcher_start_worker(dboid);
+			started[i] = now;
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 LAUNCHER_NAPTIME_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* Leave for good: this database has no extension (any more). */
+static void
+worker_not_wanted(CounterDbWorker *w)
+{
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	w->wanted = false;
+	w->pid = 0;
+	LWLockRelease(counter_shared->lock);
+	proc_exit(0);
+}
+
+/* Whether the extension is installed in our database; call in a transaction. */
+static bool
+extension_installed(void)
+{
+	return OidIsValid(get_extension_oid("counter", true));
+}
+
+/*
+ * One compaction transaction.  Returns true when a batch was full, i.e. more
+ * work is waiting.  Errors are reported and the transaction rolled back; the
+ * worker carries on at its next round.
+ */
+static bool
+worker_compact_once(CounterDbWorker *w, bool maintenance)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		full = false;
+	int64		moved = 0;
+	TimestampTz start = GetCurrentTimestamp();
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "counter: compacting");
+
+	if (!extension_installed())
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		worker_not_wanted(w);
+	}
+
+	PG_TRY();
+	{
+		if (CounterCompactLock(false))
+			moved = CounterCompactBatch(0, maintenance, &full);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		full = false;
+		moved = 0;
+	}
+	PG_END_TRY();
+
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	if (moved > 0)
+	{
+		TimestampTz end = GetCurrentTimestamp();
+		double		secs = (double) (end - start) / 1000000.0;
+
+		LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+		w->last_compaction = end;
+		w->compactions++;
+		w->events_compacted += moved;
+		w->last_batch = moved;
+		w->last_rate = secs > 0 ? moved / secs : 0;
+		LWLockRelease(counter_shared->lock);
+	}
+	return full;
+}
+
+/* Entry point of a database's worker. */
+void
+counter_worker_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+	CounterDbWorker *w;
+	TimestampTz last_maintenance = 0;
+	bool		installed;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	if (IsBinaryUpgrade)
+		proc_exit(0);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("counter worker");
+
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	w = CounterDbSlot(dboid, true);
+	if (w != NULL)
+	{
+		w->pid = MyProcPid;
+		w->started = GetCurrentTimestamp();
+	}
+	LWLockRelease(counter_shared->lock);
+	if (w == NULL)
+		proc_exit(0);
+
+	StartTransactionCommand();
+	installed = extension_installed();
+	CommitTransactionCommand();
+	if (!installed)
+		worker_not_wanted(w);
+
+	for (;;)
+	{
+		bool		mine;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/* a restarted launcher may have handed our database to a new worker */
+		LWLockAcquire(counter_shared->lock, LW_SHARED);
+		mine = (w->dboid == dboid && w->pid == MyProcPid);
+		LWLockRelease(counter_shared->lock);
+		if (!mine)
+			proc_exit(0);
+
+		if (counter_worker_enabled)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+			bool		maintenance = TimestampDifferenceExceeds(last_maintenance, now,
+																 MAINTENANCE_INTERVAL_MS);
+
+			if (maintenance)
+				last_maintenance = now;
+			while (worker_compact_once(w, maintenance))
+			{
+				CHECK_FOR_INTERRUPTS();
+				maintenance = false;
+			}
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 counter_naptime, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* Wake the launcher so that this database gets its worker now. */
+void
+CounterWakeLauncher(void)
+{
+	CounterDbWorker *w;
+
+	if (counter_shared == NULL)
+		return;
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	w = CounterDbSlot(MyDatabaseId, true);
+	if (w != NULL)
+		w->wanted = true;
+	counter_shared->rescan = true;
+	LWLockRelease(counter_shared->lock);
+	if (counter_shared->launcher_latch != NULL)
+		SetLatch(counter_shared->launcher_latch);
+}
+
+/* counter._wake_launcher(): called by CREATE EXTENSION. */
+Datum
+counter_wake_launcher(PG_FUNCTION_ARGS)
+{
+	if (counter_shared == NULL)
+		ereport(NOTICE,
+				(errmsg("the counter background worker is not running"),
+				 errdetail("Slots mode works fully; events are compacted only by counter.compact()."),
+				 errhint("Add counter to shared_preload_libraries and restart the server.")));
+	CounterWakeLauncher();
+	PG_RETURN_VOID();
+}
+
+/* counter.worker_status(): one row per database worker. */
+Datum
+counter_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	CounterDbWorker copy[COUNTER_MAX_DATABASES];
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (counter_shared == NULL)
+		return (Datum) 0;
+
+	LWLockAcquire(counter_shared->lock, LW_SHARED);
+	memcpy(copy, counter_shared->dbs, sizeof(copy));
+	LWLockRelease(counter_shared->lock);
+
+	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+	{
+		Datum		values[9];
+		bool		nulls[9];
+		char	   *dbname;
+		CounterDbWorker *w = &copy[i];
+
+		if (!OidIsValid(w->dboid) || w->pid == 0)
+			continue;
+		dbname = get_database_name(w->dboid);
+		if (dbname == NULL)
+			continue;
+		memset(nulls, false, sizeof(nulls));
+		values[0] = CStringGetDatum(dbname);
+		values[0] = DirectFunctionCall1(namein, values[0]);
+		values[1] = Int32GetDatum(w->pid);
+		values[2] = TimestampTzGetDatum(w->started);
+		values[3] = TimestampTzGetDatum(w->last_compaction);
+		nulls[3] = (w->last_compaction == 0);
+		values[4] = Int64GetDatum(w->compactions);
+		values[5] = Int64GetDatum(w->events_compacted);
+		values[6] = Int64GetDatum(w->slots_collected);
+		values[7] = Int64GetDatum(w->last_batch);
+		values[8] = Float8GetDatum(w->last_rate);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,2 @@
+-- Round-trip floor: no table access, no WAL.
+SELECT 1;
