@@ -335,12 +335,12 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'counter_drop'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-CREATE FUNCTION counter."grant"(name text, role regrole, privilege text)
+CREATE FUNCTION counter."grant"(name text, role text, privilege text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'counter_grant'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-CREATE FUNCTION counter."revoke"(name text, role regrole, privilege text)
+CREATE FUNCTION counter."revoke"(name text, role text, privilege text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'counter_revoke'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;

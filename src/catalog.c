@@ -59,6 +59,7 @@
 
 static CounterRels rels;
 static HTAB *meta_cache = NULL;
+static bool meta_cache_stale = false;
 static bool callbacks_registered = false;
 
 /* Forget every cached counter (their grants live in CacheMemoryContext). */
@@ -80,13 +81,18 @@ meta_cache_reset(void)
 	meta_cache = NULL;
 }
 
-/* Relcache callback: our catalog tables changed, or everything did. */
+/*
+ * Relcache callback: our catalog tables changed, or everything did.  Only
+ * marks the cache stale: invalidations arrive at any lock acquisition, also
+ * while an entry is being filled or used, so the reset waits for the next
+ * CounterLookup.
+ */
 static void
 counter_relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || !rels.valid ||
 		relid == rels.counters || relid == rels.grants)
-		meta_cache_reset();
+		meta_cache_stale = true;
 }
 
 /* Syscache callback: a schema or a role membership changed. */
@@ -95,7 +101,7 @@ counter_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
 	if (cacheid == NAMESPACEOID)
 		rels.valid = false;
-	meta_cache_reset();
+	meta_cache_stale = true;
 }
 
 /* Look up one of our relations by name in our schema. */
@@ -233,6 +239,7 @@ load_grants(CounterMeta *meta, Snapshot snapshot)
  * Find a counter by name: from the backend cache, else from counter.counters
  * read with the latest snapshot (so a counter created by a committed
  * transaction is found at once, whatever the caller's isolation level).
+ * The entry returned stays valid until the next call.
  */
 CounterMeta *
 CounterLookup(const char *name, bool missing_ok)
@@ -247,6 +254,11 @@ CounterLookup(const char *name, bool missing_ok)
 	Snapshot	snapshot;
 
 	CounterGetRels();
+	if (meta_cache_stale)
+	{
+		meta_cache_stale = false;
+		meta_cache_reset();
+	}
 
 	if (strlen(name) > COUNTER_NAME_MAXLEN)
 	{
@@ -443,34 +455,51 @@ CounterRestoreUser(Oid save_userid, int save_sec_context)
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
-/*
- * Prepare and keep a plan, parsed with search_path = pg_catalog alone (the
- * plan cache re-parses with the same path), so no object of the caller's
- * schemas or pg_temp can be picked up.  Call inside SPI_connect.
- */
-SPIPlanPtr
-CounterPrepare(const char *sql, int nargs, Oid *argtypes)
+/* Push search_path = pg_catalog alone (no pg_temp, no caller schema). */
+static void
+push_catalog_path(void)
 {
 	OverrideSearchPath path;
-	SPIPlanPtr	plan;
 
 	path.schemas = NIL;
 	path.addCatalog = true;
 	path.addTemp = false;
 	path.generation = 0;
 	PushOverrideSearchPath(&path);
-	PG_TRY();
+}
+
+/*
+ * Run an internal statement as the owner of the extension's schema, with
+ * search_path = pg_catalog alone while it is parsed, re-parsed (the plan
+ * cache re-parses whenever the path in force differs from the one it was
+ * parsed with) and run: no object of the caller's schemas or of pg_temp can
+ * be picked up.  The plan is prepared on first use and kept.  SPI must be
+ * connected; rows are left in SPI_tuptable.  An error unwinds the user and
+ * the path with the (sub)transaction.
+ */
+int
+CounterExec(CounterStmt *stmt, Datum *values, const char *nulls, bool read_only)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			ret;
+
+	push_catalog_path();
+	if (stmt->plan == NULL)
 	{
-		plan = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 stmt->sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		stmt->plan = plan;
 	}
-	PG_FINALLY();
-	{
-		PopOverrideSearchPath();
-	}
-	PG_END_TRY();
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
+	CounterSwitchToOwner(&save_userid, &save_sec_context);
+	ret = SPI_execute_plan(stmt->plan, values, nulls, read_only, 0);
+	CounterRestoreUser(save_userid, save_sec_context);
+	PopOverrideSearchPath();
+	if (ret < 0)
+		elog(ERROR, "internal statement failed: %s", SPI_result_code_string(ret));
+	return ret;
 }

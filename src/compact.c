@@ -55,15 +55,17 @@
 	" SELECT count(*) FROM moved"
 
 /* $1 batch size, $2 node id, $3 counter id or 0 for all */
-static const char *events_sql =
+static CounterStmt events_stmt = {
 "WITH moved AS ("
 "   DELETE FROM counter.events e"
 "    WHERE e.ctid = ANY (ARRAY (SELECT x.ctid FROM counter.events x"
 "                                WHERE $3 = 0 OR x.counter_id = $3 LIMIT $1))"
 "   RETURNING e.counter_id, e.key, e.delta, e.at)"
-FOLD_MOVED;
+FOLD_MOVED,
+3, {INT4OID, INT4OID, INT4OID}
+};
 
-static const char *slots_sql =
+static CounterStmt slots_stmt = {
 "WITH moved AS ("
 "   UPDATE counter.slots s SET value = 0, lo = s.lo - z.value, hi = s.hi - z.value,"
 "          touched = now()"
@@ -72,19 +74,23 @@ static const char *slots_sql =
 "            LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED) z"
 "    WHERE s.ctid = z.ctid"
 "   RETURNING s.counter_id, s.key, z.value AS delta, now() AS at)"
-FOLD_MOVED;
+FOLD_MOVED,
+3, {INT4OID, INT4OID, INT4OID}
+};
 
 /* $1 idle seconds, $2 counter id or 0: empty slot rows idle long enough */
-static const char *fold_sql =
+static CounterStmt fold_stmt = {
 "DELETE FROM counter.slots s"
 " WHERE s.ctid = ANY (ARRAY (SELECT x.ctid FROM counter.slots x"
 "                             WHERE ($2 = 0 OR x.counter_id = $2) AND x.value = 0"
 "                               AND x.lo IS NULL AND x.hi IS NULL"
 "                               AND x.touched < now() - $1 * interval '1 second'"
-"                             FOR UPDATE SKIP LOCKED))";
+"                             FOR UPDATE SKIP LOCKED))",
+2, {INT4OID, INT4OID}
+};
 
 /* buckets past retention: their sum moves into the -infinity bucket */
-static const char *retention_sql =
+static CounterStmt retention_stmt = {
 "WITH c AS (SELECT id, u.g, u.r FROM counter.counters,"
 "                  unnest(rollups, retention) AS u(g, r)"
 "            WHERE u.r IS NOT NULL AND ($1 = 0 OR id = $1)),"
@@ -96,16 +102,14 @@ static const char *retention_sql =
 " SELECT counter_id, key, granularity, '-infinity', sum(value)::int8 FROM old"
 "  GROUP BY 1, 2, 3"
 " ON CONFLICT (counter_id, key, granularity, bucket)"
-" DO UPDATE SET value = r.value + excluded.value";
+" DO UPDATE SET value = r.value + excluded.value",
+1, {INT4OID}
+};
 
-static const char *idempotency_sql =
-"DELETE FROM counter.idempotency WHERE created < now() - $1 * interval '1 second'";
-
-static SPIPlanPtr events_plan = NULL;
-static SPIPlanPtr slots_plan = NULL;
-static SPIPlanPtr fold_plan = NULL;
-static SPIPlanPtr retention_plan = NULL;
-static SPIPlanPtr idempotency_plan = NULL;
+static CounterStmt idempotency_stmt = {
+"DELETE FROM counter.idempotency WHERE created < now() - $1 * interval '1 second'",
+1, {INT4OID}
+};
 
 /* Take the database's compaction lock for this transaction. */
 bool
@@ -117,32 +121,17 @@ CounterCompactLock(bool wait)
 	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
 }
 
-/* Execute a kept plan as the extension's owner; returns its first int8 or rows. */
+/* Run a compaction statement; returns its count(*) or the rows it touched. */
 static int64
-run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values)
+run(CounterStmt *stmt, Datum *values)
 {
-	Oid			save_userid;
-	int			save_sec_context;
-	int			ret;
-	int64		n;
+	bool		isnull;
 
-	if (*plan == NULL)
-		*plan = CounterPrepare(sql, nargs, types);
-	CounterSwitchToOwner(&save_userid, &save_sec_context);
-	ret = SPI_execute_plan(*plan, values, NULL, false, 0);
-	CounterRestoreUser(save_userid, save_sec_context);
-	if (ret < 0)
-		elog(ERROR, "compaction statement failed: %s", SPI_result_code_string(ret));
-	if (ret == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		bool		isnull;
-
-		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	else
-		n = (int64) SPI_processed;
-	return n;
+	if (CounterExec(stmt, values, NULL, false) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	return (int64) SPI_processed;
 }
 
 /*
@@ -155,7 +144,6 @@ run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values)
 int64
 CounterCompactBatch(int32 counter_id, bool maintenance, bool *full)
 {
-	Oid			types[3] = {INT4OID, INT4OID, INT4OID};
 	Datum		values[3];
 	int64		events;
 	int64		slots;
@@ -165,17 +153,17 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool *full)
 	values[2] = Int32GetDatum(counter_id);
 
 	SPI_connect();
-	events = run(&events_plan, events_sql, 3, types, values);
-	slots = run(&slots_plan, slots_sql, 3, types, values);
+	events = run(&events_stmt, values);
+	slots = run(&slots_stmt, values);
 	if (maintenance)
 	{
 		values[0] = Int32GetDatum(counter_fold_after);
 		values[1] = Int32GetDatum(counter_id);
-		run(&fold_plan, fold_sql, 2, types, values);
+		run(&fold_stmt, values);
 		values[0] = Int32GetDatum(counter_id);
-		run(&retention_plan, retention_sql, 1, types, values);
+		run(&retention_stmt, values);
 		values[0] = Int32GetDatum(counter_idempotency_window);
-		run(&idempotency_plan, idempotency_sql, 1, types, values);
+		run(&idempotency_stmt, values);
 	}
 	SPI_finish();
 

@@ -98,6 +98,18 @@ typedef struct CounterRels
 	Oid			totals_pkey;
 } CounterRels;
 
+/*
+ * One internal SQL statement: its text, argument types, and the plan
+ * prepared on first use and kept for the life of the backend.
+ */
+typedef struct CounterStmt
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[10];
+	SPIPlanPtr	plan;
+} CounterStmt;
+
 /* guc.c */
 extern int	counter_naptime;
 extern int	counter_batch_size;
@@ -120,7 +132,8 @@ extern char *CounterArgName(FunctionCallInfo fcinfo, int argno);
 extern char *CounterArgKey(FunctionCallInfo fcinfo, int argno);
 extern void CounterSwitchToOwner(Oid *save_userid, int *save_sec_context);
 extern void CounterRestoreUser(Oid save_userid, int save_sec_context);
-extern SPIPlanPtr CounterPrepare(const char *sql, int nargs, Oid *argtypes);
+extern int	CounterExec(CounterStmt *stmt, Datum *values, const char *nulls,
+						bool read_only);
 
 /* storage.c */
 extern void CounterSlotsAdd(CounterMeta *meta, const char *key, int64 delta);

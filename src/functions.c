@@ -42,39 +42,6 @@ PG_FUNCTION_INFO_V1(counter_compact);
 PG_FUNCTION_INFO_V1(counter_verify);
 PG_FUNCTION_INFO_V1(counter_can_read);
 
-/*
- * One internal statement: its SQL, argument types, and the plan prepared on
- * first use and kept for the life of the backend.
- */
-typedef struct CounterStmt
-{
-	const char *sql;
-	int			nargs;
-	Oid			argtypes[10];
-	SPIPlanPtr	plan;
-} CounterStmt;
-
-/*
- * Run stmt as the extension's owner (SPI must be connected).  Returns the
- * SPI result code; rows are in SPI_tuptable.
- */
-static int
-counter_exec(CounterStmt *stmt, Datum *values, const char *nulls, bool read_only)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			ret;
-
-	if (stmt->plan == NULL)
-		stmt->plan = CounterPrepare(stmt->sql, stmt->nargs, stmt->argtypes);
-	CounterSwitchToOwner(&save_userid, &save_sec_context);
-	ret = SPI_execute_plan(stmt->plan, values, nulls, read_only, 0);
-	CounterRestoreUser(save_userid, save_sec_context);
-	if (ret < 0)
-		elog(ERROR, "internal statement failed: %s", SPI_result_code_string(ret));
-	return ret;
-}
-
 /* Fetch an int8 argument that must not be NULL (22004). */
 static int64
 arg_int8(FunctionCallInfo fcinfo, int argno, const char *what)
@@ -243,7 +210,7 @@ counter_create(PG_FUNCTION_ARGS)
 	values[8] = PG_GETARG_DATUM(7);
 
 	SPI_connect();
-	counter_exec(&create_stmt, values, nulls, false);
+	CounterExec(&create_stmt, values, nulls, false);
 	SPI_finish();
 	CounterInvalidate();
 	PG_RETURN_VOID();
@@ -316,7 +283,7 @@ counter_alter(PG_FUNCTION_ARGS)
 		CounterCompactLock(true);
 
 	SPI_connect();
-	counter_exec(&alter_stmt, values, nulls, false);
+	CounterExec(&alter_stmt, values, nulls, false);
 	SPI_finish();
 	CounterInvalidate();
 	PG_RETURN_VOID();
@@ -342,7 +309,7 @@ counter_drop(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(meta->id);
 	values[1] = CStringGetTextDatum(meta->name);
 	SPI_connect();
-	counter_exec(&drop_stmt, values, NULL, false);
+	CounterExec(&drop_stmt, values, NULL, false);
 	SPI_finish();
 	CounterInvalidate();
 	PG_RETURN_VOID();
@@ -386,7 +353,7 @@ grant_or_revoke(FunctionCallInfo fcinfo, CounterStmt *stmt)
 								 InvalidOid : get_role_oid(role, false));
 	values[2] = CStringGetTextDatum(priv);
 	SPI_connect();
-	counter_exec(stmt, values, NULL, false);
+	CounterExec(stmt, values, NULL, false);
 	SPI_finish();
 	CounterInvalidate();
 }
@@ -442,13 +409,13 @@ idempotency_claim(CounterMeta *meta, const char *key, int64 delta, text *idem)
 	values[4] = Int32GetDatum(counter_idempotency_window);
 
 	SPI_connect();
-	counter_exec(&idem_claim_stmt, values, NULL, false);
+	CounterExec(&idem_claim_stmt, values, NULL, false);
 	applied = SPI_processed == 1;
 	if (!applied)
 	{
 		bool		isnull;
 
-		counter_exec(&idem_check_stmt, values, NULL, false);
+		CounterExec(&idem_check_stmt, values, NULL, false);
 		if (SPI_processed != 1 ||
 			!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 										SPI_tuptable->tupdesc, 1, &isnull)))
@@ -637,7 +604,7 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 
 	InitMaterializedSRF(fcinfo, 0);
 	SPI_connect();
-	counter_exec(stmt, values, nulls, true);
+	CounterExec(stmt, values, nulls, true);
 	for (i = 0; i < SPI_processed; i++)
 		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
 	SPI_finish();
@@ -740,7 +707,7 @@ counter_series(PG_FUNCTION_ARGS)
 	values[4] = PG_GETARG_DATUM(4);
 
 	SPI_connect();
-	counter_exec(&has_granularity_stmt, (Datum[]) {values[0], values[4]}, NULL, true);
+	CounterExec(&has_granularity_stmt, (Datum[]) {values[0], values[4]}, NULL, true);
 	has = SPI_processed == 1 &&
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
