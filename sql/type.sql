@@ -1,5 +1,7 @@
 -- Proves counter.sharded_counter: strict text and binary input (every malformed case shows its SQLSTATE and message), canonical output, value and casts, merge laws and the merge aggregate, increment, shards(), comparison by value and btree index use.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS counter;
+RESET client_min_messages;
 
 -- try(sql): run a query, return 'ok: <first column>' or 'SQLSTATE: message DETAIL: detail'.
 CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$
@@ -411,4 +413,5 @@ FROM (VALUES
 ORDER BY n;
 
 DROP TABLE laws;
+DROP FUNCTION pg_temp.raw_sc(bytea, integer, boolean);
 DROP EXTENSION counter;
