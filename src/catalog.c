@@ -30,6 +30,7 @@
 #include "catalog/pg_namespace.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/backendid.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -329,6 +330,7 @@ CounterLookup(const char *name, bool missing_ok)
 
 	meta->checked_user = InvalidOid;
 	meta->checked_privs = 0;
+	meta->last_slot = MyBackendId;
 	meta->grants = NULL;
 	PG_TRY();
 	{
@@ -415,25 +417,29 @@ CounterArgName(FunctionCallInfo fcinfo, int argno)
 	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
 }
 
+/* Check a counter key's length: 22023 when longer than COUNTER_KEY_MAXLEN. */
+text *
+CounterCheckKey(text *key)
+{
+	if (VARSIZE_ANY_EXHDR(key) > COUNTER_KEY_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("counter key is too long"),
+				 errdetail("A key has at most %d bytes; this one has %d.",
+						   COUNTER_KEY_MAXLEN, (int) VARSIZE_ANY_EXHDR(key))));
+	return key;
+}
+
 /* Fetch argument argno as a counter key: 22004 when NULL, 22023 when long. */
-char *
+text *
 CounterArgKey(FunctionCallInfo fcinfo, int argno)
 {
-	text	   *t;
-
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("counter key must not be null"),
 				 errhint("Use '' as the key of a counter with a single value.")));
-	t = PG_GETARG_TEXT_PP(argno);
-	if (VARSIZE_ANY_EXHDR(t) > COUNTER_KEY_MAXLEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("counter key is too long"),
-				 errdetail("A key has at most %d bytes; this one has %d.",
-						   COUNTER_KEY_MAXLEN, (int) VARSIZE_ANY_EXHDR(t))));
-	return text_to_cstring(t);
+	return CounterCheckKey(PG_GETARG_TEXT_PP(argno));
 }
 
 /* Become the owner of the extension's schema, to run internal SQL. */

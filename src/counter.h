@@ -80,6 +80,7 @@ typedef struct CounterMeta
 	CounterGrant *grants;		/* in CacheMemoryContext */
 	Oid			checked_user;	/* last role checked, and its rights */
 	int			checked_privs;
+	int32		last_slot;		/* slot number this backend last added to */
 } CounterMeta;
 
 /* OIDs of the extension's relations, cached per backend */
@@ -129,17 +130,18 @@ extern void CounterInvalidate(void);
 extern CounterMode CounterParseMode(const char *mode);
 extern const char *CounterModeName(CounterMode mode);
 extern char *CounterArgName(FunctionCallInfo fcinfo, int argno);
-extern char *CounterArgKey(FunctionCallInfo fcinfo, int argno);
+extern text *CounterArgKey(FunctionCallInfo fcinfo, int argno);
+extern text *CounterCheckKey(text *key);
 extern void CounterSwitchToOwner(Oid *save_userid, int *save_sec_context);
 extern void CounterRestoreUser(Oid save_userid, int save_sec_context);
 extern int	CounterExec(CounterStmt *stmt, Datum *values, const char *nulls,
 						bool read_only);
 
 /* storage.c */
-extern void CounterSlotsAdd(CounterMeta *meta, const char *key, int64 delta);
-extern void CounterEventsInsert(CounterMeta *meta, const char *key, int64 delta,
+extern void CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta);
+extern void CounterEventsInsert(CounterMeta *meta, text *key, int64 delta,
 								TimestampTz at);
-extern int64 CounterReadValue(CounterMeta *meta, const char *key, Snapshot snapshot);
+extern int64 CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot);
 
 /* compact.c */
 extern bool CounterCompactLock(bool wait);

@@ -397,14 +397,14 @@ static CounterStmt idem_check_stmt = {
  * key is waited for: if it aborts, the key is ours.
  */
 static bool
-idempotency_claim(CounterMeta *meta, const char *key, int64 delta, text *idem)
+idempotency_claim(CounterMeta *meta, text *key, int64 delta, text *idem)
 {
 	Datum		values[5];
 	bool		applied;
 
 	values[0] = PointerGetDatum(idem);
 	values[1] = Int32GetDatum(meta->id);
-	values[2] = CStringGetTextDatum(key);
+	values[2] = PointerGetDatum(key);
 	values[3] = Int64GetDatum(delta);
 	values[4] = Int32GetDatum(counter_idempotency_window);
 
@@ -435,7 +435,7 @@ idempotency_claim(CounterMeta *meta, const char *key, int64 delta, text *idem)
  * shows it was already applied.
  */
 static bool
-counter_apply(CounterMeta *meta, const char *key, int64 delta, text *idem,
+counter_apply(CounterMeta *meta, text *key, int64 delta, text *idem,
 			  bool has_at, TimestampTz at)
 {
 	if (idem != NULL && !idempotency_claim(meta, key, delta, idem))
@@ -456,7 +456,7 @@ counter_apply(CounterMeta *meta, const char *key, int64 delta, text *idem,
 
 /* Read a key's value as the current transaction now sees it. */
 static int64
-read_own_value(CounterMeta *meta, const char *key)
+read_own_value(CounterMeta *meta, text *key)
 {
 	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	int64		value = CounterReadValue(meta, key, snapshot);
@@ -467,7 +467,7 @@ read_own_value(CounterMeta *meta, const char *key)
 
 /* Shared body of add and add_and_get: parse arguments, check, apply. */
 static void
-add_common(FunctionCallInfo fcinfo, bool with_at, CounterMeta **meta, char **key)
+add_common(FunctionCallInfo fcinfo, bool with_at, CounterMeta **meta, text **key)
 {
 	int64		delta;
 	text	   *idem;
@@ -486,7 +486,7 @@ Datum
 counter_add(PG_FUNCTION_ARGS)
 {
 	CounterMeta *meta;
-	char	   *key;
+	text	   *key;
 
 	add_common(fcinfo, true, &meta, &key);
 	PG_RETURN_VOID();
@@ -497,7 +497,7 @@ Datum
 counter_add_and_get(PG_FUNCTION_ARGS)
 {
 	CounterMeta *meta;
-	char	   *key;
+	text	   *key;
 
 	add_common(fcinfo, false, &meta, &key);
 	PG_RETURN_INT64(read_own_value(meta, key));
@@ -532,7 +532,7 @@ Datum
 counter_reset(PG_FUNCTION_ARGS)
 {
 	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADD | COUNTER_PRIV_READ);
-	char	   *key = CounterArgKey(fcinfo, 1);
+	text	   *key = CounterArgKey(fcinfo, 1);
 	int64		value = read_own_value(meta, key);
 
 	if (value == PG_INT64_MIN)
@@ -576,17 +576,13 @@ counter_values(PG_FUNCTION_ARGS)
 	{
 		Datum		values[2];
 		bool		nulls[2] = {false, false};
-		char	   *key;
+		text	   *key;
 
 		if (knulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("counter key must not be null")));
-		key = TextDatumGetCString(keys[i]);
-		if (strlen(key) > COUNTER_KEY_MAXLEN)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("counter key is too long")));
+		key = CounterCheckKey(DatumGetTextPP(keys[i]));
 		values[0] = keys[i];
 		values[1] = Int64GetDatum(CounterReadValue(meta, key, GetActiveSnapshot()));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -689,7 +685,7 @@ Datum
 counter_series(PG_FUNCTION_ARGS)
 {
 	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
-	char	   *key = CounterArgKey(fcinfo, 1);
+	text	   *key = CounterArgKey(fcinfo, 1);
 	Datum		values[5];
 	bool		has;
 	bool		isnull;
@@ -701,7 +697,7 @@ counter_series(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("from, to and granularity must not be null")));
 	values[0] = Int32GetDatum(meta->id);
-	values[1] = CStringGetTextDatum(key);
+	values[1] = PointerGetDatum(key);
 	values[2] = PG_GETARG_DATUM(2);
 	values[3] = PG_GETARG_DATUM(3);
 	values[4] = PG_GETARG_DATUM(4);

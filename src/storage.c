@@ -31,7 +31,6 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
-#include "catalog/index.h"
 #include "catalog/pg_collation.h"
 #include "common/int.h"
 #include "executor/tuptable.h"
@@ -121,7 +120,7 @@ collect_tids(Relation rel, Relation idx, Snapshot snapshot, ScanKey keys,
  */
 static TM_Result
 slot_update(Relation rel, Relation idx, ItemPointer tid, int32 id, text *key,
-			int64 delta, LockWaitPolicy policy)
+			int64 delta, LockWaitPolicy policy, int32 *slotno)
 {
 	HeapTupleData tuple;
 	Buffer		buffer;
@@ -155,6 +154,7 @@ slot_update(Relation rel, Relation idx, ItemPointer tid, int32 id, text *key,
 				 errmsg("counter value out of range for bigint")));
 	}
 	values[Anum_slots_value - 1] = Int64GetDatum(newvalue);
+	*slotno = DatumGetInt32(values[Anum_slots_slot - 1]);
 	newtup = heap_form_tuple(desc, values, nulls);
 	ReleaseBuffer(buffer);
 
@@ -168,7 +168,7 @@ slot_update(Relation rel, Relation idx, ItemPointer tid, int32 id, text *key,
 		ivalues[1] = PointerGetDatum(key);
 		ivalues[2] = values[Anum_slots_slot - 1];	/* by value */
 		index_insert(idx, ivalues, inulls, &newtup->t_self, rel,
-					 UNIQUE_CHECK_YES, false, BuildIndexInfo(idx));
+					 UNIQUE_CHECK_YES, false, NULL);
 	}
 	heap_freetuple(newtup);
 	return TM_Ok;
@@ -206,21 +206,27 @@ slot_insert(Relation rel, Relation idx, int32 id, text *key, int64 delta)
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
 	index_insert(idx, values, nulls, &tup->t_self, rel,
-				 UNIQUE_CHECK_YES, false, BuildIndexInfo(idx));
+				 UNIQUE_CHECK_YES, false, NULL);
 	heap_freetuple(tup);
 }
 
-/* Add delta to one slot row of (counter, key), never waiting if it can help it. */
+/*
+ * Add delta to one slot row of (counter, key), never waiting if it can help
+ * it.  The first row tried is the one this backend last added to (its
+ * previous transaction released it, and others tend to have rows of their
+ * own by then); the others are tried from an offset that differs per
+ * backend, so that backends do not queue up on the same rows.
+ */
 void
-CounterSlotsAdd(CounterMeta *meta, const char *keystr, int64 delta)
+CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 {
 	CounterRels *r = CounterGetRels();
-	text	   *key = cstring_to_text(keystr);
 	Relation	rel;
 	Relation	idx;
 	ScanKeyData keys[3];
 	ItemPointerData *tids;
 	bool		done = false;
+	int32		used = meta->last_slot;
 
 	rel = table_open(r->slots, RowExclusiveLock);
 	idx = index_open(r->slots_pkey, RowExclusiveLock);
@@ -229,7 +235,8 @@ CounterSlotsAdd(CounterMeta *meta, const char *keystr, int64 delta)
 	while (!done)
 	{
 		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-		ItemPointerData own;
+		ItemPointerData first;
+		bool		have_first;
 		bool		have_own;
 		int			nall = 0;
 		int			i;
@@ -238,12 +245,13 @@ CounterSlotsAdd(CounterMeta *meta, const char *keystr, int64 delta)
 
 		CHECK_FOR_INTERRUPTS();
 
-		/* 1. this backend's own row, the one least likely to be held */
-		init_keys(keys, meta->id, key, true, MyBackendId);
-		have_own = collect_tids(rel, idx, snapshot, keys, 3, &own, 1) == 1;
-		if (have_own)
+		/* 1. the row this backend used last time */
+		init_keys(keys, meta->id, key, true, meta->last_slot);
+		have_first = collect_tids(rel, idx, snapshot, keys, 3, &first, 1) == 1;
+		if (have_first)
 		{
-			result = slot_update(rel, idx, &own, meta->id, key, delta, LockWaitSkip);
+			result = slot_update(rel, idx, &first, meta->id, key, delta,
+								 LockWaitSkip, &used);
 			if (result == TM_Ok)
 				done = true;
 			else if (result != TM_WouldBlock)
@@ -257,10 +265,12 @@ CounterSlotsAdd(CounterMeta *meta, const char *keystr, int64 delta)
 			nall = collect_tids(rel, idx, snapshot, keys, 2, tids, SLOT_SCAN_MAX);
 			for (i = 0; i < nall && !done; i++)
 			{
-				if (have_own && ItemPointerEquals(&tids[i], &own))
+				ItemPointer tid = &tids[(i + MyBackendId) % nall];
+
+				if (have_first && ItemPointerEquals(tid, &first))
 					continue;
-				result = slot_update(rel, idx, &tids[i], meta->id, key, delta,
-									 LockWaitSkip);
+				result = slot_update(rel, idx, tid, meta->id, key, delta,
+									 LockWaitSkip, &used);
 				done = (result == TM_Ok);
 			}
 		}
@@ -268,22 +278,29 @@ CounterSlotsAdd(CounterMeta *meta, const char *keystr, int64 delta)
 		/* 3. every row is held: add our own row, or wait at the limit */
 		if (!done && !retry)
 		{
+			/* a row numbered MyBackendId cannot be inserted by anyone else */
+			have_own = have_first && meta->last_slot == MyBackendId;
+			if (!have_own && nall < meta->nslots)
+			{
+				init_keys(keys, meta->id, key, true, MyBackendId);
+				have_own = collect_tids(rel, idx, snapshot, keys, 3, &first, 1) == 1;
+			}
 			if (!have_own && nall < meta->nslots)
 			{
 				slot_insert(rel, idx, meta->id, key, delta);
+				used = MyBackendId;
 				done = true;
 			}
-			else
+			else if (nall > 0)
 			{
-				ItemPointer target = have_own ? &own : &tids[MyBackendId % nall];
-
-				result = slot_update(rel, idx, target, meta->id, key, delta,
-									 LockWaitBlock);
+				result = slot_update(rel, idx, &tids[MyBackendId % nall], meta->id,
+									 key, delta, LockWaitBlock, &used);
 				done = (result == TM_Ok);
 			}
 		}
 		UnregisterSnapshot(snapshot);
 	}
+	meta->last_slot = used;
 
 	pfree(tids);
 	index_close(idx, RowExclusiveLock);
@@ -292,7 +309,7 @@ CounterSlotsAdd(CounterMeta *meta, const char *keystr, int64 delta)
 
 /* Append one event row: no row lock, nothing shared is updated. */
 void
-CounterEventsInsert(CounterMeta *meta, const char *keystr, int64 delta,
+CounterEventsInsert(CounterMeta *meta, text *key, int64 delta,
 					TimestampTz at)
 {
 	CounterRels *r = CounterGetRels();
@@ -306,13 +323,13 @@ CounterEventsInsert(CounterMeta *meta, const char *keystr, int64 delta,
 	idx = index_open(r->events_key, RowExclusiveLock);
 
 	values[Anum_events_counter_id - 1] = Int32GetDatum(meta->id);
-	values[Anum_events_key - 1] = CStringGetTextDatum(keystr);
+	values[Anum_events_key - 1] = PointerGetDatum(key);
 	values[Anum_events_delta - 1] = Int64GetDatum(delta);
 	values[Anum_events_at - 1] = TimestampTzGetDatum(at);
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
 	index_insert(idx, values, nulls, &tup->t_self, rel,
-				 UNIQUE_CHECK_NO, false, BuildIndexInfo(idx));
+				 UNIQUE_CHECK_NO, false, NULL);
 	heap_freetuple(tup);
 
 	index_close(idx, RowExclusiveLock);
@@ -349,10 +366,9 @@ sum_rows(Oid relid, Oid indexid, ScanKey keys, int nkeys, AttrNumber attnum,
 
 /* The exact value of (counter, key) in snapshot: every source summed. */
 int64
-CounterReadValue(CounterMeta *meta, const char *keystr, Snapshot snapshot)
+CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot)
 {
 	CounterRels *r = CounterGetRels();
-	text	   *key = cstring_to_text(keystr);
 	ScanKeyData keys[3];
 	int128		sum;
 
@@ -373,6 +389,6 @@ CounterReadValue(CounterMeta *meta, const char *keystr, Snapshot snapshot)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("value of counter \"%s\" key \"%s\" is out of range for bigint",
-						meta->name, keystr)));
+						meta->name, text_to_cstring(key))));
 	return (int64) sum;
 }
