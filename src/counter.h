@@ -138,10 +138,23 @@ extern int	CounterExec(CounterStmt *stmt, Datum *values, const char *nulls,
 						bool read_only);
 
 /* storage.c */
-extern void CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta);
+extern bool CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta);
 extern void CounterEventsInsert(CounterMeta *meta, text *key, int64 delta,
 								TimestampTz at);
 extern int64 CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot);
+
+/* functions.c */
+typedef enum ApplyResult
+{
+	APPLY_DONE,
+	APPLY_REPEAT,				/* its idempotency key was used already */
+	APPLY_BOUND					/* it would cross a bound: nothing changed */
+} ApplyResult;
+extern CounterMeta *CounterArgCounter(FunctionCallInfo fcinfo, int privs);
+extern ApplyResult CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
+								bool has_at, TimestampTz at);
+extern void CounterApplyChecked(CounterMeta *meta, text *key, int64 delta, text *idem,
+								bool has_at, TimestampTz at);
 
 /* compact.c */
 extern bool CounterCompactLock(bool wait);

@@ -16,6 +16,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
@@ -31,6 +32,8 @@ PG_FUNCTION_INFO_V1(counter_grant);
 PG_FUNCTION_INFO_V1(counter_revoke);
 PG_FUNCTION_INFO_V1(counter_add);
 PG_FUNCTION_INFO_V1(counter_add_and_get);
+PG_FUNCTION_INFO_V1(counter_try_add);
+PG_FUNCTION_INFO_V1(counter_add_many);
 PG_FUNCTION_INFO_V1(counter_increment);
 PG_FUNCTION_INFO_V1(counter_decrement);
 PG_FUNCTION_INFO_V1(counter_reset);
@@ -54,8 +57,8 @@ arg_int8(FunctionCallInfo fcinfo, int argno, const char *what)
 }
 
 /* Look up the counter named by argument 0 and check the caller's rights. */
-static CounterMeta *
-arg_counter(FunctionCallInfo fcinfo, int privs)
+CounterMeta *
+CounterArgCounter(FunctionCallInfo fcinfo, int privs)
 {
 	CounterMeta *meta = CounterLookup(CounterArgName(fcinfo, 0), false);
 
@@ -178,17 +181,23 @@ counter_create(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("retention must have one element per rollup granularity")));
 	if (!PG_ARGISNULL(5) || !PG_ARGISNULL(6))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("bounded counters are not available in this version")));
+	{
+		if ((!PG_ARGISNULL(5) && PG_GETARG_INT64(5) > 0) ||
+			(!PG_ARGISNULL(6) && PG_GETARG_INT64(6) < 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("bounds must include 0, the value of every new key"),
+					 errhint("Use min <= 0 <= max.")));
+		if (CounterParseMode(text_to_cstring(PG_GETARG_TEXT_PP(1))) != COUNTER_MODE_SLOTS)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a bounded counter must use mode \"slots\""),
+					 errdetail("Bounds are kept exact by escrow shares held in slot rows.")));
+	}
 	if (PG_ARGISNULL(7))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("members must not be null")));
-	if (PG_GETARG_BOOL(7))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("membership counters are not available in this version")));
 
 	if (CounterLookup(name, true) != NULL)
 		ereport(ERROR,
@@ -203,10 +212,10 @@ counter_create(PG_FUNCTION_ARGS)
 	values[4] = PG_GETARG_DATUM(3);
 	values[5] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
 	nulls[5] = PG_ARGISNULL(4) ? 'n' : ' ';
-	values[6] = (Datum) 0;
-	nulls[6] = 'n';
-	values[7] = (Datum) 0;
-	nulls[7] = 'n';
+	values[6] = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
+	nulls[6] = PG_ARGISNULL(5) ? 'n' : ' ';
+	values[7] = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
+	nulls[7] = PG_ARGISNULL(6) ? 'n' : ' ';
 	values[8] = PG_GETARG_DATUM(7);
 
 	SPI_connect();
@@ -242,14 +251,18 @@ static CounterStmt alter_stmt = {
 Datum
 counter_alter(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADMIN);
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_ADMIN);
 	Datum		values[6];
 	char		nulls[6];
 	int			nrollups = -1;
 	int			i;
 
-	if (!PG_ARGISNULL(1))
-		check_mode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	if (!PG_ARGISNULL(1) &&
+		check_mode(text_to_cstring(PG_GETARG_TEXT_PP(1))) != COUNTER_MODE_SLOTS &&
+		(meta->has_min || meta->has_max))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a bounded counter must use mode \"slots\"")));
 	if (!PG_ARGISNULL(2))
 		check_slots(PG_GETARG_INT32(2));
 	if (!PG_ARGISNULL(3))
@@ -294,20 +307,25 @@ static CounterStmt drop_stmt = {
 	" e AS (DELETE FROM counter.events WHERE counter_id = $1),"
 	" r AS (DELETE FROM counter.rollups WHERE counter_id = $1),"
 	" i AS (DELETE FROM counter.idempotency WHERE counter_id = $1),"
-	" t AS (DELETE FROM counter.totals WHERE counter = $2)"
+	/* peers' rows stay: they are their nodes' shares, replicated here */
+	" t AS (DELETE FROM counter.totals WHERE counter = $2 AND node = $3)"
 	" DELETE FROM counter.counters WHERE id = $1",
-	2, {INT4OID, TEXTOID}
+	3, {INT4OID, TEXTOID, INT4OID}
 };
 
-/* counter.drop(name): the counter and all its rows, on this node. */
+/*
+ * counter.drop(name): the counter and all its rows of this node.  Rows that
+ * peer nodes replicate here are theirs and stay (drop on every node).
+ */
 Datum
 counter_drop(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADMIN);
-	Datum		values[2];
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_ADMIN);
+	Datum		values[3];
 
 	values[0] = Int32GetDatum(meta->id);
 	values[1] = CStringGetTextDatum(meta->name);
+	values[2] = Int32GetDatum(counter_node_id);
 	SPI_connect();
 	CounterExec(&drop_stmt, values, NULL, false);
 	SPI_finish();
@@ -330,7 +348,7 @@ static CounterStmt revoke_stmt = {
 static void
 grant_or_revoke(FunctionCallInfo fcinfo, CounterStmt *stmt)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADMIN);
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_ADMIN);
 	char	   *role;
 	char	   *priv;
 	Datum		values[3];
@@ -429,29 +447,91 @@ idempotency_claim(CounterMeta *meta, text *key, int64 delta, text *idem)
 	return applied;
 }
 
+static CounterStmt idem_release_stmt = {
+	"DELETE FROM counter.idempotency WHERE idem = $1",
+	1, {TEXTOID}
+};
+
+/* Give back an idempotency key claimed by this transaction. */
+static void
+idempotency_release(text *idem)
+{
+	Datum		values[1] = {PointerGetDatum(idem)};
+
+	SPI_connect();
+	CounterExec(&idem_release_stmt, values, NULL, false);
+	SPI_finish();
+}
+
 /*
  * Apply one add of delta to (counter, key): where the counter's mode puts
- * it, or as an event when back-dated.  Returns false when an idempotency key
- * shows it was already applied.
+ * it, or as an event when back-dated; a bounded counter always uses its
+ * slots, whose escrow shares keep the bounds exact.
  */
-static bool
-counter_apply(CounterMeta *meta, text *key, int64 delta, text *idem,
+ApplyResult
+CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
 			  bool has_at, TimestampTz at)
 {
+	bool		bounded = meta->has_min || meta->has_max;
+
+	if (has_at && bounded)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a bounded counter takes no back-dated adds")));
 	if (idem != NULL && !idempotency_claim(meta, key, delta, idem))
-		return false;
+		return APPLY_REPEAT;
 
 	if (delta != 0)
 	{
-		if (has_at || meta->mode == COUNTER_MODE_EVENTS)
+		if (has_at || (meta->mode == COUNTER_MODE_EVENTS && !bounded))
 			CounterEventsInsert(meta, key, delta,
 								has_at ? at : GetCurrentTransactionStartTimestamp());
-		else
-			CounterSlotsAdd(meta, key, delta);
+		else if (!CounterSlotsAdd(meta, key, delta))
+		{
+			if (idem != NULL)
+				idempotency_release(idem);
+			return APPLY_BOUND;
+		}
 	}
 	/* later commands of this transaction, and later calls, see this add */
 	CommandCounterIncrement();
-	return true;
+	return APPLY_DONE;
+}
+
+/* Raise 23514 for an add that would cross a bound. */
+static void
+bound_error(CounterMeta *meta, text *key, int64 delta)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CHECK_VIOLATION),
+			 errmsg("adding " INT64_FORMAT " to counter \"%s\" key \"%s\" would cross its bound",
+					delta, meta->name, text_to_cstring(key)),
+			 errdetail("Bounds: %s to %s; nothing was changed.",
+					   meta->has_min ? psprintf(INT64_FORMAT, meta->min) : "unbounded",
+					   meta->has_max ? psprintf(INT64_FORMAT, meta->max) : "unbounded")));
+}
+
+/* CounterApply, raising 23514 at a bound. */
+void
+CounterApplyChecked(CounterMeta *meta, text *key, int64 delta, text *idem,
+					  bool has_at, TimestampTz at)
+{
+	if (CounterApply(meta, key, delta, idem, has_at, at) == APPLY_BOUND)
+		bound_error(meta, key, delta);
+}
+
+/* The counter of argument 0, for plain adds: 42501 without rights to add. */
+static CounterMeta *
+arg_addable(FunctionCallInfo fcinfo, int privs)
+{
+	CounterMeta *meta = CounterArgCounter(fcinfo, privs);
+
+	if (meta->members)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("counter \"%s\" counts members", meta->name),
+				 errhint("Use counter.like() and counter.unlike().")));
+	return meta;
 }
 
 /* Read a key's value as the current transaction now sees it. */
@@ -465,20 +545,23 @@ read_own_value(CounterMeta *meta, text *key)
 	return value;
 }
 
-/* Shared body of add and add_and_get: parse arguments, check, apply. */
-static void
+/*
+ * Shared body of add, add_and_get and try_add: parse (name, key, delta,
+ * idempotency_key[, at]), check rights, apply.
+ */
+static ApplyResult
 add_common(FunctionCallInfo fcinfo, bool with_at, CounterMeta **meta, text **key)
 {
 	int64		delta;
 	text	   *idem;
+	bool		has_at = with_at && !PG_ARGISNULL(4);
 
-	*meta = arg_counter(fcinfo, COUNTER_PRIV_ADD);
+	*meta = arg_addable(fcinfo, COUNTER_PRIV_ADD);
 	*key = CounterArgKey(fcinfo, 1);
 	delta = arg_int8(fcinfo, 2, "delta");
 	idem = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
-	counter_apply(*meta, *key, delta, idem,
-				  with_at && !PG_ARGISNULL(4),
-				  (with_at && !PG_ARGISNULL(4)) ? PG_GETARG_TIMESTAMPTZ(4) : 0);
+	return CounterApply(*meta, *key, delta, idem, has_at,
+						 has_at ? PG_GETARG_TIMESTAMPTZ(4) : 0);
 }
 
 /* counter.add(name, key, delta, idempotency_key, at): the hot path. */
@@ -488,7 +571,8 @@ counter_add(PG_FUNCTION_ARGS)
 	CounterMeta *meta;
 	text	   *key;
 
-	add_common(fcinfo, true, &meta, &key);
+	if (add_common(fcinfo, true, &meta, &key) == APPLY_BOUND)
+		bound_error(meta, key, PG_GETARG_INT64(2));
 	PG_RETURN_VOID();
 }
 
@@ -499,17 +583,118 @@ counter_add_and_get(PG_FUNCTION_ARGS)
 	CounterMeta *meta;
 	text	   *key;
 
-	add_common(fcinfo, false, &meta, &key);
+	if (add_common(fcinfo, false, &meta, &key) == APPLY_BOUND)
+		bound_error(meta, key, PG_GETARG_INT64(2));
 	PG_RETURN_INT64(read_own_value(meta, key));
+}
+
+/* counter.try_add(...): like add_and_get, but NULL where a bound stops it. */
+Datum
+counter_try_add(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta;
+	text	   *key;
+
+	if (add_common(fcinfo, false, &meta, &key) == APPLY_BOUND)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(read_own_value(meta, key));
+}
+
+/* One (key, delta) of add_many. */
+typedef struct KeyDelta
+{
+	text	   *key;
+	int64		delta;
+} KeyDelta;
+
+/* Order keys bytewise, as the "C" collation of our key columns does. */
+static int
+keydelta_cmp(const void *a, const void *b)
+{
+	text	   *ka = ((const KeyDelta *) a)->key;
+	text	   *kb = ((const KeyDelta *) b)->key;
+	int			la = VARSIZE_ANY_EXHDR(ka);
+	int			lb = VARSIZE_ANY_EXHDR(kb);
+	int			c = memcmp(VARDATA_ANY(ka), VARDATA_ANY(kb), Min(la, lb));
+
+	return c != 0 ? c : (la > lb) - (la < lb);
+}
+
+/*
+ * counter.add_many(name, keys[], deltas[]): many adds in one call.  Keys are
+ * sorted, so concurrent batches lock slot rows in one order and cannot
+ * deadlock, and each key's deltas are summed first, so a batch costs one
+ * add per distinct key.  Returns the number of adds (array elements).
+ */
+Datum
+counter_add_many(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = arg_addable(fcinfo, COUNTER_PRIV_ADD);
+	Datum	   *keys;
+	bool	   *knulls;
+	Datum	   *deltas = NULL;
+	bool	   *dnulls = NULL;
+	int			nkeys;
+	int			ndeltas;
+	int			i;
+	int			n = 0;
+	KeyDelta   *kd;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("keys must not be null")));
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT,
+					  &keys, &knulls, &nkeys);
+	if (!PG_ARGISNULL(2))
+	{
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT8OID, 8, FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &deltas, &dnulls, &ndeltas);
+		if (ndeltas != nkeys)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("keys and deltas must have the same length, not %d and %d",
+							nkeys, ndeltas)));
+	}
+	if (nkeys == 0)
+		PG_RETURN_INT64(0);
+
+	kd = palloc(sizeof(KeyDelta) * nkeys);
+	for (i = 0; i < nkeys; i++)
+	{
+		if (knulls[i] || (dnulls != NULL && dnulls[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("keys and deltas must not contain NULL")));
+		kd[i].key = CounterCheckKey(DatumGetTextPP(keys[i]));
+		kd[i].delta = deltas ? DatumGetInt64(deltas[i]) : 1;
+	}
+	qsort(kd, nkeys, sizeof(KeyDelta), keydelta_cmp);
+	for (i = 0; i < nkeys; i++)
+	{
+		if (n > 0 && keydelta_cmp(&kd[n - 1], &kd[i]) == 0)
+		{
+			if (pg_add_s64_overflow(kd[n - 1].delta, kd[i].delta, &kd[n - 1].delta))
+				ereport(ERROR,
+						(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+						 errmsg("sum of deltas for key \"%s\" out of range for bigint",
+								text_to_cstring(kd[i].key))));
+		}
+		else
+			kd[n++] = kd[i];
+	}
+	for (i = 0; i < n; i++)
+		CounterApplyChecked(meta, kd[i].key, kd[i].delta, NULL, false, 0);
+	PG_RETURN_INT64(nkeys);
 }
 
 /* counter.increment(name, key): add 1. */
 Datum
 counter_increment(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADD);
+	CounterMeta *meta = arg_addable(fcinfo, COUNTER_PRIV_ADD);
 
-	counter_apply(meta, CounterArgKey(fcinfo, 1), 1, NULL, false, 0);
+	CounterApplyChecked(meta, CounterArgKey(fcinfo, 1), 1, NULL, false, 0);
 	PG_RETURN_VOID();
 }
 
@@ -517,9 +702,9 @@ counter_increment(PG_FUNCTION_ARGS)
 Datum
 counter_decrement(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADD);
+	CounterMeta *meta = arg_addable(fcinfo, COUNTER_PRIV_ADD);
 
-	counter_apply(meta, CounterArgKey(fcinfo, 1), -1, NULL, false, 0);
+	CounterApplyChecked(meta, CounterArgKey(fcinfo, 1), -1, NULL, false, 0);
 	PG_RETURN_VOID();
 }
 
@@ -531,7 +716,7 @@ counter_decrement(PG_FUNCTION_ARGS)
 Datum
 counter_reset(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_ADD | COUNTER_PRIV_READ);
+	CounterMeta *meta = arg_addable(fcinfo, COUNTER_PRIV_ADD | COUNTER_PRIV_READ);
 	text	   *key = CounterArgKey(fcinfo, 1);
 	int64		value = read_own_value(meta, key);
 
@@ -539,7 +724,7 @@ counter_reset(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("counter value out of range for reset")));
-	counter_apply(meta, key, -value, NULL, false, 0);
+	CounterApplyChecked(meta, key, -value, NULL, false, 0);
 	PG_RETURN_INT64(value);
 }
 
@@ -547,7 +732,7 @@ counter_reset(PG_FUNCTION_ARGS)
 Datum
 counter_value(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
 
 	PG_RETURN_INT64(CounterReadValue(meta, CounterArgKey(fcinfo, 1),
 									 GetActiveSnapshot()));
@@ -557,7 +742,7 @@ counter_value(PG_FUNCTION_ARGS)
 Datum
 counter_values(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ArrayType  *arr;
 	Datum	   *keys;
@@ -637,7 +822,7 @@ static CounterStmt top_stmt = {
 Datum
 counter_top(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
 	Datum		values[4];
 
 	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) < 0)
@@ -684,7 +869,7 @@ static CounterStmt has_granularity_stmt = {
 Datum
 counter_series(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
 	text	   *key = CounterArgKey(fcinfo, 1);
 	Datum		values[5];
 	bool		has;
@@ -726,7 +911,7 @@ counter_compact(PG_FUNCTION_ARGS)
 	int32		id = 0;
 
 	if (!PG_ARGISNULL(0))
-		id = arg_counter(fcinfo, COUNTER_PRIV_READ)->id;
+		id = CounterArgCounter(fcinfo, COUNTER_PRIV_READ)->id;
 	PG_RETURN_INT64(CounterCompact(id, true));
 }
 
@@ -754,7 +939,7 @@ static CounterStmt verify_stmt = {
 Datum
 counter_verify(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = arg_counter(fcinfo, COUNTER_PRIV_READ);
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
 	Datum		values[3];
 
 	values[0] = Int32GetDatum(meta->id);

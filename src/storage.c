@@ -32,12 +32,14 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_collation.h"
+#include "common/hashfn.h"
 #include "common/int.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
 #include "storage/backendid.h"
 #include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/memutils.h"
@@ -112,76 +114,32 @@ collect_tids(Relation rel, Relation idx, Snapshot snapshot, ScanKey keys,
 	return n;
 }
 
-/*
- * Lock the slot row at tid and add delta to it.  Returns TM_Ok when done;
- * TM_WouldBlock when another transaction holds the row and policy is
- * LockWaitSkip; TM_Updated or TM_Deleted when the row changed since it was
- * found (the caller looks again).
- */
-static TM_Result
-slot_update(Relation rel, Relation idx, ItemPointer tid, int32 id, text *key,
-			int64 delta, LockWaitPolicy policy, int32 *slotno)
+/* A slot row as this transaction locked it. */
+typedef struct SlotRow
 {
-	HeapTupleData tuple;
-	Buffer		buffer;
-	TM_FailureData tmfd;
-	TM_Result	result;
-	TupleDesc	desc = RelationGetDescr(rel);
-	Datum		values[Natts_slots];
-	bool		nulls[Natts_slots];
-	int64		newvalue;
-	HeapTuple	newtup;
+	ItemPointerData tid;
+	int32		slot;
+	int64		value;
+	bool		has_lo;			/* escrow share of a bounded counter */
+	bool		has_hi;
+	int64		lo;
+	int64		hi;
+	TimestampTz touched;
+} SlotRow;
 
-	tuple.t_self = *tid;
-	result = heap_lock_tuple(rel, &tuple, GetCurrentCommandId(true),
-							 LockTupleNoKeyExclusive, policy, false,
-							 &buffer, &tmfd);
-	if (result != TM_Ok)
-	{
-		ReleaseBuffer(buffer);
-		if (result == TM_SelfModified || result == TM_Invisible)
-			elog(ERROR, "slot row modified by the current command");
-		return result;
-	}
+/* What became of one attempt to add to a slot row. */
+typedef enum SlotResult
+{
+	SLOT_DONE,					/* the delta is added */
+	SLOT_BUSY,					/* another transaction holds the row */
+	SLOT_MOVED,					/* updated or deleted since found: look again */
+	SLOT_NO_SHARE				/* locked, but the delta leaves the row's share */
+} SlotResult;
 
-	heap_deform_tuple(&tuple, desc, values, nulls);
-	if (pg_add_s64_overflow(DatumGetInt64(values[Anum_slots_value - 1]),
-							delta, &newvalue))
-	{
-		ReleaseBuffer(buffer);
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("counter value out of range for bigint")));
-	}
-	values[Anum_slots_value - 1] = Int64GetDatum(newvalue);
-	*slotno = DatumGetInt32(values[Anum_slots_slot - 1]);
-	newtup = heap_form_tuple(desc, values, nulls);
-	ReleaseBuffer(buffer);
-
-	simple_heap_update(rel, tid, newtup);
-	if (!HeapTupleIsHeapOnly(newtup))
-	{
-		Datum		ivalues[3];
-		bool		inulls[3] = {false, false, false};
-
-		ivalues[0] = Int32GetDatum(id);
-		ivalues[1] = PointerGetDatum(key);
-		ivalues[2] = values[Anum_slots_slot - 1];	/* by value */
-		index_insert(idx, ivalues, inulls, &newtup->t_self, rel,
-					 UNIQUE_CHECK_YES, false, NULL);
-	}
-	heap_freetuple(newtup);
-	return TM_Ok;
-}
-
-/* Insert this backend's own slot row for (counter, key) holding delta. */
+/* Fill the columns of a slot row (the first three are the index key). */
 static void
-slot_insert(Relation rel, Relation idx, int32 id, text *key, int64 delta)
+slot_form(Datum *values, bool *nulls, int32 id, text *key, SlotRow *row)
 {
-	Datum		values[Natts_slots];
-	bool		nulls[Natts_slots];
-	HeapTuple	tup;
-
 	if (slot_pad == NULL)
 	{
 		char		buf[SLOT_PAD_LEN + 1];
@@ -192,22 +150,251 @@ slot_insert(Relation rel, Relation idx, int32 id, text *key, int64 delta)
 		slot_pad = cstring_to_text(buf);
 		MemoryContextSwitchTo(old);
 	}
-
-	memset(nulls, false, sizeof(nulls));
+	memset(nulls, false, sizeof(bool) * Natts_slots);
 	values[Anum_slots_counter_id - 1] = Int32GetDatum(id);
 	values[Anum_slots_key - 1] = PointerGetDatum(key);
-	values[Anum_slots_slot - 1] = Int32GetDatum(MyBackendId);
-	values[Anum_slots_value - 1] = Int64GetDatum(delta);
-	nulls[Anum_slots_lo - 1] = true;
-	nulls[Anum_slots_hi - 1] = true;
-	values[Anum_slots_touched - 1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	values[Anum_slots_slot - 1] = Int32GetDatum(row->slot);
+	values[Anum_slots_value - 1] = Int64GetDatum(row->value);
+	values[Anum_slots_lo - 1] = Int64GetDatum(row->lo);
+	nulls[Anum_slots_lo - 1] = !row->has_lo;
+	values[Anum_slots_hi - 1] = Int64GetDatum(row->hi);
+	nulls[Anum_slots_hi - 1] = !row->has_hi;
+	values[Anum_slots_touched - 1] = TimestampTzGetDatum(row->touched);
 	values[Anum_slots_pad - 1] = PointerGetDatum(slot_pad);
+}
 
+/*
+ * Lock the slot row at tid in its newest version and read it.  TM_Ok, or
+ * TM_WouldBlock (held, with LockWaitSkip), or TM_Updated / TM_Deleted.
+ */
+static TM_Result
+slot_lock(Relation rel, ItemPointer tid, LockWaitPolicy policy, SlotRow *row)
+{
+	HeapTupleData tuple;
+	Buffer		buffer;
+	TM_FailureData tmfd;
+	TM_Result	result;
+	Datum		values[Natts_slots];
+	bool		nulls[Natts_slots];
+
+	tuple.t_self = *tid;
+	result = heap_lock_tuple(rel, &tuple, GetCurrentCommandId(true),
+							 LockTupleNoKeyExclusive, policy, false,
+							 &buffer, &tmfd);
+	if (result == TM_Ok)
+	{
+		heap_deform_tuple(&tuple, RelationGetDescr(rel), values, nulls);
+		row->tid = *tid;
+		row->slot = DatumGetInt32(values[Anum_slots_slot - 1]);
+		row->value = DatumGetInt64(values[Anum_slots_value - 1]);
+		row->has_lo = !nulls[Anum_slots_lo - 1];
+		row->lo = row->has_lo ? DatumGetInt64(values[Anum_slots_lo - 1]) : 0;
+		row->has_hi = !nulls[Anum_slots_hi - 1];
+		row->hi = row->has_hi ? DatumGetInt64(values[Anum_slots_hi - 1]) : 0;
+		row->touched = DatumGetTimestampTz(values[Anum_slots_touched - 1]);
+	}
+	ReleaseBuffer(buffer);
+	if (result == TM_SelfModified || result == TM_Invisible)
+		elog(ERROR, "slot row modified by the current command");
+	return result;
+}
+
+/* Write a locked row back: HOT when its page has room, as it usually has. */
+static void
+slot_write(Relation rel, Relation idx, int32 id, text *key, SlotRow *row)
+{
+	Datum		values[Natts_slots];
+	bool		nulls[Natts_slots];
+	HeapTuple	tup;
+
+	slot_form(values, nulls, id, key, row);
+	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+	simple_heap_update(rel, &row->tid, tup);
+	/* our indexes are btree, which needs no IndexInfo */
+	if (!HeapTupleIsHeapOnly(tup))
+		index_insert(idx, values, nulls, &tup->t_self, rel,
+					 UNIQUE_CHECK_YES, false, NULL);
+	heap_freetuple(tup);
+}
+
+/* Narrow an int128 to int64, 22003 when it does not fit. */
+static int64
+to_int64(int128 v)
+{
+	if (v > PG_INT64_MAX || v < PG_INT64_MIN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("counter value out of range for bigint")));
+	return (int64) v;
+}
+
+/*
+ * Insert this backend's own slot row for (counter, key) holding value.  In a
+ * bounded counter, the first row of a key holds all the headroom (the bounds
+ * less the key's compacted value); later rows start with none.
+ */
+static void
+slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
+			int64 value, bool first)
+{
+	Datum		values[Natts_slots];
+	bool		nulls[Natts_slots];
+	HeapTuple	tup;
+	SlotRow		row;
+	int64		base = 0;
+
+	if (first)
+	{
+		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+
+		base = CounterReadValue(meta, key, snapshot);
+		UnregisterSnapshot(snapshot);
+	}
+	row.slot = MyBackendId;
+	row.value = value;
+	row.has_lo = meta->has_min;
+	row.lo = first ? to_int64((int128) meta->min - base) : 0;
+	row.has_hi = meta->has_max;
+	row.hi = first ? to_int64((int128) meta->max - base) : 0;
+	row.touched = GetCurrentTransactionStartTimestamp();
+	slot_form(values, nulls, meta->id, key, &row);
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
 	index_insert(idx, values, nulls, &tup->t_self, rel,
 				 UNIQUE_CHECK_YES, false, NULL);
 	heap_freetuple(tup);
+	meta->last_slot = MyBackendId;
+}
+
+/* Add delta to the slot row at tid, if the row can be had and has room. */
+static SlotResult
+slot_try(Relation rel, Relation idx, ItemPointer tid, CounterMeta *meta,
+		 text *key, int64 delta, LockWaitPolicy policy)
+{
+	SlotRow		row;
+	int64		value;
+	TM_Result	result = slot_lock(rel, tid, policy, &row);
+
+	if (result == TM_WouldBlock)
+		return SLOT_BUSY;
+	if (result != TM_Ok)
+		return SLOT_MOVED;
+	if (pg_add_s64_overflow(row.value, delta, &value))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("counter value out of range for bigint")));
+	if ((row.has_lo && value < row.lo) || (row.has_hi && value > row.hi))
+		return SLOT_NO_SHARE;
+	row.value = value;
+	slot_write(rel, idx, meta->id, key, &row);
+	meta->last_slot = row.slot;
+	return SLOT_DONE;
+}
+
+/* The share of row i when slack is split evenly over n rows. */
+static int128
+share(int128 slack, int n, int i)
+{
+	return slack / n + (i < slack % n ? 1 : 0);
+}
+
+/*
+ * Escrow rebalance of a bounded key.  Each slot row holds a share of the
+ * headroom, [lo, hi] around its value, and the shares add up to the bounds
+ * less the compacted total (the worker moves value and share together), so
+ * a committed state in which every row is within its share is within the
+ * bounds.  Adds far from a bound stay within their row's share and never
+ * touch another row; an add that leaves its share comes here: lock every
+ * row of the key (in slot order, so two rebalances cannot deadlock), check
+ * the bound on the sums, apply delta to the first row and split the
+ * headroom evenly again.  Returns false, changing nothing, when delta would
+ * cross a bound.  Rows inserted meanwhile by others hold 0 and no share, so
+ * leaving them out keeps the sums right.
+ */
+static bool
+slot_rebalance(Relation rel, Relation idx, CounterMeta *meta, text *key,
+			   int64 delta, ItemPointerData *tids)
+{
+	for (;;)
+	{
+		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+		ScanKeyData keys[3];
+		SlotRow    *rows;
+		int			n;
+		int			i;
+		bool		moved = false;
+		int128		sum = delta;
+		int128		sum_lo = 0;
+		int128		sum_hi = 0;
+
+		init_keys(keys, meta->id, key, false, 0);
+		n = collect_tids(rel, idx, snapshot, keys, 2, tids, SLOT_SCAN_MAX);
+		UnregisterSnapshot(snapshot);
+		Assert(n > 0);
+		rows = palloc(sizeof(SlotRow) * n);
+		for (i = 0; i < n && !moved; i++)
+			moved = slot_lock(rel, &tids[i], LockWaitBlock, &rows[i]) != TM_Ok;
+		if (moved)
+		{
+			pfree(rows);
+			CHECK_FOR_INTERRUPTS();
+			continue;
+		}
+
+		for (i = 0; i < n; i++)
+		{
+			sum += rows[i].value;
+			sum_lo += rows[i].lo;
+			sum_hi += rows[i].hi;
+		}
+		if ((meta->has_min && sum < sum_lo) || (meta->has_max && sum > sum_hi))
+			return false;
+
+		rows[0].value = to_int64((int128) rows[0].value + delta);
+		for (i = 0; i < n; i++)
+		{
+			if (meta->has_min)
+				rows[i].lo = to_int64(rows[i].value - share(sum - sum_lo, n, i));
+			if (meta->has_max)
+				rows[i].hi = to_int64(rows[i].value + share(sum_hi - sum, n, i));
+			slot_write(rel, idx, meta->id, key, &rows[i]);
+		}
+		meta->last_slot = rows[0].slot;
+		pfree(rows);
+		return true;
+	}
+}
+
+/*
+ * Serialize the creation of a bounded key's first slot row: a transaction
+ * lock on (counter, hash of key), held to the end of the transaction, so
+ * the next creator sees the row once it has the lock.
+ */
+static void
+lock_first_row(CounterMeta *meta, text *key)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) meta->id,
+						 DatumGetUInt32(hash_any((unsigned char *) VARDATA_ANY(key),
+												 VARSIZE_ANY_EXHDR(key))),
+						 3);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/* Whether (counter, key) has any slot row, in the latest snapshot. */
+static bool
+key_has_rows(Relation rel, Relation idx, CounterMeta *meta, text *key)
+{
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyData keys[3];
+	ItemPointerData tid;
+	bool		found;
+
+	init_keys(keys, meta->id, key, false, 0);
+	found = collect_tids(rel, idx, snapshot, keys, 2, &tid, 1) == 1;
+	UnregisterSnapshot(snapshot);
+	return found;
 }
 
 /*
@@ -215,9 +402,10 @@ slot_insert(Relation rel, Relation idx, int32 id, text *key, int64 delta)
  * it.  The first row tried is the one this backend last added to (its
  * previous transaction released it, and others tend to have rows of their
  * own by then); the others are tried from an offset that differs per
- * backend, so that backends do not queue up on the same rows.
+ * backend, so that backends do not queue up on the same rows.  Returns false
+ * when a bounded counter's bound would be crossed (nothing changed).
  */
-void
+bool
 CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 {
 	CounterRels *r = CounterGetRels();
@@ -225,14 +413,15 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 	Relation	idx;
 	ScanKeyData keys[3];
 	ItemPointerData *tids;
-	bool		done = false;
-	int32		used = meta->last_slot;
+	SlotResult	result = SLOT_MOVED;
+	bool		ok = true;
+	bool		bounded = meta->has_min || meta->has_max;
 
 	rel = table_open(r->slots, RowExclusiveLock);
 	idx = index_open(r->slots_pkey, RowExclusiveLock);
 	tids = palloc(sizeof(ItemPointerData) * SLOT_SCAN_MAX);
 
-	while (!done)
+	while (result == SLOT_MOVED)
 	{
 		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 		ItemPointerData first;
@@ -240,43 +429,35 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		bool		have_own;
 		int			nall = 0;
 		int			i;
-		bool		retry = false;
-		TM_Result	result;
 
 		CHECK_FOR_INTERRUPTS();
 
 		/* 1. the row this backend used last time */
 		init_keys(keys, meta->id, key, true, meta->last_slot);
 		have_first = collect_tids(rel, idx, snapshot, keys, 3, &first, 1) == 1;
-		if (have_first)
-		{
-			result = slot_update(rel, idx, &first, meta->id, key, delta,
-								 LockWaitSkip, &used);
-			if (result == TM_Ok)
-				done = true;
-			else if (result != TM_WouldBlock)
-				retry = true;
-		}
+		result = have_first ?
+			slot_try(rel, idx, &first, meta, key, delta, LockWaitSkip) : SLOT_BUSY;
 
 		/* 2. any other row of the key that nobody holds */
-		if (!done && !retry)
+		if (result == SLOT_BUSY)
 		{
 			init_keys(keys, meta->id, key, false, 0);
 			nall = collect_tids(rel, idx, snapshot, keys, 2, tids, SLOT_SCAN_MAX);
-			for (i = 0; i < nall && !done; i++)
+			for (i = 0; i < nall && result == SLOT_BUSY; i++)
 			{
 				ItemPointer tid = &tids[(i + MyBackendId) % nall];
 
-				if (have_first && ItemPointerEquals(tid, &first))
-					continue;
-				result = slot_update(rel, idx, tid, meta->id, key, delta,
-									 LockWaitSkip, &used);
-				done = (result == TM_Ok);
+				if (!have_first || !ItemPointerEquals(tid, &first))
+				{
+					result = slot_try(rel, idx, tid, meta, key, delta, LockWaitSkip);
+					if (result == SLOT_MOVED)
+						result = SLOT_BUSY;
+				}
 			}
 		}
 
 		/* 3. every row is held: add our own row, or wait at the limit */
-		if (!done && !retry)
+		if (result == SLOT_BUSY)
 		{
 			/* a row numbered MyBackendId cannot be inserted by anyone else */
 			have_own = have_first && meta->last_slot == MyBackendId;
@@ -285,26 +466,46 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 				init_keys(keys, meta->id, key, true, MyBackendId);
 				have_own = collect_tids(rel, idx, snapshot, keys, 3, &first, 1) == 1;
 			}
-			if (!have_own && nall < meta->nslots)
+			if (!have_own && nall < meta->nslots && !bounded)
 			{
-				slot_insert(rel, idx, meta->id, key, delta);
-				used = MyBackendId;
-				done = true;
+				slot_insert(rel, idx, meta, key, delta, false);
+				result = SLOT_DONE;
+			}
+			else if (!have_own && nall < meta->nslots)
+			{
+				/*
+				 * A bounded key's new row is added with value 0, then the
+				 * delta goes through the escrow checks.  Only one
+				 * transaction at a time may add a key's first row: it takes
+				 * all the headroom.
+				 */
+				if (nall == 0)
+					lock_first_row(meta, key);
+				if (nall > 0 || !key_has_rows(rel, idx, meta, key))
+				{
+					slot_insert(rel, idx, meta, key, 0, nall == 0);
+					CommandCounterIncrement();
+					result = SLOT_NO_SHARE;
+				}
+				else
+					result = SLOT_MOVED;
 			}
 			else if (nall > 0)
-			{
-				result = slot_update(rel, idx, &tids[MyBackendId % nall], meta->id,
-									 key, delta, LockWaitBlock, &used);
-				done = (result == TM_Ok);
-			}
+				result = slot_try(rel, idx, &tids[MyBackendId % nall], meta, key,
+								  delta, LockWaitBlock);
+			else
+				result = SLOT_MOVED;	/* our own row appeared meanwhile */
 		}
 		UnregisterSnapshot(snapshot);
 	}
-	meta->last_slot = used;
+
+	if (result == SLOT_NO_SHARE)
+		ok = slot_rebalance(rel, idx, meta, key, delta, tids);
 
 	pfree(tids);
 	index_close(idx, RowExclusiveLock);
 	table_close(rel, RowExclusiveLock);
+	return ok;
 }
 
 /* Append one event row: no row lock, nothing shared is updated. */

@@ -6,8 +6,10 @@
  * One launcher, registered at preload, connects to no database.  It starts
  * one dynamic worker per connectable, non-template database; a worker whose
  * database lacks the extension says so in shared memory and exits, and is
- * started again only when CREATE EXTENSION wakes the launcher (the install
- * script calls counter._wake_launcher()).  A worker that stops for any other
+ * started again when CREATE EXTENSION wakes the launcher (the install
+ * script calls counter._wake_launcher()) or at the launcher's rescan every
+ * minute.  DROP DATABASE and ALTER DATABASE RENAME stop the database's
+ * worker first (a utility hook), since they need it gone.  A worker that stops for any other
  * reason (crash, pg_terminate_backend) is started again by the launcher,
  * which the postmaster notifies of every exit, after RESTART_DELAY_MS: no
  * crash loop faster than that.  A worker exits by itself once DROP EXTENSION
@@ -38,6 +40,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -51,7 +54,58 @@ PG_FUNCTION_INFO_V1(counter_wake_launcher);
 #define RESCAN_INTERVAL_MS		(60 * 1000)
 #define MAINTENANCE_INTERVAL_MS	(10 * 1000)
 
-/* Register the launcher; called from _PG_init when preloaded. */
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+/*
+ * Stop the worker of a database for good (until the launcher's next
+ * rescan): DROP DATABASE and ALTER DATABASE RENAME refuse to run while any
+ * session, our worker included, is connected, and wait a few seconds for
+ * sessions to leave.
+ */
+static void
+stop_worker(Oid dboid)
+{
+	CounterDbWorker *w;
+	pid_t		pid = 0;
+
+	if (!OidIsValid(dboid))
+		return;
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	w = CounterDbSlot(dboid, false);
+	if (w != NULL)
+	{
+		w->wanted = false;
+		pid = w->pid;
+	}
+	LWLockRelease(counter_shared->lock);
+	if (pid != 0)
+		kill(pid, SIGTERM);
+}
+
+/* Utility hook: let DROP DATABASE and RENAME of a database proceed. */
+static void
+counter_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					   bool readOnlyTree, ProcessUtilityContext context,
+					   ParamListInfo params, QueryEnvironment *queryEnv,
+					   DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (IsA(parsetree, DropdbStmt))
+		stop_worker(get_database_oid(((DropdbStmt *) parsetree)->dbname, true));
+	else if (IsA(parsetree, RenameStmt) &&
+			 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+		stop_worker(get_database_oid(((RenameStmt *) parsetree)->subname, true));
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+							queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
+/* Register the launcher and the utility hook; called from _PG_init when preloaded. */
 void
 CounterWorkerRegister(void)
 {
@@ -66,6 +120,9 @@ CounterWorkerRegister(void)
 	strlcpy(bgw.bgw_name, "counter launcher", BGW_MAXLEN);
 	strlcpy(bgw.bgw_type, "counter launcher", BGW_MAXLEN);
 	RegisterBackgroundWorker(&bgw);
+
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = counter_ProcessUtility;
 }
 
 /* Claim a status entry for every connectable, non-template database. */
@@ -190,10 +247,11 @@ counter_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
+		/* the periodic rescan also revives workers stopped for a failed DROP */
 		if (counter_shared->rescan || last_scan == 0 ||
 			TimestampDifferenceExceeds(last_scan, now, RESCAN_INTERVAL_MS))
 		{
-			launcher_scan_databases(counter_shared->rescan);
+			launcher_scan_databases(true);
 			last_scan = now;
 		}
 
