@@ -34,10 +34,11 @@
 /*
  * The second half of both batch statements: fold CTE "moved" (counter_id,
  * key, delta, at) into rollups (each granularity of the counter, bucket of
- * the row's time) and into this node's shard of totals; return the count.
+ * the row's time) and into this node's shard of totals; return each key
+ * moved, with the number of rows moved for it.
  */
 #define FOLD_MOVED \
-	", agg AS (SELECT m.counter_id, m.key, sum(m.delta)::int8 AS d" \
+	", agg AS (SELECT m.counter_id, m.key, sum(m.delta)::int8 AS d, count(*) AS n" \
 	"            FROM moved m GROUP BY 1, 2)" \
 	", roll AS (INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)" \
 	"   SELECT m.counter_id, m.key, g.g," \
@@ -52,7 +53,7 @@
 	"     FROM agg a JOIN counter.counters c ON c.id = a.counter_id" \
 	"   ON CONFLICT (counter, key, node)" \
 	"   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state)))" \
-	" SELECT count(*) FROM moved"
+	" SELECT c.name, a.key, a.n FROM agg a JOIN counter.counters c ON c.id = a.counter_id"
 
 /* $1 batch size, $2 node id, $3 counter id or 0 for all */
 static CounterStmt events_stmt = {
@@ -121,17 +122,27 @@ CounterCompactLock(bool wait)
 	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
 }
 
-/* Run a compaction statement; returns its count(*) or the rows it touched. */
+/*
+ * Run a compaction statement.  For a batch statement, hand its keys to the
+ * change feed and return the rows it moved; else the rows it touched.
+ */
 static int64
 run(CounterStmt *stmt, Datum *values)
 {
-	bool		isnull;
+	int64		n = 0;
+	uint64		i;
 
-	if (CounterExec(stmt, values, NULL, false) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-		return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
-	return (int64) SPI_processed;
+	if (CounterExec(stmt, values, NULL, false) != SPI_OK_SELECT)
+		return (int64) SPI_processed;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		n += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+										 SPI_tuptable->tupdesc, 3, &isnull));
+	}
+	CounterFeedCollect();
+	return n;
 }
 
 /*
@@ -191,5 +202,8 @@ CounterCompact(int32 counter_id, bool wait)
 		total += CounterCompactBatch(counter_id, first, &full);
 		first = false;
 	}
+	SPI_connect();
+	CounterFeedFlush();
+	SPI_finish();
 	return total;
 }

@@ -39,7 +39,7 @@
 #include "type.h"
 
 #define COUNTER_SCHEMA			"counter"
-#define COUNTER_NAME_MAXLEN		63
+#define COUNTER_NAME_MAXLEN		55	/* counter_<name> fits a channel name */
 #define COUNTER_KEY_MAXLEN		1024
 
 /* modes, as stored in counter.counters.mode */
@@ -160,6 +160,10 @@ extern void CounterApplyChecked(CounterMeta *meta, text *key, int64 delta, text 
 extern bool CounterCompactLock(bool wait);
 extern int64 CounterCompactBatch(int32 counter_id, bool maintenance, bool *full);
 extern int64 CounterCompact(int32 counter_id, bool wait);
+
+/* feed.c */
+extern void CounterFeedCollect(void);
+extern void CounterFeedFlush(void);
 
 /* shmem.c */
 typedef struct CounterDbWorker

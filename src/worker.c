@@ -311,12 +311,12 @@ extension_installed(void)
 }
 
 /*
- * One compaction transaction.  Returns true when a batch was full, i.e. more
- * work is waiting.  Errors are reported and the transaction rolled back; the
+ * One compaction transaction, sending the change feed when notify.  Returns
+ * true when a batch was full, i.e. more work is waiting.  Errors are reported and the transaction rolled back; the
  * worker carries on at its next round.
  */
 static bool
-worker_compact_once(CounterDbWorker *w, bool maintenance)
+worker_compact_once(CounterDbWorker *w, bool maintenance, bool notify)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		full = false;
@@ -339,6 +339,12 @@ worker_compact_once(CounterDbWorker *w, bool maintenance)
 	{
 		if (CounterCompactLock(false))
 			moved = CounterCompactBatch(0, maintenance, &full);
+		if (notify)
+		{
+			SPI_connect();
+			CounterFeedFlush();
+			SPI_finish();
+		}
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -379,6 +385,7 @@ counter_worker_main(Datum arg)
 	Oid			dboid = DatumGetObjectId(arg);
 	CounterDbWorker *w;
 	TimestampTz last_maintenance = 0;
+	TimestampTz last_notify = 0;
 	bool		installed;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -431,13 +438,17 @@ counter_worker_main(Datum arg)
 			TimestampTz now = GetCurrentTimestamp();
 			bool		maintenance = TimestampDifferenceExceeds(last_maintenance, now,
 																 MAINTENANCE_INTERVAL_MS);
+			bool		notify = TimestampDifferenceExceeds(last_notify, now,
+															counter_notify_interval);
 
 			if (maintenance)
 				last_maintenance = now;
-			while (worker_compact_once(w, maintenance))
+			if (notify)
+				last_notify = now;
+			while (worker_compact_once(w, maintenance, notify))
 			{
 				CHECK_FOR_INTERRUPTS();
-				maintenance = false;
+				maintenance = notify = false;
 			}
 		}
 
@@ -465,16 +476,41 @@ CounterWakeLauncher(void)
 		SetLatch(counter_shared->launcher_latch);
 }
 
-/* counter._wake_launcher(): called by CREATE EXTENSION. */
+static bool wake_at_commit = false;
+
+/* Transaction callback: wake the launcher once CREATE EXTENSION committed. */
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && wake_at_commit)
+		CounterWakeLauncher();
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		wake_at_commit = false;
+}
+
+/*
+ * counter._wake_launcher(): called by CREATE EXTENSION.  The launcher is
+ * woken at commit: a worker started earlier would not see the extension yet.
+ */
 Datum
 counter_wake_launcher(PG_FUNCTION_ARGS)
 {
+	static bool registered = false;
+
 	if (counter_shared == NULL)
+	{
 		ereport(NOTICE,
 				(errmsg("the counter background worker is not running"),
 				 errdetail("Slots mode works fully; events are compacted only by counter.compact()."),
 				 errhint("Add counter to shared_preload_libraries and restart the server.")));
-	CounterWakeLauncher();
+		PG_RETURN_VOID();
+	}
+	if (!registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		registered = true;
+	}
+	wake_at_commit = true;
 	PG_RETURN_VOID();
 }
 

@@ -1,0 +1,95 @@
+/*-------------------------------------------------------------------------
+ *
+ * feed.c
+ *	  The change feed: batched NOTIFY of changed keys' values.
+ *
+ * Compaction reports every (counter, key) it moved; those are collected
+ * here, and flushed at most every counter.notify_interval by the worker (at
+ * once by counter.compact()).  A flush sends, on channel counter_<name>, a
+ * JSON array of {"counter", "key", "value"} objects, the value being the
+ * exact value at the flush, in payloads of at most ~7 kB.  Adds never
+ * notify: every change reaches the feed through compaction, so a client
+ * sees each changed key's latest value within naptime + notify_interval.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "counter.h"
+
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+/* Flush before holding more keys than this. */
+#define FEED_MAX_KEYS	10000
+
+static MemoryContext feed_context = NULL;
+static Datum *feed_names = NULL;
+static Datum *feed_keys = NULL;
+static int	feed_count = 0;
+
+static CounterStmt notify_stmt = {
+	"WITH u AS (SELECT DISTINCT u.n, u.k FROM unnest($1::text[], $2::text[]) AS u(n, k)"
+	"            WHERE EXISTS (SELECT 1 FROM counter.counters c WHERE c.name = u.n)),"
+	" j AS (SELECT u.n, json_build_object('counter', u.n, 'key', u.k,"
+	"                                     'value', counter.value(u.n, u.k))::text AS e"
+	"         FROM u),"
+	" c AS (SELECT j.n, j.e, (sum(octet_length(j.e) + 1)"
+	"                          OVER (PARTITION BY j.n ORDER BY j.e) / 7000)::int AS chunk"
+	"         FROM j)"
+	" SELECT pg_notify('counter_' || c.n, '[' || string_agg(c.e, ',' ORDER BY c.e) || ']')"
+	"   FROM c GROUP BY c.n, c.chunk",
+	2, {TEXTARRAYOID, TEXTARRAYOID}
+};
+
+/*
+ * Remember the keys of a compaction result: rows of (counter name, key, ...)
+ * in SPI_tuptable.
+ */
+void
+CounterFeedCollect(void)
+{
+	MemoryContext old;
+	uint64		i;
+
+	if (feed_context == NULL)
+	{
+		feed_context = AllocSetContextCreate(TopMemoryContext, "counter feed",
+											 ALLOCSET_DEFAULT_SIZES);
+		feed_names = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
+		feed_keys = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
+	}
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		name = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		key = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (feed_count == FEED_MAX_KEYS)
+			CounterFeedFlush();
+		old = MemoryContextSwitchTo(feed_context);
+		feed_names[feed_count] = PointerGetDatum(DatumGetTextPCopy(name));
+		feed_keys[feed_count] = PointerGetDatum(DatumGetTextPCopy(key));
+		feed_count++;
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/* Notify the values of every collected key; SPI must be connected. */
+void
+CounterFeedFlush(void)
+{
+	Datum		values[2];
+
+	if (feed_count == 0)
+		return;
+	values[0] = PointerGetDatum(construct_array(feed_names, feed_count, TEXTOID,
+												-1, false, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(feed_keys, feed_count, TEXTOID,
+												-1, false, TYPALIGN_INT));
+	feed_count = 0;
+	MemoryContextReset(feed_context);
+	feed_names = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
+	feed_keys = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
+	CounterExec(&notify_stmt, values, NULL, false);
+}
