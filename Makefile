@@ -20,6 +20,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS tracks no header dependencies: every object depends on our headers.
+$(OBJS): $(wildcard src/*.h)
+
 .PHONY: test demo bench deps
 deps:
 	@test/setup.sh deps

@@ -22,7 +22,7 @@ SELECT counter.create('bad', slots => 1025);
 \echo :LAST_ERROR_SQLSTATE
 SELECT counter.create('');
 \echo :LAST_ERROR_SQLSTATE
-SELECT counter.create(repeat('x', 64));
+SELECT counter.create(repeat('x', 56));
 \echo :LAST_ERROR_SQLSTATE
 SELECT counter.create(NULL);
 \echo :LAST_ERROR_SQLSTATE

@@ -326,6 +326,8 @@ counter_drop(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(meta->id);
 	values[1] = CStringGetTextDatum(meta->name);
 	values[2] = Int32GetDatum(counter_node_id);
+	/* a compaction in flight would re-add rows this statement cannot see */
+	CounterCompactLock(true);
 	SPI_connect();
 	CounterExec(&drop_stmt, values, NULL, false);
 	SPI_finish();

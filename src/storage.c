@@ -40,6 +40,7 @@
 #include "storage/backendid.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/memutils.h"
@@ -298,6 +299,17 @@ share(int128 slack, int n, int i)
 	return slack / n + (i < slack % n ? 1 : 0);
 }
 
+/* The error of an add that cannot go on in its transaction's snapshot. */
+static void
+serialization_failure(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not serialize access due to concurrent update"),
+			 errdetail("Every slot row of the key changed after this transaction's snapshot."),
+			 errhint("Retry the transaction, or raise the counter's slot limit.")));
+}
+
 /*
  * Escrow rebalance of a bounded key.  Each slot row holds a share of the
  * headroom, [lo, hi] around its value, and the shares add up to the bounds
@@ -317,7 +329,9 @@ slot_rebalance(Relation rel, Relation idx, CounterMeta *meta, text *key,
 {
 	for (;;)
 	{
-		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+		Snapshot	snapshot = RegisterSnapshot(IsolationUsesXactSnapshot() ?
+												GetTransactionSnapshot() :
+												GetLatestSnapshot());
 		ScanKeyData keys[3];
 		SlotRow    *rows;
 		int			n;
@@ -330,10 +344,15 @@ slot_rebalance(Relation rel, Relation idx, CounterMeta *meta, text *key,
 		init_keys(keys, meta->id, key, false, 0);
 		n = collect_tids(rel, idx, snapshot, keys, 2, tids, SLOT_SCAN_MAX);
 		UnregisterSnapshot(snapshot);
-		Assert(n > 0);
+		if (n == 0 && IsolationUsesXactSnapshot())
+			serialization_failure();
+		if (n == 0)
+			continue;			/* our own row is there: look again */
 		rows = palloc(sizeof(SlotRow) * n);
 		for (i = 0; i < n && !moved; i++)
 			moved = slot_lock(rel, &tids[i], LockWaitBlock, &rows[i]) != TM_Ok;
+		if (moved && IsolationUsesXactSnapshot())
+			serialization_failure();
 		if (moved)
 		{
 			pfree(rows);
@@ -382,19 +401,42 @@ lock_first_row(CounterMeta *meta, text *key)
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
-/* Whether (counter, key) has any slot row, in the latest snapshot. */
-static bool
-key_has_rows(Relation rel, Relation idx, CounterMeta *meta, text *key)
+/*
+ * Count the slot rows of (counter, key) as they stand, insertions still in
+ * progress included (a dirty snapshot): the slot limit counts them too.
+ * Tells whether this backend's own row is among them, and the xid of a
+ * transaction still inserting one, if any.
+ */
+static int
+count_rows(Relation rel, Relation idx, CounterMeta *meta, text *key,
+		   bool *have_own, TransactionId *inserting)
 {
-	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	SnapshotData dirty;
 	ScanKeyData keys[3];
-	ItemPointerData tid;
-	bool		found;
+	IndexScanDesc scan;
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	int			n = 0;
 
+	*have_own = false;
+	*inserting = InvalidTransactionId;
+	InitDirtySnapshot(dirty);
 	init_keys(keys, meta->id, key, false, 0);
-	found = collect_tids(rel, idx, snapshot, keys, 2, &tid, 1) == 1;
-	UnregisterSnapshot(snapshot);
-	return found;
+	scan = index_beginscan(rel, idx, &dirty, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		n++;
+		if (TransactionIdIsValid(dirty.xmin) &&
+			!TransactionIdIsCurrentTransactionId(dirty.xmin))
+			*inserting = dirty.xmin;
+		if (DatumGetInt32(slot_getattr(slot, Anum_slots_slot, &isnull)) == MyBackendId)
+			*have_own = true;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	return n;
 }
 
 /*
@@ -404,6 +446,13 @@ key_has_rows(Relation rel, Relation idx, CounterMeta *meta, text *key)
  * own by then); the others are tried from an offset that differs per
  * backend, so that backends do not queue up on the same rows.  Returns false
  * when a bounded counter's bound would be crossed (nothing changed).
+ *
+ * Rows are found with the latest snapshot under READ COMMITTED, and with
+ * the transaction's snapshot under REPEATABLE READ and SERIALIZABLE: there
+ * a row changed since the snapshot is passed over like a busy one, so the
+ * transaction only ever replaces versions it sees and keeps reading its own
+ * adds on top of its snapshot.  Only when no row can be had and none added
+ * does such an add fail with a serialization failure.
  */
 bool
 CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
@@ -416,6 +465,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 	SlotResult	result = SLOT_MOVED;
 	bool		ok = true;
 	bool		bounded = meta->has_min || meta->has_max;
+	bool		xact_snapshot = IsolationUsesXactSnapshot();
 
 	rel = table_open(r->slots, RowExclusiveLock);
 	idx = index_open(r->slots_pkey, RowExclusiveLock);
@@ -423,20 +473,26 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 
 	while (result == SLOT_MOVED)
 	{
-		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+		Snapshot	snapshot;
 		ItemPointerData first;
 		bool		have_first;
 		bool		have_own;
+		TransactionId inserting;
 		int			nall = 0;
+		int			nrows;
 		int			i;
 
 		CHECK_FOR_INTERRUPTS();
+		snapshot = RegisterSnapshot(xact_snapshot ? GetTransactionSnapshot() :
+									GetLatestSnapshot());
 
 		/* 1. the row this backend used last time */
 		init_keys(keys, meta->id, key, true, meta->last_slot);
 		have_first = collect_tids(rel, idx, snapshot, keys, 3, &first, 1) == 1;
 		result = have_first ?
 			slot_try(rel, idx, &first, meta, key, delta, LockWaitSkip) : SLOT_BUSY;
+		if (result == SLOT_MOVED && xact_snapshot)
+			result = SLOT_BUSY;
 
 		/* 2. any other row of the key that nobody holds */
 		if (result == SLOT_BUSY)
@@ -455,48 +511,45 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 				}
 			}
 		}
-
-		/* 3. every row is held: add our own row, or wait at the limit */
-		if (result == SLOT_BUSY)
-		{
-			/* a row numbered MyBackendId cannot be inserted by anyone else */
-			have_own = have_first && meta->last_slot == MyBackendId;
-			if (!have_own && nall < meta->nslots)
-			{
-				init_keys(keys, meta->id, key, true, MyBackendId);
-				have_own = collect_tids(rel, idx, snapshot, keys, 3, &first, 1) == 1;
-			}
-			if (!have_own && nall < meta->nslots && !bounded)
-			{
-				slot_insert(rel, idx, meta, key, delta, false);
-				result = SLOT_DONE;
-			}
-			else if (!have_own && nall < meta->nslots)
-			{
-				/*
-				 * A bounded key's new row is added with value 0, then the
-				 * delta goes through the escrow checks.  Only one
-				 * transaction at a time may add a key's first row: it takes
-				 * all the headroom.
-				 */
-				if (nall == 0)
-					lock_first_row(meta, key);
-				if (nall > 0 || !key_has_rows(rel, idx, meta, key))
-				{
-					slot_insert(rel, idx, meta, key, 0, nall == 0);
-					CommandCounterIncrement();
-					result = SLOT_NO_SHARE;
-				}
-				else
-					result = SLOT_MOVED;
-			}
-			else if (nall > 0)
-				result = slot_try(rel, idx, &tids[MyBackendId % nall], meta, key,
-								  delta, LockWaitBlock);
-			else
-				result = SLOT_MOVED;	/* our own row appeared meanwhile */
-		}
 		UnregisterSnapshot(snapshot);
+		if (result != SLOT_BUSY)
+			break;
+
+		/*
+		 * 3. every row is held: add our own row (a row numbered MyBackendId
+		 * cannot be inserted by anyone else), or wait at the limit.  Only
+		 * one transaction at a time may add a bounded key's first row: it
+		 * takes all the headroom.
+		 */
+		nrows = count_rows(rel, idx, meta, key, &have_own, &inserting);
+		if (bounded && nrows == 0)
+		{
+			lock_first_row(meta, key);
+			nrows = count_rows(rel, idx, meta, key, &have_own, &inserting);
+		}
+		if (!have_own && nrows < meta->nslots)
+		{
+			/* a bounded key's new row starts at 0; the delta goes by escrow */
+			slot_insert(rel, idx, meta, key, bounded ? 0 : delta,
+						bounded && nrows == 0);
+			if (bounded)
+				CommandCounterIncrement();
+			result = bounded ? SLOT_NO_SHARE : SLOT_DONE;
+		}
+		else if (TransactionIdIsValid(inserting))
+		{
+			/* a row being added counts toward the limit: wait for it */
+			XactLockTableWait(inserting, rel, NULL, XLTW_None);
+			result = SLOT_MOVED;
+		}
+		else if (nall > 0)
+			result = slot_try(rel, idx, &tids[MyBackendId % nall], meta, key,
+							  delta, LockWaitBlock);
+		else
+			result = SLOT_MOVED;
+
+		if (result == SLOT_MOVED && xact_snapshot)
+			serialization_failure();
 	}
 
 	if (result == SLOT_NO_SHARE)

@@ -1,0 +1,25 @@
+-- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, and the 1.1 functions work on it.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS counter;
+CREATE EXTENSION counter VERSION '1.0';
+RESET client_min_messages;
+SELECT extversion FROM pg_extension WHERE extname = 'counter';
+SELECT counter.create('likes');
+SELECT counter.create('views', mode => 'events');
+SELECT counter.add('likes', 'p1', 41);
+SELECT counter.add('views', 'home', 7);
+SELECT counter.add('views', 'home', 1, at => '2026-01-01');
+SELECT counter.compact() >= 0;
+SELECT counter.add('views', 'home', 2);
+SELECT counter.value('likes', 'p1'), counter.value('views', 'home');
+ALTER EXTENSION counter UPDATE TO '1.1';
+SELECT extversion FROM pg_extension WHERE extname = 'counter';
+SELECT counter.value('likes', 'p1'), counter.value('views', 'home');
+SELECT counter.add_many('likes', ARRAY['p1', 'p2']);
+SELECT * FROM counter.values('likes', ARRAY['p1', 'p2']);
+SELECT counter.create('fans', members => true);
+SELECT counter."like"('fans', 'p1', 'ann');
+SELECT counter.value('fans', 'p1');
+SELECT granularity, drift FROM counter.verify('views');
+SELECT counter.drop(name) FROM counter.list();
+DROP EXTENSION counter;

@@ -1,2 +1,0 @@
--- One hot key on a slots-mode counter.
-SELECT counter.add('hot_slots', 'k');
