@@ -51,6 +51,7 @@
 #define Anum_counters_min		8
 #define Anum_counters_max		9
 #define Anum_counters_members	10
+#define Anum_counters_created	11
 #define Natts_counters			11
 
 #define Anum_grants_counter_id	1
@@ -158,6 +159,9 @@ CounterGetRels(void)
 	rels.events_key = counter_relid("events_key");
 	rels.totals = counter_relid("totals");
 	rels.totals_pkey = counter_relid("totals_pkey");
+	/* of version 1.1: absent until ALTER EXTENSION counter UPDATE */
+	rels.flushed = get_relname_relid("flushed", rels.schema);
+	rels.flushed_pkey = get_relname_relid("flushed_pkey", rels.schema);
 	rels.valid = true;
 	return &rels;
 }
@@ -324,6 +328,7 @@ CounterLookup(const char *name, bool missing_ok)
 		meta->has_max = !nulls[Anum_counters_max - 1];
 		meta->max = meta->has_max ? DatumGetInt64(values[Anum_counters_max - 1]) : 0;
 		meta->members = DatumGetBool(values[Anum_counters_members - 1]);
+		meta->created = DatumGetTimestampTz(values[Anum_counters_created - 1]);
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);

@@ -79,6 +79,25 @@ FOLD_MOVED,
 3, {INT4OID, INT4OID, INT4OID}
 };
 
+/*
+ * $1 ids, $2 node, $3 creation times, $4 keys, $5 amounts: the flush of
+ * buffered entries (buffer.c), raising each key's flushed amount F with
+ * the totals, in one transaction.
+ */
+static CounterStmt buffered_stmt = {
+"WITH moved AS ("
+"   SELECT u.counter_id, u.key, u.delta, now() AS at"
+"     FROM unnest($1::int4[], $3::timestamptz[], $4::text[], $5::int8[])"
+"          AS u(counter_id, created, key, delta)"
+"     JOIN counter.counters c ON c.id = u.counter_id AND c.created = u.created"
+"    WHERE u.delta <> 0),"
+" f AS (INSERT INTO counter.flushed AS f (counter_id, key, flushed)"
+"        SELECT m.counter_id, m.key, m.delta FROM moved m"
+"        ON CONFLICT (counter_id, key) DO UPDATE SET flushed = f.flushed + excluded.flushed)"
+FOLD_MOVED,
+5, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID}
+};
+
 /* $1 idle seconds, $2 counter id or 0: empty slot rows idle long enough */
 static CounterStmt fold_stmt = {
 "DELETE FROM counter.slots s"
@@ -147,17 +166,19 @@ run(CounterStmt *stmt, Datum *values)
 
 /*
  * One batch, in the caller's transaction (which holds the compaction lock):
- * up to batch_size events and batch_size slot rows; with maintenance, also
+ * up to batch_size events and batch_size slot rows, with flush every
+ * buffered entry of the database; with maintenance, also
  * fold idle slot rows, apply retention and purge idempotency keys.  Returns
  * the number of events and slot rows moved; *full is set when either
  * statement filled its batch (more may be waiting).
  */
 int64
-CounterCompactBatch(int32 counter_id, bool maintenance, bool *full)
+CounterCompactBatch(int32 counter_id, bool maintenance, bool flush, bool *full)
 {
-	Datum		values[3];
+	Datum		values[5];
 	int64		events;
 	int64		slots;
+	int64		buffered = 0;
 
 	values[0] = Int32GetDatum(counter_batch_size);
 	values[1] = Int32GetDatum(counter_node_id);
@@ -166,6 +187,11 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool *full)
 	SPI_connect();
 	events = run(&events_stmt, values);
 	slots = run(&slots_stmt, values);
+	if (flush && CounterBufferTake(values) > 0)
+	{
+		values[1] = Int32GetDatum(counter_node_id);
+		buffered = run(&buffered_stmt, values);
+	}
 	if (maintenance)
 	{
 		values[0] = Int32GetDatum(counter_fold_after);
@@ -179,7 +205,7 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool *full)
 	SPI_finish();
 
 	*full = (events >= counter_batch_size || slots >= counter_batch_size);
-	return events + slots;
+	return events + slots + buffered;
 }
 
 /*
@@ -199,7 +225,7 @@ CounterCompact(int32 counter_id, bool wait)
 	while (full)
 	{
 		CHECK_FOR_INTERRUPTS();
-		total += CounterCompactBatch(counter_id, first, &full);
+		total += CounterCompactBatch(counter_id, first, first, &full);
 		first = false;
 	}
 	SPI_connect();

@@ -76,6 +76,7 @@ typedef struct CounterMeta
 	int64		min;
 	int64		max;
 	bool		members;
+	TimestampTz created;		/* tells incarnations of one id apart */
 	int			ngrants;
 	CounterGrant *grants;		/* in CacheMemoryContext */
 	Oid			checked_user;	/* last role checked, and its rights */
@@ -97,6 +98,8 @@ typedef struct CounterRels
 	Oid			events_key;
 	Oid			totals;
 	Oid			totals_pkey;
+	Oid			flushed;		/* InvalidOid before version 1.1 */
+	Oid			flushed_pkey;
 } CounterRels;
 
 /*
@@ -119,6 +122,8 @@ extern int	counter_node_id;
 extern int	counter_fold_after;
 extern int	counter_idempotency_window;
 extern int	counter_notify_interval;
+extern int	counter_buffered_keys;
+extern int	counter_flush_interval;
 extern void CounterGucInit(void);
 
 /* catalog.c */
@@ -156,9 +161,18 @@ extern ApplyResult CounterApply(CounterMeta *meta, text *key, int64 delta, text 
 extern void CounterApplyChecked(CounterMeta *meta, text *key, int64 delta, text *idem,
 								bool has_at, TimestampTz at);
 
+/* buffer.c */
+extern Size CounterBufferShmemSize(void);
+extern void CounterBufferShmemInit(void);
+extern bool CounterBufferAdd(CounterMeta *meta, text *key, int64 delta);
+extern int128 CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot);
+extern int	CounterBufferTake(Datum *values);
+extern int64 CounterBufferUnflushed(CounterMeta *meta);
+
 /* compact.c */
 extern bool CounterCompactLock(bool wait);
-extern int64 CounterCompactBatch(int32 counter_id, bool maintenance, bool *full);
+extern int64 CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
+								 bool *full);
 extern int64 CounterCompact(int32 counter_id, bool wait);
 
 /* feed.c */

@@ -122,16 +122,17 @@ check_slots(int32 slots)
 				 errmsg("slots must be between 1 and 1024, not %d", slots)));
 }
 
-/* Modes that adds can use today. */
+/* Parse a mode; buffered mode needs version 1.1 of the extension. */
 static CounterMode
 check_mode(const char *name)
 {
 	CounterMode mode = CounterParseMode(name);
 
-	if (mode == COUNTER_MODE_BUFFERED)
+	if (mode == COUNTER_MODE_BUFFERED && !OidIsValid(CounterGetRels()->flushed))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("buffered mode is not available in this version")));
+				 errmsg("buffered mode needs version 1.1 of extension \"counter\""),
+				 errhint("Run ALTER EXTENSION counter UPDATE;")));
 	return mode;
 }
 
@@ -467,8 +468,9 @@ idempotency_release(text *idem)
 
 /*
  * Apply one add of delta to (counter, key): where the counter's mode puts
- * it, or as an event when back-dated; a bounded counter always uses its
- * slots, whose escrow shares keep the bounds exact.
+ * it, or as an event when back-dated or when a buffered add finds no room in
+ * shared memory; a bounded counter always uses its slots, whose escrow
+ * shares keep the bounds exact.
  */
 ApplyResult
 CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
@@ -485,7 +487,10 @@ CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
 
 	if (delta != 0)
 	{
-		if (has_at || (meta->mode == COUNTER_MODE_EVENTS && !bounded))
+		if (meta->mode == COUNTER_MODE_BUFFERED && !bounded && !has_at &&
+			CounterBufferAdd(meta, key, delta))
+			return APPLY_DONE;	/* nothing in the heap: no CCI needed */
+		if (has_at || (meta->mode != COUNTER_MODE_SLOTS && !bounded))
 			CounterEventsInsert(meta, key, delta,
 								has_at ? at : GetCurrentTransactionStartTimestamp());
 		else if (!CounterSlotsAdd(meta, key, delta))
@@ -794,29 +799,41 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 }
 
 /*
- * Exact top-k: keys with uncompacted deltas (events, slots) are few; any
- * other key's value is its compacted total, so the top k of all keys lies
- * among the top (k + |pending|) totals and the pending keys.  With peer
+ * Exact top-k: keys with uncompacted deltas (events, slots, buffered) are
+ * few; any other key's value is its compacted total, so the top k of all
+ * keys lies among the top (k + |pending|) totals and the pending keys.  With peer
  * nodes' rows present a key's total is a sum of rows, and every key is a
  * candidate.
  */
+#define TOP_SQL(BUFFERED) \
+	"WITH p AS (" \
+	"   SELECT x.key, sum(x.d) AS d FROM (" \
+	"     SELECT key, delta AS d FROM counter.events WHERE counter_id = $1" \
+	"     UNION ALL SELECT key, value FROM counter.slots WHERE counter_id = $1" \
+	BUFFERED \
+	"   ) x GROUP BY x.key)," \
+	" peers AS (SELECT EXISTS (SELECT 1 FROM counter.totals" \
+	"                           WHERE counter = $2 AND node <> $4) AS any)," \
+	" cand AS (" \
+	"   SELECT key FROM p" \
+	"   UNION (SELECT t.key FROM counter.totals t WHERE t.counter = $2 AND t.node = $4" \
+	"           ORDER BY t.value DESC LIMIT $3 + (SELECT count(*) FROM p))" \
+	"   UNION SELECT t.key FROM counter.totals t, peers WHERE peers.any AND t.counter = $2)" \
+	" SELECT c.key, (coalesce((SELECT sum(t.value) FROM counter.totals t" \
+	"                          WHERE t.counter = $2 AND t.key = c.key), 0)" \
+	"              + coalesce((SELECT p.d FROM p WHERE p.key = c.key), 0))::int8 AS value" \
+	"   FROM cand c ORDER BY value DESC, c.key LIMIT $3"
+
 static CounterStmt top_stmt = {
-	"WITH p AS ("
-	"   SELECT x.key, sum(x.d) AS d FROM ("
-	"     SELECT key, delta AS d FROM counter.events WHERE counter_id = $1"
-	"     UNION ALL SELECT key, value FROM counter.slots WHERE counter_id = $1) x"
-	"   GROUP BY x.key),"
-	" peers AS (SELECT EXISTS (SELECT 1 FROM counter.totals"
-	"                           WHERE counter = $2 AND node <> $4) AS any),"
-	" cand AS ("
-	"   SELECT key FROM p"
-	"   UNION (SELECT t.key FROM counter.totals t WHERE t.counter = $2 AND t.node = $4"
-	"           ORDER BY t.value DESC LIMIT $3 + (SELECT count(*) FROM p))"
-	"   UNION SELECT t.key FROM counter.totals t, peers WHERE peers.any AND t.counter = $2)"
-	" SELECT c.key, (coalesce((SELECT sum(t.value) FROM counter.totals t"
-	"                          WHERE t.counter = $2 AND t.key = c.key), 0)"
-	"              + coalesce((SELECT p.d FROM p WHERE p.key = c.key), 0))::int8 AS value"
-	"   FROM cand c ORDER BY value DESC, c.key LIMIT $3",
+	TOP_SQL(""),
+	4, {INT4OID, TEXTOID, INT4OID, INT4OID}
+};
+
+/* version 1.1: buffered adds in shared memory are pending too */
+static CounterStmt top_buffered_stmt = {
+	TOP_SQL("     UNION ALL SELECT b.key, b.pending - coalesce(f.flushed, 0)"
+			"       FROM counter._buffered($2) b"
+			"       LEFT JOIN counter.flushed f ON f.counter_id = $1 AND f.key = b.key"),
 	4, {INT4OID, TEXTOID, INT4OID, INT4OID}
 };
 
@@ -835,7 +852,8 @@ counter_top(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(meta->name);
 	values[2] = PG_GETARG_DATUM(1);
 	values[3] = Int32GetDatum(counter_node_id);
-	return_rows(fcinfo, &top_stmt, values, NULL);
+	return_rows(fcinfo, OidIsValid(CounterGetRels()->flushed) ?
+				&top_buffered_stmt : &top_stmt, values, NULL);
 	return (Datum) 0;
 }
 

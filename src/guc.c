@@ -16,6 +16,8 @@ int			counter_node_id = 1;
 int			counter_fold_after = 60;
 int			counter_idempotency_window = 86400;
 int			counter_notify_interval = 1000;
+int			counter_buffered_keys = 10000;
+int			counter_flush_interval = 1000;
 
 /* Define every counter.* parameter; called once from _PG_init. */
 void
@@ -79,6 +81,24 @@ CounterGucInit(void)
 							"Shortest time between two change-feed notifications of the worker.",
 							NULL,
 							&counter_notify_interval,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.buffered_keys",
+							"Keys that buffered-mode counters can hold in shared memory.",
+							"When they are all taken, buffered adds of new keys are stored as events.",
+							&counter_buffered_keys,
+							10000, 16, 10000000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.flush_interval",
+							"Longest time buffered adds stay in shared memory only: the loss window on a crash.",
+							NULL,
+							&counter_flush_interval,
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,

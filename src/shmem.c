@@ -26,7 +26,8 @@ counter_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(CounterShared)));
+	RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(CounterShared)),
+									CounterBufferShmemSize()));
 	RequestNamedLWLockTranche("counter", 1);
 }
 
@@ -46,6 +47,7 @@ counter_shmem_startup(void)
 		memset(counter_shared, 0, sizeof(CounterShared));
 		counter_shared->lock = &(GetNamedLWLockTranche("counter"))->lock;
 	}
+	CounterBufferShmemInit();
 	LWLockRelease(AddinShmemInitLock);
 }
 

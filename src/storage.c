@@ -18,8 +18,9 @@
  *
  * Events.  One heap_insert and one index insertion, no lock on any row.
  *
- * Reads.  totals + slots + events (+ buffered memory), each scanned through
- * its index with the one snapshot the caller passes.
+ * Reads.  totals + slots + events, each scanned through its index with the
+ * one snapshot the caller passes, + what buffered adds hold in shared memory
+ * beyond what that snapshot sees flushed (buffer.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -638,6 +639,7 @@ CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot)
 	init_keys(keys, meta->id, key, false, 0);
 	sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot);
 	sum += sum_rows(r->events, r->events_key, keys, 2, Anum_events_delta, snapshot);
+	sum += CounterBufferPending(meta, key, snapshot);
 
 	if (sum > PG_INT64_MAX || sum < PG_INT64_MIN)
 		ereport(ERROR,

@@ -311,12 +311,13 @@ extension_installed(void)
 }
 
 /*
- * One compaction transaction, sending the change feed when notify.  Returns
+ * One compaction transaction, flushing buffered adds when flush and sending
+ * the change feed when notify.  Returns
  * true when a batch was full, i.e. more work is waiting.  Errors are reported and the transaction rolled back; the
  * worker carries on at its next round.
  */
 static bool
-worker_compact_once(CounterDbWorker *w, bool maintenance, bool notify)
+worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notify)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		full = false;
@@ -338,7 +339,7 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool notify)
 	PG_TRY();
 	{
 		if (CounterCompactLock(false))
-			moved = CounterCompactBatch(0, maintenance, &full);
+			moved = CounterCompactBatch(0, maintenance, flush, &full);
 		if (notify)
 		{
 			SPI_connect();
@@ -386,6 +387,7 @@ counter_worker_main(Datum arg)
 	CounterDbWorker *w;
 	TimestampTz last_maintenance = 0;
 	TimestampTz last_notify = 0;
+	TimestampTz last_flush = 0;
 	bool		installed;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -440,20 +442,25 @@ counter_worker_main(Datum arg)
 																 MAINTENANCE_INTERVAL_MS);
 			bool		notify = TimestampDifferenceExceeds(last_notify, now,
 															counter_notify_interval);
+			bool		flush = TimestampDifferenceExceeds(last_flush, now,
+														   counter_flush_interval);
 
 			if (maintenance)
 				last_maintenance = now;
 			if (notify)
 				last_notify = now;
-			while (worker_compact_once(w, maintenance, notify))
+			if (flush)
+				last_flush = now;
+			while (worker_compact_once(w, maintenance, flush, notify))
 			{
 				CHECK_FOR_INTERRUPTS();
-				maintenance = notify = false;
+				maintenance = flush = notify = false;
 			}
 		}
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 counter_naptime, PG_WAIT_EXTENSION);
+						 Min(counter_naptime, counter_flush_interval),
+						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }

@@ -1,125 +1,623 @@
 #!/usr/bin/env bash
-# make bench: throughput of counter.add against baselines, all in one scratch
-# cluster (preloaded, durable commits).  Expects the extension to be installed
+# make bench: throughput and latency of the counter extension against
+# baselines, all in ONE scratch cluster (preloaded, durable commits: fsync and
+# synchronous_commit on).  Expects the extension to be installed
 # (test/setup.sh bench does that first).
-#   BENCH_SECONDS  seconds per pgbench run (default 10)
-#   BENCH_CLIENTS  client counts (default "16 64")
-# Prints a table and writes test/bench/results/bench-<date>.csv (+ .log with
-# every pgbench output).  Exits non-zero if a run failed or was not exact.
+#   BENCH_SECONDS         seconds per pgbench run (default 5)
+#   BENCH_CLIENTS         client counts (default "1 16 64")
+#   BENCH_WORKER_SECONDS  length of the worker-lag run (default 60)
+#   BENCH_ONLY            regex: run only the workloads whose name matches
+# Sections: durable workloads at every client count; synchronous_commit = off
+# at the largest; Redis INCR (if installed); the events worker's lag under
+# load; compaction throughput of a 1M-event backlog.  Prints a table (tps,
+# latency p50/p99 from pgbench's per-transaction logs, ratios) and a targets
+# block; writes test/bench/results/bench-<stamp>.csv, .png (gnuplot) and .log
+# (every pgbench output), copied to results/latest.*.
+# Exits non-zero only if a run failed or a value was not exact, never on a
+# ratio.  Workloads the extension cannot run yet (setup raising 0A000, e.g.
+# mode 'buffered') are reported as "unavailable".
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=test/setup.sh
 source "$BENCH_DIR/../setup.sh"
 
-DURATION=${BENCH_SECONDS:-10}
-CLIENTS=${BENCH_CLIENTS:-16 64}
+DURATION=${BENCH_SECONDS:-5}
+CLIENTS=${BENCH_CLIENTS:-1 16 64}
+WORKER_SECONDS=${BENCH_WORKER_SECONDS:-60}
+ONLY=${BENCH_ONLY:-}
+MAX_CLIENTS=$(tr ' ' '\n' <<<"$CLIENTS" | grep -E '^[0-9]+$' | sort -n | tail -n 1)
+REDIS_CLIENTS="64 16"
+REDIS_REQUESTS=200000
+WORKER_CLIENTS=64
+BACKLOG_EVENTS=1000000
 STAMP=$(date +%Y%m%d-%H%M%S)
 RESULTS=$BENCH_DIR/results
 CSV=$RESULTS/bench-$STAMP.csv
+PNG=$RESULTS/bench-$STAMP.png
 LOG=$RESULTS/bench-$STAMP.log
 
-# Workloads, one per line:  name | pgbench script (in test/bench) | setup SQL,
-# run once | check SQL returning a number that grows by exactly 1 per
-# transaction (empty: no exactness check).  The ratio columns compare against
-# the workloads named hot_update, insert and floor.
+# Workloads, one per line:  name | pgbench scripts and variables | setup SQL,
+# run once before the first run (idempotent) | check SQL.
+# Scripts (in test/bench) may carry a weight (file.sql@2); NAME=VALUE is passed
+# as pgbench -D.  A script's line "-- delta: N" says by how much one of its
+# transactions grows the check number (default 1); after a run the check must
+# have grown by exactly the sum over scripts of transactions x delta (empty
+# check: none).  Ratio columns compare with floor, hot_update, insert and
+# select1 at the same client count.
 WORKLOADS="
-select1        | select1.sql        | |
-floor          | floor.sql          | |
-insert         | insert.sql         | CREATE TABLE ev (k int, d int8, at timestamptz DEFAULT now()); CREATE INDEX ON ev (k) | SELECT count(*) FROM ev
-hot_update     | hot_update.sql     | CREATE TABLE hot (id int PRIMARY KEY, n bigint); INSERT INTO hot VALUES (1, 0) | SELECT n FROM hot WHERE id = 1
-counter_slots  | counter_slots.sql  | SELECT counter.create('hot_slots') | SELECT counter.value('hot_slots', 'k')
-counter_events | counter_events.sql | SELECT counter.create('hot_events', mode => 'events') | SELECT counter.value('hot_events', 'k')
+select1           | select1.sql                            | |
+floor             | floor.sql                              | |
+insert            | insert.sql                             | CREATE TABLE IF NOT EXISTS ev (k int, d int8, at timestamptz DEFAULT now()); CREATE INDEX IF NOT EXISTS ev_k ON ev (k) | SELECT count(*) FROM ev
+hot_update        | hot_update.sql                         | CREATE TABLE IF NOT EXISTS hot (id int PRIMARY KEY, n bigint); INSERT INTO hot VALUES (1, 0) ON CONFLICT DO NOTHING | SELECT n FROM hot WHERE id = 1
+pk_select         | pk_select.sql                          | CREATE TABLE IF NOT EXISTS pk (id int PRIMARY KEY, v int8); INSERT INTO pk SELECT i, i FROM generate_series(1, 10000) i ON CONFLICT DO NOTHING; ANALYZE pk |
+slotted_upsert    | slotted_upsert.sql                     | CREATE TABLE IF NOT EXISTS t (key int, slot int, n int8 NOT NULL, PRIMARY KEY (key, slot)) WITH (fillfactor = 10) | SELECT coalesce(sum(n), 0) FROM t
+add_slots_hot     | add_hot.sql c=hot_slots                | SELECT bench_counter('hot_slots') | SELECT counter.value('hot_slots', 'k')
+add_events_hot    | add_hot.sql c=hot_events               | SELECT bench_counter('hot_events', 'events') | SELECT counter.value('hot_events', 'k')
+add_buffered_hot  | add_hot.sql c=hot_buffered             | SELECT bench_counter('hot_buffered', 'buffered') | SELECT counter.value('hot_buffered', 'k')
+add_slots_zipf    | add_zipf.sql c=zipf_slots              | SELECT bench_counter('zipf_slots') | SELECT bench_sum('zipf_slots')
+add_events_zipf   | add_zipf.sql c=zipf_events             | SELECT bench_counter('zipf_events', 'events') | SELECT bench_sum('zipf_events')
+add_buffered_zipf | add_zipf.sql c=zipf_buffered           | SELECT bench_counter('zipf_buffered', 'buffered') | SELECT bench_sum('zipf_buffered')
+value_slots_hot   | value_hot.sql c=hot_slots              | SELECT bench_counter('hot_slots'); SELECT counter.add('hot_slots', 'k') |
+value_events_hot  | value_hot.sql c=hot_events             | SELECT bench_counter('hot_events', 'events'); SELECT counter.add('hot_events', 'k') |
+top_slots_zipf    | top.sql c=zipf_slots                   | SELECT bench_counter('zipf_slots'); SELECT counter.add('zipf_slots', 'k' || i) FROM generate_series(1, 10000) i |
+top_events_zipf   | top.sql c=zipf_events                  | SELECT bench_counter('zipf_events', 'events'); SELECT counter.add('zipf_events', 'k' || i) FROM generate_series(1, 10000) i |
+add_many_100      | add_many.sql c=many                    | SELECT bench_counter('many') | SELECT bench_sum('many')
+bounded_pm1       | bounded_inc.sql@1 bounded_dec.sql@1 c=bounded | SELECT bench_counter('bounded', min => 0, fill => 1000000000) | SELECT counter.value('bounded', 'k')
+"
+# Run again with synchronous_commit = off, at the largest client count only,
+# as NAME_async (same scripts, setup and check).
+ASYNC="select1 floor insert hot_update add_slots_hot add_events_hot add_buffered_hot"
+
+# Helpers in the scratch database: bench_counter creates a counter unless it
+# exists (and pre-fills key 'k' once); bench_sum is the exact sum of keys
+# k<lo>..k<hi> read through the API.
+HELPERS="
+CREATE FUNCTION bench_counter(n text, m text DEFAULT 'slots', min int8 DEFAULT NULL,
+                              fill int8 DEFAULT 0, rollups interval[] DEFAULT '{1 hour,1 day}')
+RETURNS void LANGUAGE plpgsql AS \$\$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM counter.list() l WHERE l.name = n) THEN
+        PERFORM counter.create(n, mode => m, min => min, rollups => rollups);
+        IF fill <> 0 THEN
+            PERFORM counter.add(n, 'k', fill);
+        END IF;
+    END IF;
+END \$\$;
+CREATE FUNCTION bench_sum(n text, lo int DEFAULT 1, hi int DEFAULT 10000) RETURNS numeric
+LANGUAGE sql AS \$\$
+    SELECT coalesce(sum(value), 0)
+      FROM counter.values(n, ARRAY(SELECT 'k' || i FROM generate_series(lo, hi) i))
+\$\$;
 "
 
-# Parse $WORKLOADS into NAMES/SCRIPTS/CHECKS and run each setup SQL; a workload
-# whose setup fails is recorded in BROKEN and reported instead of run.
+# --- helpers ------------------------------------------------------------------
+
+# True if workload $1 is selected by BENCH_ONLY.
+selected() {
+    [[ -z $ONLY || $1 =~ $ONLY ]]
+}
+
+# Run SQL like sql() but with SQLSTATEs in error messages (to tell 0A000).
+sql_verbose() {
+    as_pg "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose \
+        -h "$SCRATCH" -p "$PGPORT_SCRATCH" -d postgres -c "$1"
+}
+
+# Append one result: name clients tps transactions p50_ms p99_ms exact note.
+record() {
+    local note=${8//[$'\t\n']/ }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${@:1:7}" "$note" >>"$RAW"
+}
+
+# LOGPREFIX: print "p50 p99" in ms of the latencies (3rd field, us) in the
+# pgbench per-transaction logs LOGPREFIX.*, nearest rank; "- -" if none.
+# Deletes the logs afterwards (they can be large).
+latency_pcts() {
+    local sorted=$SCRATCH/latencies n
+    { cat "$1".* 2>/dev/null || true; } | awk '$3 ~ /^[0-9]+$/ { print $3 }' | sort -n >"$sorted"
+    n=$(wc -l <"$sorted")
+    rm -f "$1".*
+    if ((n == 0)); then
+        echo "- -"
+        return
+    fi
+    awk -v n="$n" '
+        function rank(p,  r) { r = int(n * p); if (r < n * p) r++; return r < 1 ? 1 : r }
+        BEGIN { r50 = rank(0.50); r99 = rank(0.99) }
+        NR == r50 { p50 = $1 } NR == r99 { p99 = $1 }
+        END { printf "%.3f %.3f\n", p50 / 1000, p99 / 1000 }' "$sorted"
+}
+
+# Print the "-- delta: N" of pgbench script $1 (default 1).
+script_delta() {
+    local d
+    d=$(sed -n 's/^-- delta: *\(-\{0,1\}[0-9][0-9]*\).*/\1/p' "$1" | head -n 1)
+    echo "${d:-1}"
+}
+
+# From pgbench output on stdin, print the transactions of each script, one a
+# line (one line with the total when there is a single script).
+script_transactions() {
+    awk '/^SQL script [0-9]+:/ { s = $3 + 0; multi = 1 }
+         multi && /^ - [0-9]+ transactions/ { tx[s] = $2; if (s > ns) ns = s }
+         /^number of transactions actually processed:/ { split($NF, n, "/"); total = n[1] }
+         END { if (!multi) print total + 0; else for (i = 1; i <= ns; i++) print tx[i] + 0 }'
+}
+
+# Run pgbench: bench_pgbench TAG CLIENTS SECONDS PGOPTIONS SPEC.  SPEC is a
+# workload's script field.  Per-transaction logs go to $SCRATCH/logs/TAG.*.
+# Sets OUT (pgbench output), RC (its exit status) and DELTAS (per-script deltas).
+bench_pgbench() {
+    local tag=$1 clients=$2 secs=$3 pgoptions=$4 item args=()
+    DELTAS=()
+    for item in $5; do
+        if [[ $item == *=* ]]; then
+            args+=(-D "$item")
+        else
+            args+=(-f "$SCRATCH/scripts/$item")
+            DELTAS+=("$(script_delta "$SCRATCH/scripts/${item%@*}")")
+        fi
+    done
+    rm -f "$SCRATCH/logs/$tag".*
+    RC=0
+    OUT=$(as_pg env PGOPTIONS="$pgoptions" "$PGBIN/pgbench" -n -M prepared -j 2 -c "$clients" -T "$secs" \
+        -l --log-prefix="$SCRATCH/logs/$tag" -h "$SCRATCH" -p "$PGPORT_SCRATCH" "${args[@]}" postgres 2>&1) || RC=$?
+}
+
+# --- durable and synchronous_commit = off workloads -----------------------------
+
+# Parse $WORKLOADS into NAMES/SPECS/CHECKS and run the setup SQL of each
+# workload that will run (itself or its _async twin).  A setup raising 0A000
+# (feature not supported: mode 'buffered' before it exists) marks the workload
+# UNAVAILABLE; any other setup error marks it BROKEN.
 setup_workloads() {
-    local name script setup check
-    NAMES=() SCRIPTS=() CHECKS=()
-    declare -gA BROKEN=()
-    while IFS='|' read -r name script setup check; do
+    local name spec setup check err
+    NAMES=() SPECS=() CHECKS=()
+    declare -gA BROKEN=() UNAVAILABLE=() INDEX=()
+    while IFS='|' read -r name spec setup check; do
         name=${name//[[:space:]]/}
         [[ -n $name ]] || continue
+        INDEX[$name]=${#NAMES[@]}
         NAMES+=("$name")
-        SCRIPTS+=("$BENCH_DIR/${script//[[:space:]]/}")
+        SPECS+=("$spec")
         CHECKS+=("$check")
-        if [[ -n ${setup//[[:space:]]/} ]] && ! sql "$setup" >>"$LOG" 2>&1; then
-            echo "setup of $name failed (see $LOG)" >&2
-            BROKEN[$name]=1
+        selected "$name" || { [[ " $ASYNC " == *" $name "* ]] && selected "${name}_async"; } || continue
+        [[ -n ${setup//[[:space:]]/} ]] || continue
+        if ! err=$(sql_verbose "$setup" 2>&1); then
+            echo "### setup of $name failed: $err" >>"$LOG"
+            if [[ $err == *0A000* ]]; then
+                UNAVAILABLE[$name]=$(sed -n 's/^ERROR: *0A000: *//p' <<<"$err" | head -n 1)
+                echo "$name: unavailable ($err)" | head -n 1 >&2
+            else
+                echo "setup of $name failed (see $LOG)" >&2
+                BROKEN[$name]=1
+            fi
         fi
     done <<<"$WORKLOADS"
 }
 
-# Run workload number $1 with $2 clients; appends "name clients tps transactions exact" to $RAW.
+# run_workload INDEX CLIENTS [async]: run one workload, record its result.
 run_workload() {
-    local name=${NAMES[$1]} script=${SCRIPTS[$1]} check=${CHECKS[$1]} clients=$2
-    local out before after tps=0 tx=0 exact=-
+    local name=${NAMES[$1]} spec=${SPECS[$1]} check=${CHECKS[$1]} clients=$2 mode=${3:-}
+    local label=$name pgoptions="" before="" after="" tps=0 tx=0 p50=- p99=- exact=- note=""
+    local expected i failed tag
+    local -a txs
+    if [[ $mode == async ]]; then
+        label=${name}_async
+        pgoptions="-c synchronous_commit=off"
+    fi
+    selected "$label" || return 0
     [[ -n ${check//[[:space:]]/} ]] || check=
     if [[ -n ${BROKEN[$name]:-} ]]; then
         exact="setup-failed"
+    elif [[ -n ${UNAVAILABLE[$name]:-} ]]; then
+        exact="unavailable"
+        note=${UNAVAILABLE[$name]}
     else
         sql "CHECKPOINT"
         if [[ -n $check ]]; then
             before=$(sql "$check" 2>&1) || before=error
         fi
-        if out=$(pgbench_run "$script" "$clients" "$DURATION"); then
-            read -r tps tx < <(pgbench_parse <<<"$out")
-            if [[ -n $check ]]; then
-                after=$(sql "$check" 2>&1) || after=error
-                exact=no
-                if [[ $before =~ ^[0-9]+$ && $after =~ ^[0-9]+$ ]] && ((after - before == tx)); then
-                    exact=yes
-                fi
-            fi
-        else
+        tag="$label-$clients"
+        bench_pgbench "$tag" "$clients" "$DURATION" "$pgoptions" "$spec"
+        read -r tps tx < <(pgbench_parse <<<"$OUT")
+        read -r p50 p99 < <(latency_pcts "$SCRATCH/logs/$tag")
+        failed=$(awk '/^number of failed transactions:/ { print $5 }' <<<"$OUT")
+        if ((RC != 0)) || [[ -n $failed && $failed != 0 ]]; then
             exact="pgbench-failed"
+        elif [[ -n $check ]]; then
+            after=$(sql "$check" 2>&1) || after=error
+            mapfile -t txs < <(script_transactions <<<"$OUT")
+            expected=0
+            for i in "${!DELTAS[@]}"; do
+                expected=$((expected + ${txs[$i]:-0} * DELTAS[i]))
+            done
+            exact=no
+            note="check before: $before; after: $after; expected change $expected"
+            if [[ $before =~ ^-?[0-9]+$ && $after =~ ^-?[0-9]+$ ]]; then
+                note="change $((after - before)); expected $expected"
+                ((after - before != expected)) || exact=yes
+            fi
         fi
+        [[ $name != add_many_100 ]] || note="increments/s=$(awk -v t="$tps" 'BEGIN { printf "%.0f", t * 100 }'); $note"
         printf '### %s, %s clients (check before: %s, after: %s)\n%s\n\n' \
-            "$name" "$clients" "${before:--}" "${after:--}" "$out" >>"$LOG"
+            "$label" "$clients" "${before:--}" "${after:--}" "$OUT" >>"$LOG"
     fi
-    printf '%-15s %4s clients %12.1f tps  exact: %s\n' "$name" "$clients" "$tps" "$exact"
-    echo "$name $clients $tps $tx $exact" >>"$RAW"
+    printf '%-24s %4s clients %12.1f tps  p50 %8s ms  p99 %8s ms  exact: %s\n' \
+        "$label" "$clients" "$tps" "$p50" "$p99" "$exact"
+    record "$label" "$clients" "$tps" "$tx" "$p50" "$p99" "$exact" "$note"
 }
 
-# Turn $RAW into the CSV (with ratios to hot_update, insert and floor at the
-# same client count) and print it as a table.
+# --- Redis --------------------------------------------------------------------
+
+REDIS_PID=
+
+# Stop the Redis server this script started, if any.
+redis_stop() {
+    [[ -n $REDIS_PID ]] || return 0
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=
+}
+
+# redis_bench NAME REDIS-ARGS...: start redis-server on a free loopback port
+# with the given persistence, run redis-benchmark INCR at each of
+# $REDIS_CLIENTS, record the results, stop it.
+redis_bench() {
+    local name=$1 port dir i line tps p50 p99 c
+    shift
+    selected "$name" || return 0
+    port=$(free_port)
+    dir=$SCRATCH/redis-$name
+    mkdir -p "$dir"
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize no "$@" >"$dir/server.log" 2>&1 &
+    REDIS_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        (: <>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    for c in $REDIS_CLIENTS; do
+        if line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$c" -n "$REDIS_REQUESTS" -t incr -q --csv 2>&1); then
+            echo "### $name, $c clients: $*" >>"$LOG"
+            echo "$line" >>"$LOG"
+            # "INCR","rps","avg","min","p50","p95","p99","max"
+            read -r tps p50 p99 < <(awk -F'"' '$2 == "INCR" { print $4, $10, $14 }' <<<"$line")
+            printf '%-24s %4s clients %12.1f tps  p50 %8s ms  p99 %8s ms\n' "$name" "$c" "${tps:-0}" "${p50:--}" "${p99:--}"
+            record "$name" "$c" "${tps:-0}" "$REDIS_REQUESTS" "${p50:--}" "${p99:--}" - "redis-benchmark -t incr -n $REDIS_REQUESTS"
+        else
+            echo "$line" >>"$LOG"
+            echo "$name: redis-benchmark failed (see $LOG)" >&2
+            record "$name" "$c" 0 0 - - failed "redis-benchmark failed"
+        fi
+    done
+    redis_stop
+}
+
+redis_section() {
+    if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+        echo "(redis-server/redis-benchmark not installed: Redis comparison skipped)"
+        return 0
+    fi
+    redis_bench redis_incr --save '' --appendonly no
+    redis_bench redis_incr_aof_everysec --save '' --appendonly yes --appendfsync everysec
+}
+
+# --- worker -------------------------------------------------------------------
+
+# Events mode, $WORKER_CLIENTS clients adding on 10k zipfian keys for
+# $WORKER_SECONDS while a background loop samples the pending events and the
+# age of the oldest one every second; then the time the worker takes to drain.
+worker_lag() {
+    local name=worker_events_zipf c=worker_events tag stop=$SCRATCH/sampler.stop samples=$SCRATCH/samples
+    local sampler before after tps tx p50 p99 exact=no expected max_pending max_lag bounded drain i pending
+    selected "$name" || return 0
+    sql "SELECT bench_counter('$c', 'events')" >/dev/null
+    sql "CHECKPOINT"
+    before=$(sql "SELECT bench_sum('$c')")
+    rm -f "$stop"
+    : >"$samples"
+    (
+        for ((i = 0; i < WORKER_SECONDS + 60; i++)); do
+            [[ ! -e $stop ]] || break
+            sql "SELECT pending_events, coalesce(extract(epoch FROM oldest_pending_age), 0)
+                   FROM counter.stats WHERE name = '$c'" >>"$samples" 2>/dev/null || true
+            sleep 1
+        done
+    ) &
+    sampler=$!
+    tag="$name-$WORKER_CLIENTS"
+    bench_pgbench "$tag" "$WORKER_CLIENTS" "$WORKER_SECONDS" "" "add_zipf.sql c=$c"
+    touch "$stop"
+    wait "$sampler" || true
+    read -r tps tx < <(pgbench_parse <<<"$OUT")
+    read -r p50 p99 < <(latency_pcts "$SCRATCH/logs/$tag")
+    echo "### $name, $WORKER_CLIENTS clients, ${WORKER_SECONDS}s" >>"$LOG"
+    echo "$OUT" >>"$LOG"
+    # after the load: seconds until the worker has compacted every event
+    drain=">30"
+    for ((i = 0; i <= 300; i++)); do
+        pending=$(sql "SELECT pending_events FROM counter.stats WHERE name = '$c'")
+        if [[ $pending == 0 ]]; then
+            drain=$(awk -v i="$i" 'BEGIN { printf "%.1f", i / 10 }')
+            break
+        fi
+        sleep 0.1
+    done
+    after=$(sql "SELECT bench_sum('$c')")
+    expected=$tx
+    if ((RC != 0)); then
+        exact="pgbench-failed"
+    elif [[ $after =~ ^[0-9]+$ ]] && ((after - before == expected)); then
+        exact=yes
+    fi
+    # max pending, max lag; "bounded": the lag of the second half of the
+    # samples stays within 1.5x (+1 s) of the first half's, and the backlog drains
+    read -r max_pending max_lag bounded < <(awk -v drained="$([[ $drain == ">30" ]] && echo 0 || echo 1)" '
+        { p[NR] = $1; l[NR] = $2 }
+        END {
+            for (i = 1; i <= NR; i++) {
+                if (p[i] > mp) mp = p[i]
+                if (l[i] > ml) ml = l[i]
+                if (i <= NR / 2) { if (l[i] > m1) m1 = l[i] } else if (l[i] > m2) m2 = l[i]
+            }
+            printf "%d %.2f %s\n", mp, ml, (NR > 0 && m2 <= 1.5 * m1 + 1 && drained ? "yes" : "no")
+        }' "$samples")
+    WORKER_BOUNDED=$bounded WORKER_MAX_PENDING=$max_pending WORKER_MAX_LAG=$max_lag
+    printf '%-24s %4s clients %12.1f tps  p50 %8s ms  p99 %8s ms  exact: %s\n' \
+        "$name" "$WORKER_CLIENTS" "$tps" "$p50" "$p99" "$exact"
+    echo "    max pending events $max_pending, max lag ${max_lag}s, drained ${drain}s after the load ($(wc -l <"$samples") samples)"
+    record "$name" "$WORKER_CLIENTS" "$tps" "$tx" "$p50" "$p99" "$exact" \
+        "max_pending=$max_pending; max_lag_s=$max_lag; drain_s=$drain; bounded=$bounded"
+}
+
+# Compaction throughput: a backlog of $BACKLOG_EVENTS events on 10k keys
+# loaded with the worker off, then one timed counter.compact().
+compaction() {
+    local name=compact_backlog c=backlog chunk=$((BACKLOG_EVENTS / 4)) i t0 t1 load pending out moved secs rate sum exact=no
+    selected "$name" || return 0
+    sql "SELECT bench_counter('$c', 'events', rollups => '{1 hour}')" >/dev/null
+    sql "ALTER SYSTEM SET counter.worker_enabled = off" >/dev/null
+    sql "SELECT pg_reload_conf()" >/dev/null
+    sleep 1
+    t0=$(date +%s.%N)
+    for ((i = 0; i < 4; i++)); do
+        sql "SELECT count(counter.add('$c', 'k' || (i % 10000), 1))
+               FROM generate_series($((i * chunk + 1)), $(((i + 1) * chunk))) i" >/dev/null
+    done
+    t1=$(date +%s.%N)
+    load=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    pending=$(sql "SELECT pending_events FROM counter.stats WHERE name = '$c'")
+    sql "CHECKPOINT"
+    # one session: clock before, compact, clock after (each its own transaction)
+    out=$(as_pg "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$SCRATCH" -p "$PGPORT_SCRATCH" -d postgres 2>&1 <<EOF
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT counter.compact('$c') AS moved \gset
+SELECT :moved, extract(epoch FROM clock_timestamp()) - :t0;
+EOF
+    ) || out="error: $out"
+    sql "ALTER SYSTEM RESET counter.worker_enabled" >/dev/null
+    sql "SELECT pg_reload_conf()" >/dev/null
+    echo "### $name: pending before compact $pending; compact: $out" >>"$LOG"
+    moved=${out%%|*} secs=${out##*|}
+    sum=$(sql "SELECT bench_sum('$c', 0, 9999) || ' ' || (SELECT coalesce(sum(value), 0) FROM counter.totals WHERE counter = '$c')")
+    if [[ $moved =~ ^[0-9]+$ && $secs =~ ^[0-9.]+$ ]]; then
+        rate=$(awk -v m="$moved" -v s="$secs" 'BEGIN { printf "%.1f", (s > 0 ? m / s : 0) }')
+        [[ $sum == "$BACKLOG_EVENTS $BACKLOG_EVENTS" ]] && exact=yes
+    else
+        rate=0 moved=0 secs=- exact=failed
+    fi
+    printf '%-24s %4s call    %12.1f events/s (%s events moved in %ss; pending before %s; load %ss)  exact: %s\n' \
+        "$name" 1 "$rate" "$moved" "$secs" "$pending" "$load" "$exact"
+    [[ $exact == yes ]] || echo "    values sum / totals sum: $sum (expected $BACKLOG_EVENTS)" >&2
+    record "$name" 1 "$rate" "$moved" - - "$exact" \
+        "events/s; compact ${secs}s; pending before $pending; load ${load}s; sums $sum"
+}
+
+# Every counter's rollups must agree with its values (counter.verify drift 0).
+verify_all() {
+    local out
+    out=$(sql "SELECT l.name || ' ' || v.granularity || ' ' || v.drift
+                 FROM counter.list() l, counter.verify(l.name) v WHERE v.drift <> 0" 2>&1) || out="error: $out"
+    echo "### counter.verify drift: ${out:-none}" >>"$LOG"
+    if [[ -n $out ]]; then
+        echo "counter.verify reports drift: $out" >&2
+        record verify_drift 0 0 0 - - no "$(tr '\n' ';' <<<"$out")"
+    fi
+}
+
+# --- report -------------------------------------------------------------------
+
+# Turn $RAW into the CSV (ratios to floor, hot_update, insert and select1 at
+# the same client count; NAME_async rows compare with the _async baselines)
+# and print it as a table.
 report() {
-    awk -v secs="$DURATION" '
-        function ratio(base) { b = tps[base, $2]; return (b > 0 && $3 > 0 ? sprintf("%.2f", $3 / b) : "-") }
-        NR == FNR { tps[$1, $2] = $3; next }
-        FNR == 1 { print "workload,clients,seconds,tps,transactions,vs_hot_update,vs_insert,vs_floor,exact" }
-        { printf "%s,%s,%s,%s,%s,%s,%s,%s,%s\n", $1, $2, secs, $3, $4, ratio("hot_update"), ratio("insert"), ratio("floor"), $5 }
+    awk -F'\t' -v secs="$DURATION" '
+        function ratio(base,  b) {
+            if ($1 ~ /_async$/ && (base "_async", $2) in tps) base = base "_async"
+            b = tps[base, $2]
+            return (b > 0 && $3 > 0 && $1 != "compact_backlog" ? sprintf("%.2f", $3 / b) : "-")
+        }
+        NR == FNR { if (!(($1, $2) in tps)) tps[$1, $2] = $3; next }
+        FNR == 1 { print "workload,clients,seconds,tps,transactions,p50_ms,p99_ms,vs_floor,vs_hot_update,vs_insert,vs_select1,exact,note" }
+        { gsub(/,/, ";", $8)
+          printf "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", $1, $2, secs, $3, $4, $5, $6,
+                 ratio("floor"), ratio("hot_update"), ratio("insert"), ratio("select1"), $7, $8 }
     ' "$RAW" "$RAW" >"$CSV"
     echo
-    awk -F, 'NR == 1 { $4 = sprintf("%12s", $4) } NR > 1 { $4 = sprintf("%12.1f", $4) }
-             { printf "%-15s %7s %s %13s %9s %8s  %s\n", $1, $2, $4, $6, $7, $8, $9 }' "$CSV"
+    awk -F, 'NR == 1 { $4 = sprintf("%11s", $4) } NR > 1 { $4 = sprintf("%11.1f", $4) }
+             { printf "%-24s %7s %s %8s %8s %8s %8s %8s %8s  %-11s %s\n", $1, $2, $4, $6, $7, $8, $9, $10, $11, $12, $13 }' "$CSV"
     echo
-    echo "CSV: $CSV"
-    echo "pgbench output: $LOG"
 }
 
-# Start the cluster, run every workload at every client count, report.
+# PNG bar chart (log scale) of tps per workload at the largest client count.
+chart() {
+    local data=$SCRATCH/chart.dat
+    if ! command -v gnuplot >/dev/null; then
+        echo "(gnuplot not installed: no PNG; install gnuplot-nox)"
+        PNG=
+        return 0
+    fi
+    # name tps colour: baselines grey, counter blue, Redis red
+    awk -F'\t' -v c="$MAX_CLIENTS" '
+        $2 == c && $3 > 0 {
+            col = ($1 ~ /^redis/) ? 3 : ($1 ~ /^(add|value|top|bounded|worker)/) ? 2 : 1
+            printf "\"%s\" %s %d\n", $1, $3, col
+        }' "$RAW" >"$data"
+    if [[ ! -s $data ]]; then
+        echo "(no results at $MAX_CLIENTS clients: no PNG)"
+        PNG=
+        return 0
+    fi
+    if ! gnuplot >>"$LOG" 2>&1 <<EOF; then
+set terminal pngcairo size 1400,750 noenhanced font ",10"
+set output '$PNG'
+set title "counter bench $STAMP: transactions/s at $MAX_CLIENTS clients (log scale; grey: baselines, blue: counter, red: Redis INCR)"
+set logscale y
+set yrange [10:*]
+set grid ytics
+set ylabel "tps"
+set style fill solid 0.85 border -1
+set boxwidth 0.75
+set xtics rotate by -50 scale 0
+set bmargin 11
+set linetype 1 lc rgb "#888888"
+set linetype 2 lc rgb "#2a6fbb"
+set linetype 3 lc rgb "#cc3333"
+plot '$data' using 0:2:3:xtic(1) with boxes lc variable notitle, \
+     '' using 0:2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 font ",8" notitle
+EOF
+        echo "(gnuplot failed: no PNG; see $LOG)"
+        PNG=
+    fi
+}
+
+# tps of workload $1 at $2 clients ("" if not run or 0).
+tps_of() {
+    awk -F'\t' -v n="$1" -v c="$2" '$1 == n && $2 == c && $3 > 0 { print $3; exit }' "$RAW"
+}
+
+# target LABEL MEASURED REQUIRED [UNIT]: print one target line.  MEASURED
+# empty: n/a.  Ratios are printed with 2 decimals, absolute values as integers.
+target() {
+    local label=$1 measured=$2 required=$3 unit=${4:-x}
+    if [[ -z $measured ]]; then
+        printf '  %-62s %12s   (need >= %s%s)  n/a\n' "$label" "-" "$required" "$unit"
+        return
+    fi
+    awk -v l="$label" -v m="$measured" -v r="$required" -v u="$unit" 'BEGIN {
+        fmt = (u == "x") ? "%.2f" : "%.0f"
+        printf "  %-62s %12s   (need >= %s%s)  %s\n", l, sprintf(fmt, m) u, r, u, (m >= r ? "met" : "NOT met") }'
+}
+
+# ratio A B: A / B, empty if either is empty.
+ratio() {
+    [[ -n $1 && -n $2 ]] || return 0
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.6f", a / b }'
+}
+
+# The ratios the project is judged on, at the largest client count.
+targets() {
+    local c=$MAX_CLIENTS best best_name s mode r redis
+    local floor hot ins sel pk ups slots events buffered
+    floor=$(tps_of floor "$c") hot=$(tps_of hot_update "$c") ins=$(tps_of insert "$c")
+    sel=$(tps_of select1 "$c") pk=$(tps_of pk_select "$c") ups=$(tps_of slotted_upsert "$c")
+    slots=$(tps_of add_slots_hot "$c") events=$(tps_of add_events_hot "$c") buffered=$(tps_of add_buffered_hot "$c")
+    best=$slots best_name=slots
+    if [[ -n $events ]] && { [[ -z $best ]] || awk -v a="$events" -v b="$best" 'BEGIN { exit !(a > b) }'; }; then
+        best=$events best_name=events
+    fi
+    redis=$(tps_of redis_incr_aof_everysec "$c")
+    [[ -n $redis ]] || redis=$(tps_of redis_incr_aof_everysec 64)
+    echo "targets (at $c clients; durable = fsync + synchronous_commit on):"
+    target "durable add, best mode ($best_name), hot key / floor" "$(ratio "$best" "$floor")" 0.9
+    target "durable add, best mode ($best_name), hot key / hot UPDATE" "$(ratio "$best" "$hot")" 7
+    target "durable add, best mode ($best_name), hot key / slotted upsert" "$(ratio "$best" "$ups")" 1.2
+    for mode in slots events; do
+        r=$(tps_of "add_${mode}_hot" "$c")
+        target "add ($mode), hot key / hot UPDATE" "$(ratio "$r" "$hot")" 5
+        target "add ($mode), hot key / INSERT" "$(ratio "$r" "$ins")" 0.6
+    done
+    for mode in slots events; do
+        target "value ($mode), hot key / PK SELECT" "$(ratio "$(tps_of "value_${mode}_hot" "$c")" "$pk")" 0.8
+    done
+    s=$(tps_of add_many_100 "$c")
+    target "add_many(100) increments/s" "$([[ -z $s ]] || awk -v t="$s" 'BEGIN { print t * 100 }')" 100000 " inc/s"
+    target "buffered add, hot key / SELECT 1" "$(ratio "$buffered" "$sel")" 0.8
+    target "buffered add, hot key / Redis INCR appendfsync everysec" "$(ratio "$buffered" "$redis")" 1
+    target "bounded add (+1/-1) / unbounded slots add, hot key" "$(ratio "$(tps_of bounded_pm1 "$c")" "$slots")" 0.5
+    if [[ -n ${WORKER_BOUNDED:-} ]]; then
+        printf '  %-62s %12s   (max pending %s events, max lag %ss)  %s\n' \
+            "worker: events pending bounded under $WORKER_CLIENTS-client zipfian load" "$WORKER_BOUNDED" \
+            "$WORKER_MAX_PENDING" "$WORKER_MAX_LAG" "$([[ $WORKER_BOUNDED == yes ]] && echo met || echo "NOT met")"
+    else
+        printf '  %-62s %12s   (max pending, max lag)  n/a\n' "worker: events pending bounded" "-"
+    fi
+    target "compaction events/s" "$(tps_of compact_backlog 1)" 1000000 " ev/s"
+    [[ -n $buffered ]] || echo "  (buffered: $(awk -F'\t' '$1 == "add_buffered_hot" { print $7; exit }' "$RAW"))"
+}
+
+# --- main ---------------------------------------------------------------------
+
+cleanup() {
+    redis_stop
+    cluster_stop
+}
+
+# Start the cluster, run every section, report.
 main() {
-    local clients i
+    local clients i name started=$SECONDS
     mkdir -p "$RESULTS"
-    trap cluster_stop EXIT
+    trap cleanup EXIT
     trap 'exit 130' INT TERM
-    cluster_start "max_connections = 200" "shared_buffers = 512MB"
+    cluster_start "max_connections = 200" "shared_buffers = 512MB" "fsync = on" \
+        "synchronous_commit = on" "counter.naptime = '100ms'"
     RAW=$SCRATCH/raw
+    : >"$RAW"
+    as_pg mkdir -p "$SCRATCH/logs"
+    mkdir -p "$SCRATCH/scripts"
+    cp "$BENCH_DIR"/*.sql "$SCRATCH/scripts/"
+    chmod -R a+rX "$SCRATCH/scripts"
     {
-        echo "# bench $STAMP: ${DURATION}s per run, clients: $CLIENTS, $(nproc) CPUs"
+        echo "# bench $STAMP: ${DURATION}s per run, clients: $CLIENTS, worker run ${WORKER_SECONDS}s," \
+            "$(nproc) CPUs${ONLY:+, only: $ONLY}"
         sql "SELECT version()"
     } | tee "$LOG"
     sql "CREATE EXTENSION counter"
+    sql "$HELPERS"
     setup_workloads
+
+    echo "== durable (fsync on, synchronous_commit on) =="
     for clients in $CLIENTS; do
         for i in "${!NAMES[@]}"; do
             run_workload "$i" "$clients"
         done
     done
+    echo "== synchronous_commit = off, $MAX_CLIENTS clients =="
+    for name in $ASYNC; do
+        run_workload "${INDEX[$name]}" "$MAX_CLIENTS" async
+    done
+    echo "== Redis INCR (redis-benchmark, -n $REDIS_REQUESTS) =="
+    redis_section
+    echo "== worker: events mode, $WORKER_CLIENTS clients, 10k zipfian keys, ${WORKER_SECONDS}s =="
+    worker_lag
+    echo "== compaction of a $BACKLOG_EVENTS-event backlog (worker off) =="
+    compaction
+    verify_all
+
     report
-    if awk '$5 != "yes" && $5 != "-" { bad = 1 } END { exit !bad }' "$RAW"; then
+    chart
+    cp "$CSV" "$RESULTS/latest.csv"
+    if [[ -n $PNG ]]; then
+        cp "$PNG" "$RESULTS/latest.png"
+    fi
+    targets
+    echo
+    echo "CSV: $CSV"
+    echo "PNG: ${PNG:-none}"
+    echo "pgbench output: $LOG"
+    echo "bench took $((SECONDS - started))s"
+    if awk -F'\t' '$7 != "yes" && $7 != "-" && $7 != "unavailable" { bad = 1 } END { exit !bad }' "$RAW"; then
         echo "bench: some runs failed or were not exact (see $LOG)" >&2
         return 1
     fi
