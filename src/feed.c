@@ -6,10 +6,12 @@
  * Compaction reports every (counter, key) it moved; those are collected
  * here, and flushed at most every counter.notify_interval by the worker (at
  * once by counter.compact()).  A flush sends, on channel counter_<name>, a
- * JSON array of {"counter", "key", "value"} objects, the value being the
- * exact value at the flush, in payloads of at most ~7 kB.  Adds never
+ * JSON array of {"counter", "key", "value"} objects in payloads of at most
+ * ~7 kB; the value is the key's compacted total, read set-wise from totals
+ * (cheap, where value() would walk the events just deleted).  Adds never
  * notify: every change reaches the feed through compaction, so a client
- * sees each changed key's latest value within naptime + notify_interval.
+ * sees each changed key's latest value within naptime + notify_interval of
+ * the change, and the final value once adds stop.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,8 +33,9 @@ static int	feed_count = 0;
 static CounterStmt notify_stmt = {
 	"WITH u AS (SELECT DISTINCT u.n, u.k FROM unnest($1::text[], $2::text[]) AS u(n, k)"
 	"            WHERE EXISTS (SELECT 1 FROM counter.counters c WHERE c.name = u.n)),"
-	" j AS (SELECT u.n, json_build_object('counter', u.n, 'key', u.k,"
-	"                                     'value', counter.value(u.n, u.k))::text AS e"
+	" j AS (SELECT u.n, json_build_object('counter', u.n, 'key', u.k, 'value',"
+	"               (SELECT sum(t.value) FROM counter.totals t"
+	"                 WHERE t.counter = u.n AND t.key = u.k))::text AS e"
 	"         FROM u),"
 	" c AS (SELECT j.n, j.e, (sum(octet_length(j.e) + 1)"
 	"                          OVER (PARTITION BY j.n ORDER BY j.e) / 7000)::int AS chunk"

@@ -69,7 +69,8 @@ CounterArgCounter(FunctionCallInfo fcinfo, int privs)
 /*
  * Validate a granularity or retention array: one dimension, no NULLs unless
  * allow_nulls, every interval positive and, for granularities, without
- * months or years (buckets are date_bin()'d).  Returns the element count.
+ * months or years (buckets are date_bin()'d) and in whole seconds
+ * (compaction sums rows per second first).  Returns the element count.
  */
 static int
 check_intervals(ArrayType *arr, const char *what, bool allow_nulls, bool binnable)
@@ -108,6 +109,10 @@ check_intervals(ArrayType *arr, const char *what, bool allow_nulls, bool binnabl
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s cannot contain months or years", what),
 					 errhint("Use days, e.g. '30 days'.")));
+		if (binnable && iv->time % USECS_PER_SEC != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must be whole seconds", what)));
 	}
 	return n;
 }

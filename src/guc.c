@@ -33,7 +33,7 @@ CounterGucInit(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("counter.batch_size",
-							"Largest number of events or slot rows moved in one compaction transaction.",
+							"Largest number of slot rows collected in one compaction transaction (events: all visible ones).",
 							NULL,
 							&counter_batch_size,
 							1000000, 100, INT_MAX,

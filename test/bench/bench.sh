@@ -60,8 +60,8 @@ add_events_zipf   | add_zipf.sql c=zipf_events             | SELECT bench_counte
 add_buffered_zipf | add_zipf.sql c=zipf_buffered           | SELECT bench_counter('zipf_buffered', 'buffered') | SELECT bench_sum('zipf_buffered')
 value_slots_hot   | value_hot.sql c=hot_slots              | SELECT bench_counter('hot_slots'); SELECT counter.add('hot_slots', 'k') |
 value_events_hot  | value_hot.sql c=hot_events             | SELECT bench_counter('hot_events', 'events'); SELECT counter.add('hot_events', 'k') |
-top_slots_zipf    | top.sql c=zipf_slots                   | SELECT bench_counter('zipf_slots'); SELECT counter.add('zipf_slots', 'k' || i) FROM generate_series(1, 10000) i |
-top_events_zipf   | top.sql c=zipf_events                  | SELECT bench_counter('zipf_events', 'events'); SELECT counter.add('zipf_events', 'k' || i) FROM generate_series(1, 10000) i |
+top_slots_zipf    | top.sql c=zipf_slots                   | SELECT bench_counter('zipf_slots'); SELECT counter.add('zipf_slots', concat('k', i)) FROM generate_series(1, 10000) i |
+top_events_zipf   | top.sql c=zipf_events                  | SELECT bench_counter('zipf_events', 'events'); SELECT counter.add('zipf_events', concat('k', i)) FROM generate_series(1, 10000) i |
 add_many_100      | add_many.sql c=many                    | SELECT bench_counter('many') | SELECT bench_sum('many')
 bounded_pm1       | bounded_inc.sql@1 bounded_dec.sql@1 c=bounded | SELECT bench_counter('bounded', min => 0, fill => 1000000000) | SELECT counter.value('bounded', 'k')
 "
@@ -353,7 +353,7 @@ worker_lag() {
     fi
     # max pending, max lag; "bounded": the lag of the second half of the
     # samples stays within 1.5x (+1 s) of the first half's, and the backlog drains
-    read -r max_pending max_lag bounded < <(awk -v drained="$([[ $drain == ">30" ]] && echo 0 || echo 1)" '
+    read -r max_pending max_lag bounded < <(awk -F'|' -v drained="$([[ $drain == ">30" ]] && echo 0 || echo 1)" '
         { p[NR] = $1; l[NR] = $2 }
         END {
             for (i = 1; i <= NR; i++) {
