@@ -34,7 +34,7 @@ SELECT counter.create('bad', rollups => '{1 hour}', retention => '{1 day,2 days}
 \echo :LAST_ERROR_SQLSTATE
 SELECT counter.create('bad', rollups => NULL);
 \echo :LAST_ERROR_SQLSTATE
-SELECT counter.create('bad', mode => 'buffered');
+SELECT counter.create('bad', rollups => '{1.5 seconds}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT counter.drop('nope');
 \echo :LAST_ERROR_SQLSTATE
