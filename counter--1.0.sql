@@ -3,6 +3,10 @@
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "CREATE EXTENSION counter" to load this file. \quit
 
+-- Everything lives in schema counter, a member of the extension: DROP
+-- EXTENSION removes it with all the rest.
+CREATE SCHEMA counter;
+
 --
 -- The PN-counter type (src/type.c)
 --

@@ -7,6 +7,7 @@
  */
 #include "counter.h"
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 int			counter_naptime = 1000;
@@ -86,14 +87,16 @@ CounterGucInit(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
-	DefineCustomIntVariable("counter.buffered_keys",
-							"Keys that buffered-mode counters can hold in shared memory.",
-							"When they are all taken, buffered adds of new keys are stored as events.",
-							&counter_buffered_keys,
-							10000, 16, 10000000,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/* sizes shared memory: exists only when the library is preloaded */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("counter.buffered_keys",
+								"Keys that buffered-mode counters can hold in shared memory.",
+								"When they are all taken, buffered adds of new keys are stored as events.",
+								&counter_buffered_keys,
+								10000, 16, 10000000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 
 	DefineCustomIntVariable("counter.flush_interval",
 							"Longest time buffered adds stay in shared memory only: the loss window on a crash.",

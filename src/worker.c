@@ -498,6 +498,8 @@ wake_xact_callback(XactEvent event, void *arg)
 /*
  * counter._wake_launcher(): called by CREATE EXTENSION.  The launcher is
  * woken at commit: a worker started earlier would not see the extension yet.
+ * Without the preload, a WARNING (CREATE EXTENSION hides notices of its
+ * script) says that nothing compacts in the background.
  */
 Datum
 counter_wake_launcher(PG_FUNCTION_ARGS)
@@ -506,7 +508,7 @@ counter_wake_launcher(PG_FUNCTION_ARGS)
 
 	if (counter_shared == NULL)
 	{
-		ereport(NOTICE,
+		ereport(WARNING,
 				(errmsg("the counter background worker is not running"),
 				 errdetail("Slots mode works fully; events are compacted only by counter.compact()."),
 				 errhint("Add counter to shared_preload_libraries and restart the server.")));
