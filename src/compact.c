@@ -176,29 +176,29 @@ run(CounterStmt *stmt, Datum *values)
  * One batch, in the caller's transaction (which holds the compaction lock):
  * every visible event and up to batch_size slot rows, with flush every
  * buffered entry of the database; with maintenance, also
- * fold idle slot rows, apply retention and purge idempotency keys.  Returns
- * the number of events and slot rows moved; *full is set when either
- * statement filled its batch (more may be waiting).
+ * fold idle slot rows, apply retention and purge idempotency keys.  Adds
+ * what it moved to *moved; returns true when the slot statement filled its
+ * batch (more may be waiting).
  */
-int64
-CounterCompactBatch(int32 counter_id, bool maintenance, bool flush, bool *full)
+bool
+CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
+					CounterMoved *moved)
 {
 	Datum		values[5];
-	int64		events;
 	int64		slots;
-	int64		buffered = 0;
 
 	values[0] = Int32GetDatum(counter_batch_size);
 	values[1] = Int32GetDatum(counter_node_id);
 	values[2] = Int32GetDatum(counter_id);
 
 	SPI_connect();
-	events = run(&events_stmt, values);
+	moved->events += run(&events_stmt, values);
 	slots = run(&slots_stmt, values);
+	moved->slot_rows += slots;
 	if (flush && CounterBufferTake(values) > 0)
 	{
 		values[1] = Int32GetDatum(counter_node_id);
-		buffered = run(&buffered_stmt, values);
+		moved->buffered_keys += run(&buffered_stmt, values);
 	}
 	if (maintenance)
 	{
@@ -212,8 +212,7 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush, bool *full)
 	}
 	SPI_finish();
 
-	*full = (slots >= counter_batch_size);
-	return events + slots + buffered;
+	return slots >= counter_batch_size;
 }
 
 /*
@@ -224,7 +223,7 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush, bool *full)
 int64
 CounterCompact(int32 counter_id, bool wait)
 {
-	int64		total = 0;
+	CounterMoved moved = {0, 0, 0};
 	bool		full = true;
 	bool		first = true;
 
@@ -233,11 +232,11 @@ CounterCompact(int32 counter_id, bool wait)
 	while (full)
 	{
 		CHECK_FOR_INTERRUPTS();
-		total += CounterCompactBatch(counter_id, first, first, &full);
+		full = CounterCompactBatch(counter_id, first, first, &moved);
 		first = false;
 	}
 	SPI_connect();
 	CounterFeedFlush();
 	SPI_finish();
-	return total;
+	return moved.events + moved.slot_rows + moved.buffered_keys;
 }

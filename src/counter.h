@@ -171,8 +171,15 @@ extern int64 CounterBufferUnflushed(CounterMeta *meta);
 
 /* compact.c */
 extern bool CounterCompactLock(bool wait);
-extern int64 CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
-								 bool *full);
+/* what one compaction batch moved */
+typedef struct CounterMoved
+{
+	int64		events;
+	int64		slot_rows;
+	int64		buffered_keys;
+} CounterMoved;
+extern bool CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
+								CounterMoved *moved);
 extern int64 CounterCompact(int32 counter_id, bool wait);
 
 /* feed.c */

@@ -82,30 +82,31 @@ member_exec(FunctionCallInfo fcinfo, int privs, CounterStmt *stmt,
 	return n;
 }
 
+/* Run like or unlike; when it changed a member row, add delta to the count. */
+static bool
+member_change(FunctionCallInfo fcinfo, CounterStmt *stmt, int64 delta)
+{
+	CounterMeta *meta;
+	text	   *key;
+	bool		changed = member_exec(fcinfo, COUNTER_PRIV_ADD, stmt, &meta, &key) == 1;
+
+	if (changed)
+		CounterApplyChecked(meta, key, delta, NULL, false, 0);
+	return changed;
+}
+
 /* counter.like(name, key, member): true when the member is new (+1). */
 Datum
 counter_like(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta;
-	text	   *key;
-	bool		added = member_exec(fcinfo, COUNTER_PRIV_ADD, &like_stmt, &meta, &key) == 1;
-
-	if (added)
-		CounterApplyChecked(meta, key, 1, NULL, false, 0);
-	PG_RETURN_BOOL(added);
+	PG_RETURN_BOOL(member_change(fcinfo, &like_stmt, 1));
 }
 
 /* counter.unlike(name, key, member): true when the member was there (-1). */
 Datum
 counter_unlike(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta;
-	text	   *key;
-	bool		removed = member_exec(fcinfo, COUNTER_PRIV_ADD, &unlike_stmt, &meta, &key) == 1;
-
-	if (removed)
-		CounterApplyChecked(meta, key, -1, NULL, false, 0);
-	PG_RETURN_BOOL(removed);
+	PG_RETURN_BOOL(member_change(fcinfo, &unlike_stmt, -1));
 }
 
 /* counter.is_member(name, key, member): "did I like this?" */

@@ -208,6 +208,22 @@ launcher_start_worker(Oid dboid)
 	return handle;
 }
 
+/*
+ * Start of both kinds of process: core signal handlers (SIGHUP reloads the
+ * configuration, SIGTERM ends the process), and nothing to do during a
+ * binary upgrade.
+ */
+static void
+process_start(void)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	if (IsBinaryUpgrade)
+		proc_exit(0);
+}
+
 /* Entry point of the launcher. */
 void
 counter_launcher_main(Datum arg)
@@ -216,13 +232,7 @@ counter_launcher_main(Datum arg)
 	TimestampTz started[COUNTER_MAX_DATABASES];
 	TimestampTz last_scan = 0;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	if (IsBinaryUpgrade)
-		proc_exit(0);
-
+	process_start();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("counter launcher");
 	memset(handles, 0, sizeof(handles));
@@ -321,7 +331,7 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		full = false;
-	int64		moved = 0;
+	CounterMoved moved = {0, 0, 0};
 	TimestampTz start = GetCurrentTimestamp();
 
 	SetCurrentStatementStartTimestamp();
@@ -339,7 +349,7 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 	PG_TRY();
 	{
 		if (CounterCompactLock(false))
-			moved = CounterCompactBatch(0, maintenance, flush, &full);
+			full = CounterCompactBatch(0, maintenance, flush, &moved);
 		if (notify)
 		{
 			SPI_connect();
@@ -356,14 +366,14 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 		FlushErrorState();
 		AbortCurrentTransaction();
 		full = false;
-		moved = 0;
+		memset(&moved, 0, sizeof(moved));
 	}
 	PG_END_TRY();
 
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
-	if (moved > 0)
+	if (moved.events + moved.slot_rows + moved.buffered_keys > 0)
 	{
 		TimestampTz end = GetCurrentTimestamp();
 		double		secs = (double) (end - start) / 1000000.0;
@@ -371,9 +381,10 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 		LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
 		w->last_compaction = end;
 		w->compactions++;
-		w->events_compacted += moved;
-		w->last_batch = moved;
-		w->last_rate = secs > 0 ? moved / secs : 0;
+		w->events_compacted += moved.events;
+		w->slots_collected += moved.slot_rows;
+		w->last_batch = moved.events;
+		w->last_rate = secs > 0 ? moved.events / secs : 0;
 		LWLockRelease(counter_shared->lock);
 	}
 	return full;
@@ -390,13 +401,7 @@ counter_worker_main(Datum arg)
 	TimestampTz last_flush = 0;
 	bool		installed;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	if (IsBinaryUpgrade)
-		proc_exit(0);
-
+	process_start();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("counter worker");
 
