@@ -95,8 +95,8 @@ SELECT c.name,
 	   w.last_compaction,
 	   w.last_rate AS events_compacted_per_s,
 	   counter._buffered_unflushed(c.name) AS buffered_unflushed,
-	   pg_catalog.pg_total_relation_size('counter.slots') AS slots_bytes,
-	   pg_catalog.pg_total_relation_size('counter.events') AS events_bytes
+	   pg_catalog.pg_total_relation_size('counter.slots') AS slots_table_bytes,
+	   pg_catalog.pg_total_relation_size('counter.events') AS events_table_bytes
   FROM counter.counters c
   LEFT JOIN counter.worker_status() w ON w.database = pg_catalog.current_database()
  WHERE counter.can_read(c.name);
