@@ -7,9 +7,10 @@
  * backend memory until its transaction commits, then added with one atomic
  * operation to the key's entry in a shared hash (a rolled-back or
  * subtransaction-aborted add never arrives).  The worker flushes entries
- * every counter.flush_interval into totals and rollups, like a compaction.
- * A crash loses what was not flushed yet: at most one flush interval of
- * adds, shown per counter as buffered_unflushed in counter.stats.  When
+ * into totals and rollups, like a compaction, at its first round once
+ * counter.flush_interval has passed.  A crash loses what was not flushed
+ * yet: at most max(flush_interval, naptime) of adds, shown per counter as
+ * buffered_unflushed in counter.stats.  When
  * the hash is full, an add of a new key is stored as an event instead:
  * never dropped.
  *

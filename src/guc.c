@@ -99,7 +99,7 @@ CounterGucInit(void)
 								NULL, NULL, NULL);
 
 	DefineCustomIntVariable("counter.flush_interval",
-							"Longest time buffered adds stay in shared memory only: the loss window on a crash.",
+							"Time between flushes of buffered adds, checked at each compaction round: the loss window on a crash is the larger of this and counter.naptime.",
 							NULL,
 							&counter_flush_interval,
 							1000, 10, 3600 * 1000,

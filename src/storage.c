@@ -513,6 +513,8 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 			}
 		}
 		UnregisterSnapshot(snapshot);
+		if (result == SLOT_MOVED)
+			continue;			/* the row changed since found: look again */
 		if (result != SLOT_BUSY)
 			break;
 

@@ -464,8 +464,7 @@ counter_worker_main(Datum arg)
 		}
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(counter_naptime, counter_flush_interval),
-						 PG_WAIT_EXTENSION);
+						 counter_naptime, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }
