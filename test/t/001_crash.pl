@@ -11,7 +11,6 @@ use Time::HiRes qw(usleep);
 my $clients     = 16;
 my $rounds      = 15;
 my @kinds       = ('worker_kill', 'backend_kill', 'immediate_stop');
-my @keys        = map { "k$_" } 0 .. 3;
 my @counters    = ('c_slots', 'c_events');
 my %ledger_col  = (c_slots => 'ks', c_events => 'ke');
 my $db          = 'postgres';
@@ -74,21 +73,23 @@ sub worker_pid
 
 # Acknowledged commit-script transactions per client, from pgbench's
 # per-transaction logs (one line per completed transaction; script 0 is
-# commit.sql).
+# commit.sql), and the number of completed transactions of both scripts.
 sub acked_per_client
 {
 	my ($prefix) = @_;
 	my %acked;
+	my $completed = 0;
 	foreach my $file (glob("$prefix.*"))
 	{
 		foreach my $line (split /\n/, slurp_file($file))
 		{
 			my ($client, $txno, $time, $script) = split / /, $line;
 			next unless defined $script && $time =~ /^\d+$/;
+			$completed++;
 			$acked{$client}++ if $script == 0;
 		}
 	}
-	return \%acked;
+	return (\%acked, $completed);
 }
 
 # All invariants that must hold after a crash and recovery.
@@ -136,10 +137,10 @@ sub check_storage
 	{
 		is( $node->safe_psql(
 				$db,
-				"SELECT count(*) || ' ' || count(*) FILTER (WHERE drift <> 0 OR drifted_keys <> 0)"
+				"SELECT (count(*) > 0) || ' ' || count(*) FILTER (WHERE drift <> 0 OR drifted_keys <> 0)"
 				  . " FROM counter.verify('$c')"),
-			'2 0',
-			"round $round: counter.verify('$c') shows no drift in both granularities"
+			'true 0',
+			"round $round: counter.verify('$c') shows no drift in any granularity"
 		);
 	}
 
@@ -190,7 +191,7 @@ for my $round (1 .. $rounds)
 
 	# let a varying amount of load commit before the crash: a threshold, or
 	# at most about 4 s of load (but never fewer than 200 transactions)
-	my $threshold = 3000 * (1 + $round % 4);
+	my $threshold = 4000 * (1 + $round % 4);
 	my $minimum   = 200;
 
 	my $h = IPC::Run::start(
@@ -270,12 +271,12 @@ for my $round (1 .. $rounds)
 	  or die "node did not come back";
 
 	# client side: acked <= committed <= acked + in flight, per client and overall
-	my $acked = acked_per_client($prefix);
-	my ($summary) = $out =~ /^SQL script 1: .*\n.*\n - (\d+) transactions/m;
-	my $logged = 0;
-	$logged += $_ foreach values %$acked;
-	is($logged, $summary // 'no summary',
-		"round $round: pgbench log and summary agree on acknowledged commits");
+	# (pgbench's per-script counts are racy with -j 2; its total is not)
+	my ($acked, $completed) = acked_per_client($prefix);
+	my ($processed) =
+	  $out =~ /^number of transactions actually processed: (\d+)/m;
+	is($completed, $processed // 'no summary',
+		"round $round: pgbench's log and summary agree on completed transactions");
 	my %ledger = map { split /\|/ } split /\n/,
 	  $node->safe_psql($db,
 		"SELECT client, count(*) FROM ledger WHERE round = $round GROUP BY client");
