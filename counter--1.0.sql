@@ -303,6 +303,7 @@ GRANT USAGE ON SCHEMA counter TO PUBLIC;
 
 -- pg_dump carries the data of every table along with the extension
 SELECT pg_catalog.pg_extension_config_dump('counter.counters', '');
+SELECT pg_catalog.pg_extension_config_dump('counter.counters_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('counter.grants', '');
 SELECT pg_catalog.pg_extension_config_dump('counter.slots', '');
 SELECT pg_catalog.pg_extension_config_dump('counter.events', '');

@@ -121,6 +121,8 @@ counter_relid(const char *relname)
 	return relid;
 }
 
+static void lookup_v11_rels(void);
+
 /* Return the cached OIDs of our relations, filling the cache if needed. */
 CounterRels *
 CounterGetRels(void)
@@ -128,7 +130,10 @@ CounterGetRels(void)
 	HeapTuple	tup;
 
 	if (rels.valid)
+	{
+		lookup_v11_rels();
 		return &rels;
+	}
 
 	if (!callbacks_registered)
 	{
@@ -159,11 +164,26 @@ CounterGetRels(void)
 	rels.events_key = counter_relid("events_key");
 	rels.totals = counter_relid("totals");
 	rels.totals_pkey = counter_relid("totals_pkey");
-	/* of version 1.1: absent until ALTER EXTENSION counter UPDATE */
-	rels.flushed = get_relname_relid("flushed", rels.schema);
-	rels.flushed_pkey = get_relname_relid("flushed_pkey", rels.schema);
+	rels.flushed = InvalidOid;
+	rels.flushed_pkey = InvalidOid;
+	rels.members = InvalidOid;
 	rels.valid = true;
-	return &rels;
+	return CounterGetRels();
+}
+
+/*
+ * Relations of version 1.1, absent until ALTER EXTENSION counter UPDATE: looked
+ * up again while absent, so an update is seen at once.
+ */
+static void
+lookup_v11_rels(void)
+{
+	if (!OidIsValid(rels.flushed))
+	{
+		rels.flushed = get_relname_relid("flushed", rels.schema);
+		rels.flushed_pkey = get_relname_relid("flushed_pkey", rels.schema);
+		rels.members = get_relname_relid("members", rels.schema);
+	}
 }
 
 /* Parse a mode name; 22023 for anything else. */

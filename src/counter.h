@@ -100,6 +100,7 @@ typedef struct CounterRels
 	Oid			totals_pkey;
 	Oid			flushed;		/* InvalidOid before version 1.1 */
 	Oid			flushed_pkey;
+	Oid			members;		/* InvalidOid before version 1.1 */
 } CounterRels;
 
 /*

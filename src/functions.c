@@ -205,6 +205,11 @@ counter_create(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("members must not be null")));
 
+	if (PG_GETARG_BOOL(7) && !OidIsValid(CounterGetRels()->members))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("membership counters need version 1.1 of extension \"counter\""),
+				 errhint("Run ALTER EXTENSION counter UPDATE;")));
 	if (CounterLookup(name, true) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -559,16 +564,18 @@ read_own_value(CounterMeta *meta, text *key)
 
 /*
  * Shared body of add, add_and_get and try_add: parse (name, key, delta,
- * idempotency_key[, at]), check rights, apply.
+ * idempotency_key[, at]), check rights (read too when the value is
+ * returned), apply.
  */
 static ApplyResult
-add_common(FunctionCallInfo fcinfo, bool with_at, CounterMeta **meta, text **key)
+add_common(FunctionCallInfo fcinfo, int privs, bool with_at, CounterMeta **meta,
+		   text **key)
 {
 	int64		delta;
 	text	   *idem;
 	bool		has_at = with_at && !PG_ARGISNULL(4);
 
-	*meta = arg_addable(fcinfo, COUNTER_PRIV_ADD);
+	*meta = arg_addable(fcinfo, privs);
 	*key = CounterArgKey(fcinfo, 1);
 	delta = arg_int8(fcinfo, 2, "delta");
 	idem = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
@@ -583,7 +590,7 @@ counter_add(PG_FUNCTION_ARGS)
 	CounterMeta *meta;
 	text	   *key;
 
-	if (add_common(fcinfo, true, &meta, &key) == APPLY_BOUND)
+	if (add_common(fcinfo, COUNTER_PRIV_ADD, true, &meta, &key) == APPLY_BOUND)
 		bound_error(meta, key, PG_GETARG_INT64(2));
 	PG_RETURN_VOID();
 }
@@ -595,7 +602,8 @@ counter_add_and_get(PG_FUNCTION_ARGS)
 	CounterMeta *meta;
 	text	   *key;
 
-	if (add_common(fcinfo, false, &meta, &key) == APPLY_BOUND)
+	if (add_common(fcinfo, COUNTER_PRIV_ADD | COUNTER_PRIV_READ, false,
+				   &meta, &key) == APPLY_BOUND)
 		bound_error(meta, key, PG_GETARG_INT64(2));
 	PG_RETURN_INT64(read_own_value(meta, key));
 }
@@ -607,7 +615,8 @@ counter_try_add(PG_FUNCTION_ARGS)
 	CounterMeta *meta;
 	text	   *key;
 
-	if (add_common(fcinfo, false, &meta, &key) == APPLY_BOUND)
+	if (add_common(fcinfo, COUNTER_PRIV_ADD | COUNTER_PRIV_READ, false,
+				   &meta, &key) == APPLY_BOUND)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(read_own_value(meta, key));
 }
@@ -814,7 +823,8 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 	"WITH p AS (" \
 	"   SELECT x.key, sum(x.d) AS d FROM (" \
 	"     SELECT key, delta AS d FROM counter.events WHERE counter_id = $1" \
-	"     UNION ALL SELECT key, value FROM counter.slots WHERE counter_id = $1" \
+	"     UNION ALL SELECT key, value FROM counter.slots" \
+	"                WHERE counter_id = $1 AND value <> 0" \
 	BUFFERED \
 	"   ) x GROUP BY x.key)," \
 	" peers AS (SELECT EXISTS (SELECT 1 FROM counter.totals" \
@@ -824,10 +834,11 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 	"   UNION (SELECT t.key FROM counter.totals t WHERE t.counter = $2 AND t.node = $4" \
 	"           ORDER BY t.value DESC LIMIT $3 + (SELECT count(*) FROM p))" \
 	"   UNION SELECT t.key FROM counter.totals t, peers WHERE peers.any AND t.counter = $2)" \
-	" SELECT c.key, (coalesce((SELECT sum(t.value) FROM counter.totals t" \
-	"                          WHERE t.counter = $2 AND t.key = c.key), 0)" \
-	"              + coalesce((SELECT p.d FROM p WHERE p.key = c.key), 0))::int8 AS value" \
-	"   FROM cand c ORDER BY value DESC, c.key LIMIT $3"
+	" SELECT c.key, (coalesce(t.v, 0) + coalesce(p.d, 0))::int8 AS value" \
+	"   FROM cand c LEFT JOIN p ON p.key = c.key" \
+	"   LEFT JOIN LATERAL (SELECT sum(t.value) AS v FROM counter.totals t" \
+	"                       WHERE t.counter = $2 AND t.key = c.key) t ON true" \
+	"  ORDER BY value DESC, c.key LIMIT $3"
 
 static CounterStmt top_stmt = {
 	TOP_SQL(""),

@@ -48,6 +48,21 @@ static CounterStmt members_stmt = {
 	4, {INT4OID, TEXTOID, INT4OID, TEXTOID}
 };
 
+/* The membership counter of argument 0: rights checked, 22023 if plain. */
+static CounterMeta *
+arg_members(FunctionCallInfo fcinfo, int privs)
+{
+	CounterMeta *meta = CounterArgCounter(fcinfo, privs);
+
+	if (!meta->members)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("counter \"%s\" does not count members", meta->name),
+				 errhint("Create it with counter.create('%s', members => true).",
+						 meta->name)));
+	return meta;
+}
+
 /*
  * Parse (name, key, member) of a membership counter, check rights, and run
  * stmt on its member row.  Returns the number of rows stmt touched.
@@ -59,13 +74,7 @@ member_exec(FunctionCallInfo fcinfo, int privs, CounterStmt *stmt,
 	Datum		values[3];
 	uint64		n;
 
-	*meta = CounterArgCounter(fcinfo, privs);
-	if (!(*meta)->members)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("counter \"%s\" does not count members", (*meta)->name),
-				 errhint("Create it with counter.create('%s', members => true).",
-						 (*meta)->name)));
+	*meta = arg_members(fcinfo, privs);
 	*key = CounterArgKey(fcinfo, 1);
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -123,7 +132,7 @@ counter_is_member(PG_FUNCTION_ARGS)
 Datum
 counter_members(PG_FUNCTION_ARGS)
 {
-	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
+	CounterMeta *meta = arg_members(fcinfo, COUNTER_PRIV_READ);
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
