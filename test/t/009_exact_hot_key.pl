@@ -1,0 +1,64 @@
+# Proves exactness on one hot key: 16 pgbench clients x 2000 transactions of +1/-1 adds, some rolled back, in slots, events and buffered modes; the final value equals the committed sum (a ledger written in the same transactions) and the count of committed transactions pgbench reports.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('exact');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'counter'
+counter.naptime = '100ms'
+max_connections = 50
+});
+$node->start;
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION counter;
+	CREATE TABLE ledger (mode text, d int);
+});
+
+foreach my $mode ('slots', 'events', 'buffered')
+{
+	$node->safe_psql('postgres', "SELECT counter.create('hot_$mode', mode => '$mode')");
+
+	# +1 three times as often as -1; one transaction in ten rolls back
+	my %scripts = (
+		'plus.sql@6' => "BEGIN;\nSELECT counter.add('hot_$mode', 'k', 1);\nINSERT INTO ledger VALUES ('$mode', 1);\nCOMMIT;\n",
+		'minus.sql@2' => "BEGIN;\nSELECT counter.add('hot_$mode', 'k', -1);\nINSERT INTO ledger VALUES ('$mode', -1);\nCOMMIT;\n",
+		'rollback.sql@1' => "BEGIN;\nSELECT counter.add('hot_$mode', 'k', 1000);\nINSERT INTO ledger VALUES ('$mode', 1000);\nROLLBACK;\n",
+	);
+	my @args;
+	foreach my $s (sort keys %scripts)
+	{
+		my ($file, $weight) = split /@/, $s;
+		my $path = $node->basedir . "/${mode}_$file";
+		PostgreSQL::Test::Utils::append_to_file($path, $scripts{$s});
+		push @args, '-f', "$path\@$weight";
+	}
+	my ($out, $err);
+	my $ok = IPC::Run::run(
+		[ 'pgbench', '-n', '-c', '16', '-j', '2', '-t', '2000', @args, '-d', $node->connstr('postgres') ],
+		'>', \$out, '2>', \$err);
+	ok($ok, "$mode: pgbench ran 16 x 2000 transactions") or diag($err);
+	my ($processed) = $out =~ /number of transactions actually processed: (\d+)/;
+	is($processed, 32000, "$mode: all 32000 transactions done");
+
+	my $sum = $node->safe_psql('postgres', "SELECT sum(d) FROM ledger WHERE mode = '$mode'");
+	my $committed = $node->safe_psql('postgres', "SELECT count(*) FROM ledger WHERE mode = '$mode'");
+	my $value = $node->safe_psql('postgres', "SELECT counter.value('hot_$mode', 'k')");
+	note("$mode: value $value, ledger sum $sum over $committed committed transactions");
+	cmp_ok($committed, '>', 20000, "$mode: most transactions committed");
+	cmp_ok($committed, '<', 32000, "$mode: some rolled back");
+	is($value, $sum, "$mode: value equals the committed sum");
+
+	$node->safe_psql('postgres', 'SELECT counter.compact()');
+	is($node->safe_psql('postgres', "SELECT counter.value('hot_$mode', 'k')"), $sum,
+		"$mode: still exact after compaction");
+	is($node->safe_psql('postgres',
+		"SELECT coalesce(sum(value), 0) FROM counter.totals WHERE counter = 'hot_$mode'"), $sum,
+		"$mode: everything compacted into totals");
+}
+
+$node->stop;
+done_testing();
