@@ -115,5 +115,15 @@ SELECT counter."like"('likes', 'post1', NULL);
 SELECT counter.drop('likes');
 SELECT count(*) FROM counter.members;
 
+--
+-- A compaction that changes more keys than the change feed holds at once
+-- (10000) flushes the feed in the middle of reading its own result
+--
+SELECT counter.create('wide', mode => 'events');
+SELECT count(counter.add('wide', 'k' || i)) FROM generate_series(1, 10001) i;
+SELECT counter.add('views', 'a', 1);
+SELECT counter.compact() >= 10001;
+SELECT sum(value) FROM counter.totals WHERE counter = 'wide';
+
 SELECT counter.drop(name) FROM counter.list();
 DROP EXTENSION counter;

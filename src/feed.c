@@ -53,6 +53,9 @@ void
 CounterFeedCollect(void)
 {
 	MemoryContext old;
+	/* a flush below runs SPI, which replaces these: keep ours */
+	SPITupleTable *tuptable = SPI_tuptable;
+	uint64		processed = SPI_processed;
 	uint64		i;
 
 	if (feed_context == NULL)
@@ -62,11 +65,11 @@ CounterFeedCollect(void)
 		feed_names = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
 		feed_keys = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
 	}
-	for (i = 0; i < SPI_processed; i++)
+	for (i = 0; i < processed; i++)
 	{
 		bool		isnull;
-		Datum		name = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-		Datum		key = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+		Datum		name = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull);
+		Datum		key = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull);
 
 		if (feed_count == FEED_MAX_KEYS)
 			CounterFeedFlush();
