@@ -117,12 +117,13 @@ SELECT count(*) FROM counter.members;
 
 --
 -- A compaction that changes more keys than the change feed holds at once
--- (10000) flushes the feed in the middle of reading its own result
+-- (10000) flushes the feed in the middle of reading its own result (here
+-- or in the worker, whichever comes first: before the fix, either crashed)
 --
 SELECT counter.create('wide', mode => 'events');
 SELECT count(counter.add('wide', 'k' || i)) FROM generate_series(1, 10001) i;
 SELECT counter.add('views', 'a', 1);
-SELECT counter.compact() >= 10001;
+SELECT counter.compact() >= 0;
 SELECT sum(value) FROM counter.totals WHERE counter = 'wide';
 
 SELECT counter.drop(name) FROM counter.list();
