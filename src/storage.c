@@ -37,9 +37,11 @@
 #include "common/int.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "nodes/execnodes.h"
 #include "storage/backendid.h"
 #include "storage/bufmgr.h"
+#include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
 #include "utils/builtins.h"
@@ -216,6 +218,7 @@ slot_write(Relation rel, Relation idx, int32 id, text *key, SlotRow *row)
 	if (!HeapTupleIsHeapOnly(tup))
 		index_insert(idx, values, nulls, &tup->t_self, rel,
 					 UNIQUE_CHECK_YES, false, NULL);
+	row->tid = tup->t_self;		/* the row may be written again */
 	heap_freetuple(tup);
 }
 
@@ -231,14 +234,16 @@ to_int64(int128 v)
 }
 
 /*
- * Insert this backend's own slot row for (counter, key) holding value.  In a
- * bounded counter, the first row of a key holds all the headroom (the bounds
- * less the key's compacted value); later rows start with none.
+ * Insert this backend's own slot row for (counter, key) holding value; return
+ * its TID.  In a bounded counter, the first row of a key holds all the
+ * headroom (the bounds less the key's compacted value); later rows start
+ * with none.
  */
-static void
+static ItemPointerData
 slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
 			int64 value, bool first)
 {
+	ItemPointerData tid;
 	Datum		values[Natts_slots];
 	bool		nulls[Natts_slots];
 	HeapTuple	tup;
@@ -264,40 +269,37 @@ slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
 	index_insert(idx, values, nulls, &tup->t_self, rel,
 				 UNIQUE_CHECK_YES, false, NULL);
+	tid = tup->t_self;
 	heap_freetuple(tup);
 	meta->last_slot = MyBackendId;
+	return tid;
 }
 
-/* Add delta to the slot row at tid, if the row can be had and has room. */
+/*
+ * Add delta to the slot row at tid, if the row can be had and has room.  On
+ * SLOT_NO_SHARE the row stays locked and is returned in *row.
+ */
 static SlotResult
 slot_try(Relation rel, Relation idx, ItemPointer tid, CounterMeta *meta,
-		 text *key, int64 delta, LockWaitPolicy policy)
+		 text *key, int64 delta, LockWaitPolicy policy, SlotRow *row)
 {
-	SlotRow		row;
 	int64		value;
-	TM_Result	result = slot_lock(rel, tid, policy, &row);
+	TM_Result	result = slot_lock(rel, tid, policy, row);
 
 	if (result == TM_WouldBlock)
 		return SLOT_BUSY;
 	if (result != TM_Ok)
 		return SLOT_MOVED;
-	if (pg_add_s64_overflow(row.value, delta, &value))
+	if (pg_add_s64_overflow(row->value, delta, &value))
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("counter value out of range for bigint")));
-	if ((row.has_lo && value < row.lo) || (row.has_hi && value > row.hi))
+	if ((row->has_lo && value < row->lo) || (row->has_hi && value > row->hi))
 		return SLOT_NO_SHARE;
-	row.value = value;
-	slot_write(rel, idx, meta->id, key, &row);
-	meta->last_slot = row.slot;
+	row->value = value;
+	slot_write(rel, idx, meta->id, key, row);
+	meta->last_slot = row->slot;
 	return SLOT_DONE;
-}
-
-/* The share of row i when slack is split evenly over n rows. */
-static int128
-share(int128 slack, int n, int i)
-{
-	return slack / n + (i < slack % n ? 1 : 0);
 }
 
 /* The error of an add that cannot go on in its transaction's snapshot. */
@@ -312,77 +314,248 @@ serialization_failure(void)
 }
 
 /*
- * Escrow rebalance of a bounded key.  Each slot row holds a share of the
- * headroom, [lo, hi] around its value, and the shares add up to the bounds
- * less the compacted total (the worker moves value and share together), so
- * a committed state in which every row is within its share is within the
- * bounds.  Adds far from a bound stay within their row's share and never
- * touch another row; an add that leaves its share comes here: lock every
- * row of the key (in slot order, so two rebalances cannot deadlock), check
- * the bound on the sums, apply delta to the first row and split the
- * headroom evenly again.  Returns false, changing nothing, when delta would
- * cross a bound.  Rows inserted meanwhile by others hold 0 and no share, so
- * leaving them out keeps the sums right.
+ * Escrow of bounded counters.  Each slot row holds a share of the headroom,
+ * [lo, hi] around its value, and the shares add up to the bounds less the
+ * compacted total (the worker moves value and share together), so a
+ * committed state in which every row is within its share is within the
+ * bounds.  An add within its row's share touches no other row.  Rows grow
+ * with contention by splitting a held row's headroom with a new row of the
+ * adder's own.  An add that leaves its share takes a group of rows it has
+ * locked, checks the bound on their sums, applies the delta and splits
+ * their headroom evenly again: the group's lo and hi sums do not change, so
+ * neither do the counter's.
+ */
+
+/* The share of row i when slack is split evenly over n rows. */
+static int128
+share(int128 slack, int n, int i)
+{
+	return slack / n + (i < slack % n ? 1 : 0);
+}
+
+/*
+ * Apply delta to rows[0] and split the headroom of rows[0..n) evenly, if
+ * their sums allow delta; write them.  False (nothing written) otherwise.
  */
 static bool
-slot_rebalance(Relation rel, Relation idx, CounterMeta *meta, text *key,
-			   int64 delta, ItemPointerData *tids)
+escrow_split(Relation rel, Relation idx, CounterMeta *meta, text *key,
+			 int64 delta, SlotRow *rows, int n)
 {
-	for (;;)
+	int128		sum = delta;
+	int128		sum_lo = 0;
+	int128		sum_hi = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
 	{
-		Snapshot	snapshot = RegisterSnapshot(IsolationUsesXactSnapshot() ?
-												GetTransactionSnapshot() :
-												GetLatestSnapshot());
-		ScanKeyData keys[3];
-		SlotRow    *rows;
-		int			n;
-		int			i;
-		bool		moved = false;
-		int128		sum = delta;
-		int128		sum_lo = 0;
-		int128		sum_hi = 0;
+		sum += rows[i].value;
+		sum_lo += rows[i].lo;
+		sum_hi += rows[i].hi;
+	}
+	if ((meta->has_min && sum < sum_lo) || (meta->has_max && sum > sum_hi))
+		return false;
 
-		init_keys(keys, meta->id, key, false, 0);
-		n = collect_tids(rel, idx, snapshot, keys, 2, tids, SLOT_SCAN_MAX);
-		UnregisterSnapshot(snapshot);
-		if (n == 0 && IsolationUsesXactSnapshot())
-			serialization_failure();
-		if (n == 0)
-			continue;			/* our own row is there: look again */
-		rows = palloc(sizeof(SlotRow) * n);
-		for (i = 0; i < n && !moved; i++)
-			moved = slot_lock(rel, &tids[i], LockWaitBlock, &rows[i]) != TM_Ok;
-		if (moved && IsolationUsesXactSnapshot())
-			serialization_failure();
-		if (moved)
-		{
-			pfree(rows);
-			CHECK_FOR_INTERRUPTS();
+	rows[0].value = to_int64((int128) rows[0].value + delta);
+	for (i = 0; i < n; i++)
+	{
+		if (meta->has_min)
+			rows[i].lo = to_int64(rows[i].value - share(sum - sum_lo, n, i));
+		if (meta->has_max)
+			rows[i].hi = to_int64(rows[i].value + share(sum_hi - sum, n, i));
+		slot_write(rel, idx, meta->id, key, &rows[i]);
+	}
+	meta->last_slot = rows[0].slot;
+	return true;
+}
+
+/* Rows of the key in the snapshot of this add (see CounterSlotsAdd). */
+static int
+escrow_tids(Relation rel, Relation idx, CounterMeta *meta, text *key,
+			ItemPointerData *tids)
+{
+	Snapshot	snapshot = RegisterSnapshot(IsolationUsesXactSnapshot() ?
+											GetTransactionSnapshot() :
+											GetLatestSnapshot());
+	ScanKeyData keys[3];
+	int			n;
+
+	init_keys(keys, meta->id, key, false, 0);
+	n = collect_tids(rel, idx, snapshot, keys, 2, tids, SLOT_SCAN_MAX);
+	UnregisterSnapshot(snapshot);
+	return n;
+}
+
+/*
+ * The sums of value, lo and hi over every row of the key as last committed
+ * (read without locks), with the rows this transaction holds as it has them.
+ */
+static void
+escrow_committed(Relation rel, ItemPointerData *tids, int n, SlotRow *held,
+				 int nheld, int128 *sum, int128 *sum_lo, int128 *sum_hi)
+{
+	int			i;
+	int			j;
+
+	*sum = *sum_lo = *sum_hi = 0;
+	for (i = 0; i < n; i++)
+	{
+		HeapTupleData tuple;
+		Buffer		buffer;
+		Datum		values[Natts_slots];
+		bool		nulls[Natts_slots];
+		bool		mine = false;
+
+		for (j = 0; j < nheld && !mine; j++)
+			mine = ItemPointerEquals(&tids[i], &held[j].tid);
+		if (mine)
 			continue;
-		}
+		tuple.t_self = tids[i];
+		if (!heap_fetch(rel, SnapshotAny, &tuple, &buffer, false))
+			continue;
+		heap_deform_tuple(&tuple, RelationGetDescr(rel), values, nulls);
+		ReleaseBuffer(buffer);
+		*sum += DatumGetInt64(values[Anum_slots_value - 1]);
+		*sum_lo += nulls[Anum_slots_lo - 1] ? 0 : DatumGetInt64(values[Anum_slots_lo - 1]);
+		*sum_hi += nulls[Anum_slots_hi - 1] ? 0 : DatumGetInt64(values[Anum_slots_hi - 1]);
+	}
+	for (j = 0; j < nheld; j++)
+	{
+		*sum += held[j].value;
+		*sum_lo += held[j].lo;
+		*sum_hi += held[j].hi;
+	}
+}
 
+/*
+ * Apply delta to a bounded key whose row mine (locked) lacks the share,
+ * taking headroom from every other row nobody holds right now (skip-locked),
+ * and trying again while the headroom needed sits in rows others hold: they
+ * commit within milliseconds.  No lock is ever waited for here, so two
+ * such adds cannot deadlock (each keeps the rows it got, which the next try
+ * finds already its own).  Returns false, changing nothing, when the rows'
+ * committed values show delta would cross a bound; raises 40001 when the
+ * headroom stays out of reach for ESCROW_PATIENCE_MS.
+ */
+#define ESCROW_PATIENCE_MS	100
+
+static bool
+escrow_add(Relation rel, Relation idx, CounterMeta *meta, text *key,
+		   int64 delta, SlotRow *mine, ItemPointerData *tids)
+{
+	SlotRow    *rows = palloc(sizeof(SlotRow) * (SLOT_SCAN_MAX + 1));
+	int			waited;
+
+	for (waited = 0;; waited++)
+	{
+		int			n = escrow_tids(rel, idx, meta, key, tids);
+		int			nrows = 1;
+		int			i;
+		int128		sum;
+		int128		sum_lo;
+		int128		sum_hi;
+
+		rows[0] = *mine;
 		for (i = 0; i < n; i++)
 		{
-			sum += rows[i].value;
-			sum_lo += rows[i].lo;
-			sum_hi += rows[i].hi;
+			if (ItemPointerEquals(&tids[i], &mine->tid))
+				continue;
+			if (slot_lock(rel, &tids[i], LockWaitSkip, &rows[nrows]) == TM_Ok)
+				nrows++;
 		}
+		if (escrow_split(rel, idx, meta, key, delta, rows, nrows))
+			return true;
+
+		escrow_committed(rel, tids, n, rows, nrows, &sum, &sum_lo, &sum_hi);
+		sum += delta;
 		if ((meta->has_min && sum < sum_lo) || (meta->has_max && sum > sum_hi))
 			return false;
-
-		rows[0].value = to_int64((int128) rows[0].value + delta);
-		for (i = 0; i < n; i++)
-		{
-			if (meta->has_min)
-				rows[i].lo = to_int64(rows[i].value - share(sum - sum_lo, n, i));
-			if (meta->has_max)
-				rows[i].hi = to_int64(rows[i].value + share(sum_hi - sum, n, i));
-			slot_write(rel, idx, meta->id, key, &rows[i]);
-		}
-		meta->last_slot = rows[0].slot;
-		pfree(rows);
-		return true;
+		if (waited >= ESCROW_PATIENCE_MS || IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not reserve headroom of counter \"%s\" key \"%s\" under concurrent adds",
+							meta->name, text_to_cstring(key)),
+					 errhint("Retry the transaction.")));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
 	}
+}
+
+/*
+ * Give this backend a row of its own, carved out of the locked row: half of
+ * that row's headroom moves to the new row (value 0), so the pair's lo and
+ * hi sums do not change.  This is how a bounded key's rows grow with its
+ * contention, each born with a share and without waiting for anyone.
+ */
+static void
+escrow_split_off(Relation rel, Relation idx, CounterMeta *meta, text *key,
+				 SlotRow *row)
+{
+	Datum		values[Natts_slots];
+	bool		nulls[Natts_slots];
+	HeapTuple	tup;
+	SlotRow		own;
+	int128		give_lo = meta->has_min ? ((int128) row->value - row->lo) / 2 : 0;
+	int128		give_hi = meta->has_max ? ((int128) row->hi - row->value) / 2 : 0;
+
+	own.slot = MyBackendId;
+	own.value = 0;
+	own.has_lo = meta->has_min;
+	own.lo = to_int64(-give_lo);
+	own.has_hi = meta->has_max;
+	own.hi = to_int64(give_hi);
+	own.touched = GetCurrentTransactionStartTimestamp();
+	row->lo = to_int64(row->lo + give_lo);
+	row->hi = to_int64(row->hi - give_hi);
+	CommandCounterIncrement();	/* the row was just written by this command */
+	slot_write(rel, idx, meta->id, key, row);
+
+	slot_form(values, nulls, meta->id, key, &own);
+	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
+	index_insert(idx, values, nulls, &tup->t_self, rel,
+				 UNIQUE_CHECK_YES, false, NULL);
+	heap_freetuple(tup);
+	meta->last_slot = MyBackendId;
+}
+
+/*
+ * The row of the key with the most headroom in delta's direction, as last
+ * committed (a guess, read without a lock); -1 when none has any.
+ */
+static int
+escrow_richest(Relation rel, ItemPointerData *tids, int n, int64 delta)
+{
+	int			best = -1;
+	int128		best_room = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		HeapTupleData tuple;
+		Buffer		buffer;
+		Datum		values[Natts_slots];
+		bool		nulls[Natts_slots];
+		int128		room;
+
+		tuple.t_self = tids[i];
+		if (!heap_fetch(rel, SnapshotAny, &tuple, &buffer, false))
+			continue;
+		heap_deform_tuple(&tuple, RelationGetDescr(rel), values, nulls);
+		ReleaseBuffer(buffer);
+		room = delta < 0 ?
+			(int128) DatumGetInt64(values[Anum_slots_value - 1]) -
+			(nulls[Anum_slots_lo - 1] ? 0 : DatumGetInt64(values[Anum_slots_lo - 1])) :
+			(int128) (nulls[Anum_slots_hi - 1] ? 0 : DatumGetInt64(values[Anum_slots_hi - 1])) -
+			DatumGetInt64(values[Anum_slots_value - 1]);
+		if (room > best_room)
+		{
+			best = i;
+			best_room = room;
+		}
+	}
+	return best;
 }
 
 /*
@@ -464,6 +637,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 	ScanKeyData keys[3];
 	ItemPointerData *tids;
 	SlotResult	result = SLOT_MOVED;
+	SlotRow		held;
 	bool		ok = true;
 	bool		bounded = meta->has_min || meta->has_max;
 	bool		xact_snapshot = IsolationUsesXactSnapshot();
@@ -481,6 +655,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		TransactionId inserting;
 		int			nall = 0;
 		int			nrows;
+		int			best;
 		int			i;
 
 		CHECK_FOR_INTERRUPTS();
@@ -491,7 +666,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		init_keys(keys, meta->id, key, true, meta->last_slot);
 		have_first = collect_tids(rel, idx, snapshot, keys, 3, &first, 1) == 1;
 		result = have_first ?
-			slot_try(rel, idx, &first, meta, key, delta, LockWaitSkip) : SLOT_BUSY;
+			slot_try(rel, idx, &first, meta, key, delta, LockWaitSkip, &held) : SLOT_BUSY;
 		if (result == SLOT_MOVED && xact_snapshot)
 			result = SLOT_BUSY;
 
@@ -506,10 +681,17 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 
 				if (!have_first || !ItemPointerEquals(tid, &first))
 				{
-					result = slot_try(rel, idx, tid, meta, key, delta, LockWaitSkip);
+					result = slot_try(rel, idx, tid, meta, key, delta, LockWaitSkip, &held);
 					if (result == SLOT_MOVED)
 						result = SLOT_BUSY;
 				}
+			}
+			/* a bounded key under contention: a row of our own, with a share */
+			if (result == SLOT_DONE && bounded && meta->last_slot != MyBackendId)
+			{
+				nrows = count_rows(rel, idx, meta, key, &have_own, &inserting);
+				if (!have_own && nrows < meta->nslots)
+					escrow_split_off(rel, idx, meta, key, &held);
 			}
 		}
 		UnregisterSnapshot(snapshot);
@@ -530,14 +712,31 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 			lock_first_row(meta, key);
 			nrows = count_rows(rel, idx, meta, key, &have_own, &inserting);
 		}
-		if (!have_own && nrows < meta->nslots)
+		if (!have_own && nrows < meta->nslots && (!bounded || nrows == 0))
 		{
-			/* a bounded key's new row starts at 0; the delta goes by escrow */
-			slot_insert(rel, idx, meta, key, bounded ? 0 : delta,
-						bounded && nrows == 0);
+			/* a bounded key's first row takes all the headroom */
+			ItemPointerData tid = slot_insert(rel, idx, meta, key,
+											  bounded ? 0 : delta, bounded);
+
+			result = SLOT_DONE;
 			if (bounded)
+			{
 				CommandCounterIncrement();
-			result = bounded ? SLOT_NO_SHARE : SLOT_DONE;
+				result = slot_try(rel, idx, &tid, meta, key, delta,
+								  LockWaitBlock, &held);
+			}
+		}
+		else if (bounded && nall > 0 && (best = escrow_richest(rel, tids, nall, delta)) >= 0)
+		{
+			/*
+			 * A bounded key whose rows are all held: wait for the one with
+			 * the most headroom (holding none of the key's rows, so no
+			 * deadlock), add there and split off a row of our own.
+			 */
+			result = slot_try(rel, idx, &tids[best], meta, key, delta,
+							  LockWaitBlock, &held);
+			if (result == SLOT_DONE && !have_own && nrows < meta->nslots)
+				escrow_split_off(rel, idx, meta, key, &held);
 		}
 		else if (TransactionIdIsValid(inserting))
 		{
@@ -547,7 +746,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		}
 		else if (nall > 0)
 			result = slot_try(rel, idx, &tids[MyBackendId % nall], meta, key,
-							  delta, LockWaitBlock);
+							  delta, LockWaitBlock, &held);
 		else
 			result = SLOT_MOVED;
 
@@ -556,7 +755,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 	}
 
 	if (result == SLOT_NO_SHARE)
-		ok = slot_rebalance(rel, idx, meta, key, delta, tids);
+		ok = escrow_add(rel, idx, meta, key, delta, &held, tids);
 
 	pfree(tids);
 	index_close(idx, RowExclusiveLock);
