@@ -65,7 +65,8 @@ value_slots_hot   | value_hot.sql c=hot_slots              | SELECT bench_counte
 value_events_hot  | value_hot.sql c=hot_events             | SELECT bench_counter('hot_events', 'events'); SELECT counter.add('hot_events', 'k') |
 top_slots_zipf    | top.sql c=zipf_slots                   | SELECT bench_counter('zipf_slots'); SELECT counter.add('zipf_slots', concat('k', i)) FROM generate_series(1, 10000) i |
 top_events_zipf   | top.sql c=zipf_events                  | SELECT bench_counter('zipf_events', 'events'); SELECT counter.add('zipf_events', concat('k', i)) FROM generate_series(1, 10000) i |
-add_many_100      | add_many.sql c=many                    | SELECT bench_counter('many') | SELECT bench_sum('many')
+add_many_100      | add_many.sql c=many                    | SELECT bench_counter('many', 'events') | SELECT bench_sum('many')
+add_many_100_buffered | add_many.sql c=many_buffered       | SELECT bench_counter('many_buffered', 'buffered') | SELECT bench_sum('many_buffered')
 bounded_pm1       | bounded_inc.sql@1 bounded_dec.sql@1 c=bounded | SELECT bench_counter('bounded', min => 0, fill => 1000000000) | SELECT counter.value('bounded', 'k')
 "
 # Run again with synchronous_commit = off, at the largest client count only,
@@ -281,7 +282,7 @@ run_workload() {
                 ((after - before != expected)) || exact=yes
             fi
         fi
-        [[ $name != add_many_100 ]] || note="increments/s=$(awk -v t="$tps" 'BEGIN { printf "%.0f", t * 100 }'); $note"
+        [[ $name != add_many_100* ]] || note="increments/s=$(awk -v t="$tps" 'BEGIN { printf "%.0f", t * 100 }'); $note"
         printf '### %s, %s clients (check before: %s, after: %s)\n%s\n\n' \
             "$label" "$clients" "${before:--}" "${after:--}" "$OUT" >>"$LOG"
     fi
@@ -600,7 +601,9 @@ targets() {
         target "value ($mode), hot key / PK SELECT" "$(ratio "$(tps_of "value_${mode}_hot" "$c")" "$pk")" 0.8
     done
     s=$(tps_of add_many_100 "$c")
-    target "add_many(100) increments/s" "$([[ -z $s ]] || awk -v t="$s" 'BEGIN { print t * 100 }')" 100000 " inc/s"
+    target "add_many(100), events mode, increments/s" "$([[ -z $s ]] || awk -v t="$s" 'BEGIN { print t * 100 }')" 100000 " inc/s"
+    s=$(tps_of add_many_100_buffered "$c")
+    target "add_many(100), buffered mode, increments/s (stretch 1M)" "$([[ -z $s ]] || awk -v t="$s" 'BEGIN { print t * 100 }')" 1000000 " inc/s"
     target "buffered add, hot key / SELECT 1" "$(ratio "$buffered" "$sel")" 0.8
     target "buffered add, hot key / Redis INCR appendfsync everysec" "$(ratio "$buffered" "$redis")" 1
     target "bounded add (+1/-1) / unbounded slots add, hot key" "$(ratio "$(tps_of bounded_pm1 "$c")" "$slots")" 0.5
