@@ -6,8 +6,8 @@
  * Compaction reports every (counter, key) it moved; those are collected
  * here, and flushed at most every counter.notify_interval by the worker (at
  * once by counter.compact()).  A flush sends, on channel counter_<name>, a
- * JSON array of {"counter", "key", "value"} objects in payloads of at most
- * ~7 kB; the value is the key's compacted total, read set-wise from totals
+ * JSON array of {"counter", "key", "value"} objects in payloads below
+ * NOTIFY's 8000 bytes; the value is the key's compacted total, read set-wise from totals
  * (cheap, where value() would walk the events just deleted).  Adds never
  * notify: every change reaches the feed through compaction, so a client
  * sees each changed key's latest value within naptime + notify_interval of
@@ -18,30 +18,30 @@
 #include "counter.h"
 
 #include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
 /* Flush before holding more keys than this. */
 #define FEED_MAX_KEYS	10000
+/* NOTIFY takes payloads shorter than 8000 bytes; an entry is at most ~6 kB */
+#define FEED_PAYLOAD_MAX	7900
 
 static MemoryContext feed_context = NULL;
 static Datum *feed_names = NULL;
 static Datum *feed_keys = NULL;
 static int	feed_count = 0;
 
+/* the JSON entry of each collected key, grouped by counter */
 static CounterStmt notify_stmt = {
 	"WITH u AS (SELECT DISTINCT u.n, u.k FROM unnest($1::text[], $2::text[]) AS u(n, k)"
-	"            WHERE EXISTS (SELECT 1 FROM counter.counters c WHERE c.name = u.n)),"
-	" j AS (SELECT u.n, json_build_object('counter', u.n, 'key', u.k, 'value',"
+	"            WHERE EXISTS (SELECT 1 FROM counter.counters c WHERE c.name = u.n))"
+	" SELECT u.n, json_build_object('counter', u.n, 'key', u.k, 'value',"
 	"               (SELECT sum(t.value) FROM counter.totals t"
-	"                 WHERE t.counter = u.n AND t.key = u.k))::text AS e"
-	"         FROM u),"
-	" c AS (SELECT j.n, j.e, (sum(octet_length(j.e) + 1)"
-	"                          OVER (PARTITION BY j.n ORDER BY j.e) / 7000)::int AS chunk"
-	"         FROM j)"
-	" SELECT pg_notify('counter_' || c.n, '[' || string_agg(c.e, ',' ORDER BY c.e) || ']')"
-	"   FROM c GROUP BY c.n, c.chunk",
+	"                 WHERE t.counter = u.n AND t.key = u.k))::text"
+	"   FROM u ORDER BY u.n, u.k",
 	2, {TEXTARRAYOID, TEXTARRAYOID}
 };
 
@@ -86,6 +86,9 @@ void
 CounterFeedFlush(void)
 {
 	Datum		values[2];
+	StringInfoData payload;
+	char		channel[NAMEDATALEN];
+	uint64		i;
 
 	if (feed_count == 0)
 		return;
@@ -97,5 +100,38 @@ CounterFeedFlush(void)
 	MemoryContextReset(feed_context);
 	feed_names = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
 	feed_keys = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
+	/* not read-only: it must see the totals this transaction just wrote */
 	CounterExec(&notify_stmt, values, NULL, false);
+
+	/* pack entries greedily into payloads that NOTIFY accepts */
+	initStringInfo(&payload);
+	for (i = 0; i <= SPI_processed; i++)
+	{
+		char	   *name = NULL;
+		char	   *entry = NULL;
+
+		if (i < SPI_processed)
+		{
+			name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			entry = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		}
+		if (payload.len > 0 &&
+			(name == NULL || strcmp(name, channel + strlen("counter_")) != 0 ||
+			 payload.len + strlen(entry) + 2 > FEED_PAYLOAD_MAX))
+		{
+			appendStringInfoChar(&payload, ']');
+			Async_Notify(channel, payload.data);
+			resetStringInfo(&payload);
+		}
+		if (name == NULL)
+			break;
+		if (payload.len == 0)
+		{
+			snprintf(channel, sizeof(channel), "counter_%s", name);
+			appendStringInfoChar(&payload, '[');
+		}
+		else
+			appendStringInfoChar(&payload, ',');
+		appendStringInfoString(&payload, entry);
+	}
 }
