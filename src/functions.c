@@ -45,6 +45,15 @@ PG_FUNCTION_INFO_V1(counter_compact);
 PG_FUNCTION_INFO_V1(counter_verify);
 PG_FUNCTION_INFO_V1(counter_can_read);
 
+/* Parameters ($1 id, $2 name, $3 this node) of statements on one counter. */
+static void
+counter_params(CounterMeta *meta, Datum *values)
+{
+	values[0] = Int32GetDatum(meta->id);
+	values[1] = CStringGetTextDatum(meta->name);
+	values[2] = Int32GetDatum(counter_node_id);
+}
+
 /* Fetch an int8 argument that must not be NULL (22004). */
 static int64
 arg_int8(FunctionCallInfo fcinfo, int argno, const char *what)
@@ -334,9 +343,7 @@ counter_drop(PG_FUNCTION_ARGS)
 	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_ADMIN);
 	Datum		values[3];
 
-	values[0] = Int32GetDatum(meta->id);
-	values[1] = CStringGetTextDatum(meta->name);
-	values[2] = Int32GetDatum(counter_node_id);
+	counter_params(meta, values);
 	/* a compaction in flight would re-add rows this statement cannot see */
 	CounterCompactLock(true);
 	SPI_connect();
@@ -978,9 +985,7 @@ counter_verify(PG_FUNCTION_ARGS)
 	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
 	Datum		values[3];
 
-	values[0] = Int32GetDatum(meta->id);
-	values[1] = CStringGetTextDatum(meta->name);
-	values[2] = Int32GetDatum(counter_node_id);
+	counter_params(meta, values);
 	return_rows(fcinfo, &verify_stmt, values, NULL);
 	return (Datum) 0;
 }
