@@ -41,7 +41,8 @@
  * as one.
  */
 #define FOLD_MOVED \
-	", sec AS (SELECT m.counter_id, m.key, date_trunc('second', m.at) AS at," \
+	", sec AS (SELECT m.counter_id, m.key," \
+	"                 date_bin('1 second', m.at, timestamptz '2000-01-01 00:00:00+00') AS at," \
 	"                 sum(m.delta)::int8 AS d, count(*) AS n" \
 	"            FROM moved m GROUP BY 1, 2, 3)" \
 	", agg AS (SELECT s.counter_id, s.key, sum(s.d)::int8 AS d, sum(s.n)::int8 AS n" \
