@@ -5,6 +5,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use CounterTest;
 use IPC::Run;
 use Time::HiRes qw(usleep);
 
@@ -15,18 +18,12 @@ my @counters    = ('c_slots', 'c_events');
 my %ledger_col  = (c_slots => 'ks', c_events => 'ke');
 my $db          = 'postgres';
 
-my $node = PostgreSQL::Test::Cluster->new('crash');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq(
-shared_preload_libraries = 'counter'
-counter.naptime = '50ms'
+my $node = counter_node('crash', qq(
 max_connections = 100
 fsync = on
 restart_after_crash = on
 log_statement = none
 ));
-$node->start;
 
 $node->safe_psql(
 	$db, q(

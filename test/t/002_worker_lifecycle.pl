@@ -5,16 +5,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use CounterTest;
 use Time::HiRes qw(usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('lifecycle');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq(
-shared_preload_libraries = 'counter'
-counter.naptime = '50ms'
-));
-$node->start;
+my $node = counter_node('lifecycle');
 
 # "db1:1,db2:1": the counter workers per database, as pg_stat_activity shows them
 my $workers_sql = q(

@@ -7,6 +7,9 @@ use Storable qw(dclone);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use CounterTest;
 
 my @ids  = (1, 2, 3);
 my @keys = map { "p$_" } 0 .. 4;
@@ -17,12 +20,8 @@ my %node;
 # and the two counters are created on each node with the same names.
 for my $id (@ids)
 {
-	my $n = PostgreSQL::Test::Cluster->new("n$id");
-	$n->init;
-	$n->append_conf('postgresql.conf', qq(
-shared_preload_libraries = 'counter'
+	my $n = counter_node("n$id", qq(
 counter.node_id = $id
-counter.naptime = '50ms'
 wal_level = logical
 max_worker_processes = 16
 max_replication_slots = 10
@@ -30,7 +29,6 @@ max_wal_senders = 10
 max_logical_replication_workers = 8
 wal_retrieve_retry_interval = '500ms'
 ));
-	$n->start;
 	$n->safe_psql('postgres', q(
 		CREATE EXTENSION counter;
 		SELECT counter.create('likes');

@@ -5,22 +5,19 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use CounterTest;
 use IPC::Run;
 use Time::HiRes qw(usleep);
 
 my $db = 'postgres';
 
-my $node = PostgreSQL::Test::Cluster->new('idem');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq(
-shared_preload_libraries = 'counter'
-counter.naptime = '50ms'
+my $node = counter_node('idem', qq(
 max_connections = 60
 fsync = on
 restart_after_crash = on
 ));
-$node->start;
 my $basedir = $node->basedir;
 
 $node->safe_psql(

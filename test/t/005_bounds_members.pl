@@ -5,20 +5,17 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use CounterTest;
 use IPC::Run;
 
 my $db       = 'postgres';
 my $duration = 10;    # seconds of the like/unlike run
 
-my $node = PostgreSQL::Test::Cluster->new('bounds');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq(
-shared_preload_libraries = 'counter'
-counter.naptime = '50ms'
+my $node = counter_node('bounds', qq(
 max_connections = 100
 ));
-$node->start;
 my $basedir = $node->basedir;
 
 $node->safe_psql(

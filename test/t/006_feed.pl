@@ -5,22 +5,19 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use CounterTest;
 use IPC::Run;
 use JSON::PP;
 use Time::HiRes qw(usleep time);
 
 my $db = 'postgres';
 
-my $node = PostgreSQL::Test::Cluster->new('feed');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq(
-shared_preload_libraries = 'counter'
-counter.naptime = '50ms'
+my $node = counter_node('feed', qq(
 counter.notify_interval = '200ms'
 max_connections = 40
 ));
-$node->start;
 my $basedir = $node->basedir;
 
 $node->safe_psql(

@@ -4,16 +4,14 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use CounterTest;
 
-my $node = PostgreSQL::Test::Cluster->new('buffered');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'counter'
-counter.naptime = '50ms'
+my $node = counter_node('buffered', qq(
 counter.flush_interval = '100ms'
 fsync = on
-});
-$node->start;
+));
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION counter;
 	SELECT counter.create('views', mode => 'buffered');

@@ -4,15 +4,14 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use CounterTest;
 
-my $node = PostgreSQL::Test::Cluster->new('exact');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'counter'
+my $node = counter_node('exact', qq(
 counter.naptime = '100ms'
 max_connections = 50
-});
-$node->start;
+));
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION counter;
 	CREATE TABLE ledger (mode text, d int);
