@@ -152,7 +152,9 @@ CounterGetRels(void)
 
 	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(rels.schema));
 	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for namespace %u", rels.schema);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg_internal("cache lookup failed for namespace %u", rels.schema)));
 	rels.owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
 	ReleaseSysCache(tup);
 
@@ -521,8 +523,10 @@ CounterExec(CounterStmt *stmt, Datum *values, const char *nulls, bool read_only)
 		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
 
 		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-				 stmt->sql, SPI_result_code_string(SPI_result));
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg_internal("SPI_prepare failed for \"%s\": %s",
+									 stmt->sql, SPI_result_code_string(SPI_result))));
 		SPI_keepplan(plan);
 		stmt->plan = plan;
 	}
@@ -531,6 +535,8 @@ CounterExec(CounterStmt *stmt, Datum *values, const char *nulls, bool read_only)
 	CounterRestoreUser(save_userid, save_sec_context);
 	PopOverrideSearchPath();
 	if (ret < 0)
-		elog(ERROR, "internal statement failed: %s", SPI_result_code_string(ret));
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg_internal("internal statement failed: %s", SPI_result_code_string(ret))));
 	return ret;
 }

@@ -199,7 +199,9 @@ slot_lock(Relation rel, ItemPointer tid, LockWaitPolicy policy, SlotRow *row)
 	}
 	ReleaseBuffer(buffer);
 	if (result == TM_SelfModified || result == TM_Invisible)
-		elog(ERROR, "slot row modified by the current command");
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg_internal("slot row modified by the current command")));
 	return result;
 }
 
