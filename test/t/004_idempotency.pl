@@ -207,7 +207,9 @@ sub start_drivers
 		foreach my $n (grep { $_ % $sessions == $s } @ns)
 		{
 			my ($c, $k, $d, $i) = request($round, $n);
-			$text .= "SELECT counter.add('$c', '$k', $d, '$i');\n\\echo ack $n\n";
+			# paced, so that the load outlasts the wait for a third of it
+			# to commit even on an idle machine, and the crash lands mid-load
+			$text .= "SELECT counter.add('$c', '$k', $d, '$i');\n\\echo ack $n\nSELECT pg_sleep(0.002);\n";
 		}
 		PostgreSQL::Test::Utils::append_to_file($script, $text);
 		push @h,
