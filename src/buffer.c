@@ -152,6 +152,43 @@ partition_lock(uint32 hashcode)
 	return &buffer_locks[hashcode % BUFFER_PARTITIONS].lock;
 }
 
+/* Take every partition lock, in order, to read the whole hash stably. */
+static void
+lock_all_partitions(LWLockMode mode)
+{
+	int			i;
+
+	for (i = 0; i < BUFFER_PARTITIONS; i++)
+		LWLockAcquire(&buffer_locks[i].lock, mode);
+}
+
+/* Undo lock_all_partitions. */
+static void
+unlock_all_partitions(void)
+{
+	int			i;
+
+	for (i = 0; i < BUFFER_PARTITIONS; i++)
+		LWLockRelease(&buffer_locks[i].lock);
+}
+
+/* This transaction's adds to the entry bk, not yet applied (commit does). */
+static int64
+own_pending(BufferKey *bk)
+{
+	int64		sum = 0;
+	ListCell   *lc;
+
+	foreach(lc, pending)
+	{
+		PendingAdd *p = lfirst(lc);
+
+		if (memcmp(&p->key, bk, sizeof(BufferKey)) == 0)
+			sum += p->delta;
+	}
+	return sum;
+}
+
 /* The key's flushed amount F in snapshot (0 without a row). */
 static int64
 read_flushed(CounterMeta *meta, text *key, Snapshot snapshot)
@@ -325,21 +362,14 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
 	uint32		hashcode;
 	LWLock	   *lock;
 	BufferEntry *e;
-	int128		sum = 0;
+	int128		sum;
 	bool		have = false;
-	ListCell   *lc;
 
 	if (buffer_hash == NULL || !OidIsValid(CounterGetRels()->flushed) ||
 		!make_key(&bk, meta, key))
 		return 0;
 
-	foreach(lc, pending)
-	{
-		PendingAdd *p = lfirst(lc);
-
-		if (memcmp(&p->key, &bk, sizeof(BufferKey)) == 0)
-			sum += p->delta;
-	}
+	sum = own_pending(&bk);
 
 	hashcode = get_hash_value(buffer_hash, &bk);
 	lock = partition_lock(hashcode);
@@ -396,8 +426,7 @@ CounterBufferTake(Datum *values)
 	taken_amounts = palloc(sizeof(int64) * max);
 
 	/* entries are added and removed only under their partition lock */
-	for (i = 0; i < BUFFER_PARTITIONS; i++)
-		LWLockAcquire(&buffer_locks[i].lock, LW_SHARED);
+	lock_all_partitions(LW_SHARED);
 	hash_seq_init(&status, buffer_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
@@ -421,8 +450,7 @@ CounterBufferTake(Datum *values)
 		amounts[n] = Int64GetDatum(taken_amounts[n]);
 		n++;
 	}
-	for (i = 0; i < BUFFER_PARTITIONS; i++)
-		LWLockRelease(&buffer_locks[i].lock);
+	unlock_all_partitions();
 	taken_count = n;
 
 	values[0] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
@@ -484,12 +512,10 @@ CounterBufferUnflushed(CounterMeta *meta)
 	HASH_SEQ_STATUS status;
 	BufferEntry *e;
 	int64		sum = 0;
-	int			i;
 
 	if (buffer_hash == NULL)
 		return 0;
-	for (i = 0; i < BUFFER_PARTITIONS; i++)
-		LWLockAcquire(&buffer_locks[i].lock, LW_SHARED);
+	lock_all_partitions(LW_SHARED);
 	hash_seq_init(&status, buffer_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
@@ -497,8 +523,7 @@ CounterBufferUnflushed(CounterMeta *meta)
 			e->key.created == meta->created)
 			sum += e->base + (int64) pg_atomic_read_u64(&e->added) - e->shadow;
 	}
-	for (i = 0; i < BUFFER_PARTITIONS; i++)
-		LWLockRelease(&buffer_locks[i].lock);
+	unlock_all_partitions();
 	return sum;
 }
 
@@ -514,38 +539,27 @@ counter_buffered(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HASH_SEQ_STATUS status;
 	BufferEntry *e;
-	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (buffer_hash == NULL)
 		return (Datum) 0;
-	for (i = 0; i < BUFFER_PARTITIONS; i++)
-		LWLockAcquire(&buffer_locks[i].lock, LW_SHARED);
+	lock_all_partitions(LW_SHARED);
 	hash_seq_init(&status, buffer_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
 		Datum		values[2];
 		bool		nulls[2] = {false, false};
 		int64		sum;
-		ListCell   *lc;
 
 		if (e->key.dboid != MyDatabaseId || e->key.counter_id != meta->id ||
 			e->key.created != meta->created)
 			continue;
-		sum = e->base + (int64) pg_atomic_read_u64(&e->added);
-		foreach(lc, pending)
-		{
-			PendingAdd *p = lfirst(lc);
-
-			if (memcmp(&p->key, &e->key, sizeof(BufferKey)) == 0)
-				sum += p->delta;
-		}
+		sum = e->base + (int64) pg_atomic_read_u64(&e->added) + own_pending(&e->key);
 		values[0] = PointerGetDatum(cstring_to_text_with_len(e->key.key, e->key.keylen));
 		values[1] = Int64GetDatum(sum);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	for (i = 0; i < BUFFER_PARTITIONS; i++)
-		LWLockRelease(&buffer_locks[i].lock);
+	unlock_all_partitions();
 	return (Datum) 0;
 }
 

@@ -167,6 +167,42 @@ slot_form(Datum *values, bool *nulls, int32 id, text *key, SlotRow *row)
 	values[Anum_slots_pad - 1] = PointerGetDatum(slot_pad);
 }
 
+/* Read a slot row's tuple (pinned by the caller) into row. */
+static void
+slot_read(Relation rel, HeapTuple tuple, SlotRow *row)
+{
+	Datum		values[Natts_slots];
+	bool		nulls[Natts_slots];
+
+	heap_deform_tuple(tuple, RelationGetDescr(rel), values, nulls);
+	row->tid = tuple->t_self;
+	row->slot = DatumGetInt32(values[Anum_slots_slot - 1]);
+	row->value = DatumGetInt64(values[Anum_slots_value - 1]);
+	row->has_lo = !nulls[Anum_slots_lo - 1];
+	row->lo = row->has_lo ? DatumGetInt64(values[Anum_slots_lo - 1]) : 0;
+	row->has_hi = !nulls[Anum_slots_hi - 1];
+	row->hi = row->has_hi ? DatumGetInt64(values[Anum_slots_hi - 1]) : 0;
+	row->touched = DatumGetTimestampTz(values[Anum_slots_touched - 1]);
+}
+
+/*
+ * Read the slot row version at tid without a lock (as last written: a
+ * guess about a row someone else may be changing).  False if it is gone.
+ */
+static bool
+slot_peek(Relation rel, ItemPointer tid, SlotRow *row)
+{
+	HeapTupleData tuple;
+	Buffer		buffer;
+
+	tuple.t_self = *tid;
+	if (!heap_fetch(rel, SnapshotAny, &tuple, &buffer, false))
+		return false;
+	slot_read(rel, &tuple, row);
+	ReleaseBuffer(buffer);
+	return true;
+}
+
 /*
  * Lock the slot row at tid in its newest version and read it.  TM_Ok, or
  * TM_WouldBlock (held, with LockWaitSkip), or TM_Updated / TM_Deleted.
@@ -178,25 +214,13 @@ slot_lock(Relation rel, ItemPointer tid, LockWaitPolicy policy, SlotRow *row)
 	Buffer		buffer;
 	TM_FailureData tmfd;
 	TM_Result	result;
-	Datum		values[Natts_slots];
-	bool		nulls[Natts_slots];
 
 	tuple.t_self = *tid;
 	result = heap_lock_tuple(rel, &tuple, GetCurrentCommandId(true),
 							 LockTupleNoKeyExclusive, policy, false,
 							 &buffer, &tmfd);
 	if (result == TM_Ok)
-	{
-		heap_deform_tuple(&tuple, RelationGetDescr(rel), values, nulls);
-		row->tid = *tid;
-		row->slot = DatumGetInt32(values[Anum_slots_slot - 1]);
-		row->value = DatumGetInt64(values[Anum_slots_value - 1]);
-		row->has_lo = !nulls[Anum_slots_lo - 1];
-		row->lo = row->has_lo ? DatumGetInt64(values[Anum_slots_lo - 1]) : 0;
-		row->has_hi = !nulls[Anum_slots_hi - 1];
-		row->hi = row->has_hi ? DatumGetInt64(values[Anum_slots_hi - 1]) : 0;
-		row->touched = DatumGetTimestampTz(values[Anum_slots_touched - 1]);
-	}
+		slot_read(rel, &tuple, row);
 	ReleaseBuffer(buffer);
 	if (result == TM_SelfModified || result == TM_Invisible)
 		ereport(ERROR,
@@ -235,46 +259,53 @@ to_int64(int128 v)
 	return (int64) v;
 }
 
-/*
- * Insert this backend's own slot row for (counter, key) holding value; return
- * its TID.  In a bounded counter, the first row of a key holds all the
- * headroom (the bounds less the key's compacted value); later rows start
- * with none.
- */
+/* Insert row as this backend's own slot row of (counter, key); its TID. */
 static ItemPointerData
-slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
-			int64 value, bool first)
+slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
+				SlotRow *row)
 {
-	ItemPointerData tid;
 	Datum		values[Natts_slots];
 	bool		nulls[Natts_slots];
 	HeapTuple	tup;
-	SlotRow		row;
-	int64		base = 0;
 
-	if (first)
-	{
-		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-
-		base = CounterReadValue(meta, key, snapshot);
-		UnregisterSnapshot(snapshot);
-	}
-	row.slot = MyBackendId;
-	row.value = value;
-	row.has_lo = meta->has_min;
-	row.lo = first ? to_int64((int128) meta->min - base) : 0;
-	row.has_hi = meta->has_max;
-	row.hi = first ? to_int64((int128) meta->max - base) : 0;
-	row.touched = GetCurrentTransactionStartTimestamp();
-	slot_form(values, nulls, meta->id, key, &row);
+	row->slot = MyBackendId;
+	row->has_lo = meta->has_min;
+	row->has_hi = meta->has_max;
+	row->touched = GetCurrentTransactionStartTimestamp();
+	slot_form(values, nulls, meta->id, key, row);
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
 	index_insert(idx, values, nulls, &tup->t_self, rel,
 				 UNIQUE_CHECK_YES, false, NULL);
-	tid = tup->t_self;
+	row->tid = tup->t_self;
 	heap_freetuple(tup);
 	meta->last_slot = MyBackendId;
-	return tid;
+	return row->tid;
+}
+
+/*
+ * Insert this backend's own slot row for (counter, key) holding value; return
+ * its TID.  A bounded key's row inserted here is its first: it holds all
+ * the headroom (the bounds less the key's compacted value).
+ */
+static ItemPointerData
+slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
+			int64 value)
+{
+	SlotRow		row;
+
+	row.value = value;
+	row.lo = row.hi = 0;
+	if (meta->has_min || meta->has_max)
+	{
+		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+		int64		base = CounterReadValue(meta, key, snapshot);
+
+		UnregisterSnapshot(snapshot);
+		row.lo = to_int64((int128) meta->min - base);
+		row.hi = to_int64((int128) meta->max - base);
+	}
+	return slot_insert_row(rel, idx, meta, key, &row);
 }
 
 /*
@@ -401,24 +432,16 @@ escrow_committed(Relation rel, ItemPointerData *tids, int n, SlotRow *held,
 	*sum = *sum_lo = *sum_hi = 0;
 	for (i = 0; i < n; i++)
 	{
-		HeapTupleData tuple;
-		Buffer		buffer;
-		Datum		values[Natts_slots];
-		bool		nulls[Natts_slots];
+		SlotRow		row;
 		bool		mine = false;
 
 		for (j = 0; j < nheld && !mine; j++)
 			mine = ItemPointerEquals(&tids[i], &held[j].tid);
-		if (mine)
+		if (mine || !slot_peek(rel, &tids[i], &row))
 			continue;
-		tuple.t_self = tids[i];
-		if (!heap_fetch(rel, SnapshotAny, &tuple, &buffer, false))
-			continue;
-		heap_deform_tuple(&tuple, RelationGetDescr(rel), values, nulls);
-		ReleaseBuffer(buffer);
-		*sum += DatumGetInt64(values[Anum_slots_value - 1]);
-		*sum_lo += nulls[Anum_slots_lo - 1] ? 0 : DatumGetInt64(values[Anum_slots_lo - 1]);
-		*sum_hi += nulls[Anum_slots_hi - 1] ? 0 : DatumGetInt64(values[Anum_slots_hi - 1]);
+		*sum += row.value;
+		*sum_lo += row.lo;
+		*sum_hi += row.hi;
 	}
 	for (j = 0; j < nheld; j++)
 	{
@@ -494,32 +517,18 @@ static void
 escrow_split_off(Relation rel, Relation idx, CounterMeta *meta, text *key,
 				 SlotRow *row)
 {
-	Datum		values[Natts_slots];
-	bool		nulls[Natts_slots];
-	HeapTuple	tup;
 	SlotRow		own;
 	int128		give_lo = meta->has_min ? ((int128) row->value - row->lo) / 2 : 0;
 	int128		give_hi = meta->has_max ? ((int128) row->hi - row->value) / 2 : 0;
 
-	own.slot = MyBackendId;
 	own.value = 0;
-	own.has_lo = meta->has_min;
 	own.lo = to_int64(-give_lo);
-	own.has_hi = meta->has_max;
 	own.hi = to_int64(give_hi);
-	own.touched = GetCurrentTransactionStartTimestamp();
 	row->lo = to_int64(row->lo + give_lo);
 	row->hi = to_int64(row->hi - give_hi);
 	CommandCounterIncrement();	/* the row was just written by this command */
 	slot_write(rel, idx, meta->id, key, row);
-
-	slot_form(values, nulls, meta->id, key, &own);
-	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
-	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
-	index_insert(idx, values, nulls, &tup->t_self, rel,
-				 UNIQUE_CHECK_YES, false, NULL);
-	heap_freetuple(tup);
-	meta->last_slot = MyBackendId;
+	slot_insert_row(rel, idx, meta, key, &own);
 }
 
 /*
@@ -535,22 +544,12 @@ escrow_richest(Relation rel, ItemPointerData *tids, int n, int64 delta)
 
 	for (i = 0; i < n; i++)
 	{
-		HeapTupleData tuple;
-		Buffer		buffer;
-		Datum		values[Natts_slots];
-		bool		nulls[Natts_slots];
+		SlotRow		row;
 		int128		room;
 
-		tuple.t_self = tids[i];
-		if (!heap_fetch(rel, SnapshotAny, &tuple, &buffer, false))
+		if (!slot_peek(rel, &tids[i], &row))
 			continue;
-		heap_deform_tuple(&tuple, RelationGetDescr(rel), values, nulls);
-		ReleaseBuffer(buffer);
-		room = delta < 0 ?
-			(int128) DatumGetInt64(values[Anum_slots_value - 1]) -
-			(nulls[Anum_slots_lo - 1] ? 0 : DatumGetInt64(values[Anum_slots_lo - 1])) :
-			(int128) (nulls[Anum_slots_hi - 1] ? 0 : DatumGetInt64(values[Anum_slots_hi - 1])) -
-			DatumGetInt64(values[Anum_slots_value - 1]);
+		room = delta < 0 ? (int128) row.value - row.lo : (int128) row.hi - row.value;
 		if (room > best_room)
 		{
 			best = i;
@@ -718,7 +717,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		{
 			/* a bounded key's first row takes all the headroom */
 			ItemPointerData tid = slot_insert(rel, idx, meta, key,
-											  bounded ? 0 : delta, bounded);
+											  bounded ? 0 : delta);
 
 			result = SLOT_DONE;
 			if (bounded)
