@@ -170,7 +170,8 @@ CounterGetRels(void)
 	rels.flushed_pkey = InvalidOid;
 	rels.members = InvalidOid;
 	rels.valid = true;
-	return CounterGetRels();
+	lookup_v11_rels();
+	return &rels;
 }
 
 /*
