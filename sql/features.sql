@@ -76,7 +76,7 @@ SELECT counter.add_many('views', ARRAY['a', 'z'], ARRAY[10, -3]);
 SELECT counter.add_many('views', '{}');
 SELECT * FROM counter.values('views', ARRAY['a', 'b', 'c', 'z']);
 -- one event row per distinct key and call
-SELECT count(*) FROM counter.events e JOIN counter.counters c ON c.id = e.counter_id
+SELECT count(*) FROM counter.pending_events e JOIN counter.counters c ON c.id = e.counter_id
  WHERE c.name = 'views';
 SELECT counter.add_many('views', ARRAY['a', 'b'], ARRAY[1]);
 \echo :LAST_ERROR_SQLSTATE

@@ -121,7 +121,7 @@ counter_relid(const char *relname)
 	return relid;
 }
 
-static void lookup_v11_rels(void);
+static void lookup_update_rels(void);
 
 /* Return the cached OIDs of our relations, filling the cache if needed. */
 CounterRels *
@@ -131,7 +131,7 @@ CounterGetRels(void)
 
 	if (rels.valid)
 	{
-		lookup_v11_rels();
+		lookup_update_rels();
 		return &rels;
 	}
 
@@ -162,30 +162,41 @@ CounterGetRels(void)
 	rels.grants = counter_relid("grants");
 	rels.slots = counter_relid("slots");
 	rels.slots_pkey = counter_relid("slots_pkey");
-	rels.events = counter_relid("events");
-	rels.events_key = counter_relid("events_key");
+	rels.events[0] = counter_relid("events");
+	rels.events_key[0] = counter_relid("events_key");
 	rels.totals = counter_relid("totals");
 	rels.totals_pkey = counter_relid("totals_pkey");
 	rels.flushed = InvalidOid;
 	rels.flushed_pkey = InvalidOid;
 	rels.members = InvalidOid;
+	rels.events[1] = InvalidOid;
+	rels.events_key[1] = InvalidOid;
+	rels.event_tables = InvalidOid;
 	rels.valid = true;
-	lookup_v11_rels();
+	lookup_update_rels();
 	return &rels;
 }
 
 /*
- * Relations of version 1.1, absent until ALTER EXTENSION counter UPDATE: looked
- * up again while absent, so an update is seen at once.
+ * Relations of versions 1.1 and 1.2, absent until ALTER EXTENSION counter
+ * UPDATE: looked up again while absent, so an update is seen at once.
  */
 static void
-lookup_v11_rels(void)
+lookup_update_rels(void)
 {
 	if (!OidIsValid(rels.flushed))
 	{
 		rels.flushed = get_relname_relid("flushed", rels.schema);
 		rels.flushed_pkey = get_relname_relid("flushed_pkey", rels.schema);
 		rels.members = get_relname_relid("members", rels.schema);
+	}
+	if (!OidIsValid(rels.event_tables))
+	{
+		rels.events[1] = get_relname_relid("events_1", rels.schema);
+		rels.events_key[1] = get_relname_relid("events_1_key", rels.schema);
+		rels.event_tables = get_relname_relid("event_tables", rels.schema);
+		if (!OidIsValid(rels.event_tables))
+			rels.events[1] = InvalidOid;
 	}
 }
 

@@ -5,15 +5,17 @@
  *	  exactly once.
  *
  * Exactly-once rests on MVCC alone.  One statement deletes the events
- * visible to its snapshot (DELETE ... RETURNING) and folds exactly those rows
- * into rollups and totals; the slot statement zeroes the slot rows it could
- * lock (SKIP LOCKED: an add holding a row keeps it) and folds exactly the
- * values it zeroed.  Events and slot values of transactions still in flight
- * are invisible or locked, so they stay for a later batch: no watermark, no
- * waiting for writers.  Each batch commits in one transaction with its
- * deletions, so a crash leaves all of it or none.  One compactor runs per
- * database at a time (an advisory lock), whether it is the worker or a call
- * of counter.compact().
+ * visible to its snapshot (DELETE ... RETURNING) and folds exactly those
+ * rows into rollups and totals; or, for a whole events table no add writes
+ * any more, folds all its rows and marks the table folded (events.c).  The
+ * slot statement zeroes the slot rows it could lock (SKIP LOCKED: an add
+ * holding a row keeps it) and folds exactly the values it zeroed.  Events
+ * and slot values of transactions still in flight are invisible or locked,
+ * so they stay for a later batch: no watermark, no waiting for writers
+ * (but for the rotation's short wait for the old table's adds).  Each batch
+ * commits in one transaction with its deletions, so a crash leaves all of
+ * it or none.  One compactor runs per database at a time (an advisory
+ * lock), whether it is the worker or a call of counter.compact().
  *
  * Readers add totals, slots and events in one snapshot, which sees a batch
  * either wholly before or wholly after its commit.
@@ -26,6 +28,7 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 /* advisory lock (two int4 keys) taken by every compaction of a database */
 #define COMPACT_LOCK_KEY1		0x636f756e	/* "coun" */
@@ -65,14 +68,36 @@
 /*
  * $1 batch size (unused: all visible events go in one batch), $2 node id,
  * $3 counter id or 0 for all.  A plain delete of everything visible is the
- * cheapest: no row list to build, one pass over the heap.
+ * cheapest row-by-row way: no row list to build, one pass over the heap.
  */
-static CounterStmt events_stmt = {
-"WITH moved AS ("
-"   DELETE FROM counter.events e WHERE $3 = 0 OR e.counter_id = $3"
-"   RETURNING e.counter_id, e.key, e.delta, e.at)"
-FOLD_MOVED,
-3, {INT4OID, INT4OID, INT4OID}
+#define EVENTS_DELETE(TABLE) \
+{ \
+"WITH moved AS (" \
+"   DELETE FROM " TABLE " e WHERE $3 = 0 OR e.counter_id = $3" \
+"   RETURNING e.counter_id, e.key, e.delta, e.at)" \
+FOLD_MOVED, \
+3, {INT4OID, INT4OID, INT4OID} \
+}
+
+/*
+ * The same for a whole events table no add writes any more (events.c),
+ * every counter's rows: fold them all and mark the table folded, with no
+ * row deleted.
+ */
+#define EVENTS_FOLD(TABLE, TAB) \
+{ \
+"WITH f AS (UPDATE counter.event_tables SET folded = pg_current_xact_id() WHERE tab = " TAB ")," \
+" moved AS (SELECT e.counter_id, e.key, e.delta, e.at FROM " TABLE " e)" \
+FOLD_MOVED, \
+3, {INT4OID, INT4OID, INT4OID} \
+}
+
+static CounterStmt events_delete_stmt[2] = {
+	EVENTS_DELETE("counter.events"), EVENTS_DELETE("counter.events_1")
+};
+
+static CounterStmt events_fold_stmt[2] = {
+	EVENTS_FOLD("counter.events", "0"), EVENTS_FOLD("counter.events_1", "1")
 };
 
 static CounterStmt slots_stmt = {
@@ -174,6 +199,44 @@ run(CounterStmt *stmt, Datum *values)
 }
 
 /*
+ * Every visible event: rotate the events tables when the current one is
+ * due (events.c) and fold the old one whole, then delete and fold the
+ * visible rows of each table still live.  Returns the events moved.
+ */
+static int64
+compact_events(Datum *values)
+{
+	int			folded = CounterEventsSync();
+	int			old = CounterEventsRotate(folded);
+	int			ntables = OidIsValid(CounterGetRels()->events[1]) ? 2 : 1;
+	int64		n = 0;
+	int			t;
+
+	if (old >= 0)
+	{
+		int			nest = NewGUCNestLevel();
+
+		/*
+		 * The whole table, whatever its statistics (it was empty when last
+		 * analyzed, or never): a sequential scan and hash aggregation.
+		 */
+		set_config_option("enable_indexscan", "off", PGC_USERSET, PGC_S_SESSION,
+						  GUC_ACTION_SAVE, true, 0, false);
+		set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+						  GUC_ACTION_SAVE, true, 0, false);
+		set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+						  GUC_ACTION_SAVE, true, 0, false);
+		n += run(&events_fold_stmt[old], values);
+		AtEOXact_GUC(true, nest);
+		folded |= 1 << old;
+	}
+	for (t = 0; t < ntables; t++)
+		if ((folded & (1 << t)) == 0)
+			n += run(&events_delete_stmt[t], values);
+	return n;
+}
+
+/*
  * One batch, in the caller's transaction (which holds the compaction lock):
  * every visible event and up to batch_size slot rows, with flush every
  * buffered entry of the database; with maintenance, also
@@ -193,7 +256,7 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
 	values[2] = Int32GetDatum(counter_id);
 
 	SPI_connect();
-	moved->events += run(&events_stmt, values);
+	moved->events += compact_events(values);
 	slots = run(&slots_stmt, values);
 	moved->slot_rows += slots;
 	if (flush && CounterBufferTake(values) > 0)

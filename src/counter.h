@@ -30,6 +30,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/relcache.h"
@@ -94,8 +95,9 @@ typedef struct CounterRels
 	Oid			grants;
 	Oid			slots;
 	Oid			slots_pkey;
-	Oid			events;
-	Oid			events_key;
+	Oid			events[2];		/* events tables 0 and 1; [1] InvalidOid */
+	Oid			events_key[2];	/* before version 1.2 */
+	Oid			event_tables;
 	Oid			totals;
 	Oid			totals_pkey;
 	Oid			flushed;		/* InvalidOid before version 1.1 */
@@ -125,6 +127,7 @@ extern int	counter_idempotency_window;
 extern int	counter_notify_interval;
 extern int	counter_buffered_keys;
 extern int	counter_flush_interval;
+extern int	counter_rotate_size;
 extern void CounterGucInit(void);
 
 /* catalog.c */
@@ -142,6 +145,13 @@ extern void CounterSwitchToOwner(Oid *save_userid, int *save_sec_context);
 extern void CounterRestoreUser(Oid save_userid, int save_sec_context);
 extern int	CounterExec(CounterStmt *stmt, Datum *values, const char *nulls,
 						bool read_only);
+
+/* events.c */
+extern int	CounterEventsTableForAdd(CounterRels *r);
+extern int	CounterEventsLive(CounterRels *r, Snapshot snapshot);
+extern int	CounterEventsSync(void);
+extern int	CounterEventsRotate(int folded);
+extern bool CounterEventsTruncate(void);
 
 /* storage.c */
 extern bool CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta);
@@ -204,6 +214,14 @@ typedef struct CounterDbWorker
 
 #define COUNTER_MAX_DATABASES	64
 
+/* which events table adds write, per database (events.c) */
+typedef struct CounterEventsState
+{
+	Oid			dboid;
+	Oid			incarnation;	/* counter.events_1 when set up */
+	pg_atomic_uint32 bits;
+} CounterEventsState;
+
 typedef struct CounterShared
 {
 	LWLock	   *lock;
@@ -211,6 +229,7 @@ typedef struct CounterShared
 	Latch	   *launcher_latch;
 	bool		rescan;
 	CounterDbWorker dbs[COUNTER_MAX_DATABASES];
+	CounterEventsState events[COUNTER_MAX_DATABASES];
 } CounterShared;
 
 extern CounterShared *counter_shared;

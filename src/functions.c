@@ -322,15 +322,21 @@ counter_alter(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-static CounterStmt drop_stmt = {
-	"WITH s AS (DELETE FROM counter.slots WHERE counter_id = $1),"
-	" e AS (DELETE FROM counter.events WHERE counter_id = $1),"
-	" r AS (DELETE FROM counter.rollups WHERE counter_id = $1),"
-	" i AS (DELETE FROM counter.idempotency WHERE counter_id = $1),"
-	/* peers' rows stay: they are their nodes' shares, replicated here */
-	" t AS (DELETE FROM counter.totals WHERE counter = $2 AND node = $3)"
-	" DELETE FROM counter.counters WHERE id = $1",
-	3, {INT4OID, TEXTOID, INT4OID}
+#define DROP_SQL(EVENTS_1) \
+	"WITH s AS (DELETE FROM counter.slots WHERE counter_id = $1)," \
+	" e AS (DELETE FROM counter.events WHERE counter_id = $1)," \
+	EVENTS_1 \
+	" r AS (DELETE FROM counter.rollups WHERE counter_id = $1)," \
+	" i AS (DELETE FROM counter.idempotency WHERE counter_id = $1)," \
+	/* peers' rows stay: they are their nodes' shares, replicated here */ \
+	" t AS (DELETE FROM counter.totals WHERE counter = $2 AND node = $3)" \
+	" DELETE FROM counter.counters WHERE id = $1"
+
+/* [0] before version 1.2, [1] with the second events table */
+static CounterStmt drop_stmt[2] = {
+	{DROP_SQL(""), 3, {INT4OID, TEXTOID, INT4OID}},
+	{DROP_SQL(" e1 AS (DELETE FROM counter.events_1 WHERE counter_id = $1),"),
+	3, {INT4OID, TEXTOID, INT4OID}}
 };
 
 /*
@@ -347,7 +353,7 @@ counter_drop(PG_FUNCTION_ARGS)
 	/* a compaction in flight would re-add rows this statement cannot see */
 	CounterCompactLock(true);
 	SPI_connect();
-	CounterExec(&drop_stmt, values, NULL, false);
+	CounterExec(&drop_stmt[OidIsValid(CounterGetRels()->event_tables)], values, NULL, false);
 	SPI_finish();
 	CounterInvalidate();
 	PG_RETURN_VOID();
@@ -826,10 +832,10 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
  * nodes' rows present a key's total is a sum of rows, and every key is a
  * candidate.
  */
-#define TOP_SQL(BUFFERED) \
+#define TOP_SQL(EVENTS, BUFFERED) \
 	"WITH p AS (" \
 	"   SELECT x.key, sum(x.d) AS d FROM (" \
-	"     SELECT key, delta AS d FROM counter.events WHERE counter_id = $1" \
+	"     SELECT key, delta AS d FROM " EVENTS " WHERE counter_id = $1" \
 	"     UNION ALL SELECT key, value FROM counter.slots" \
 	"                WHERE counter_id = $1 AND value <> 0" \
 	BUFFERED \
@@ -847,17 +853,19 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 	"                       WHERE t.counter = $2 AND t.key = c.key) t ON true" \
 	"  ORDER BY value DESC, c.key LIMIT $3"
 
-static CounterStmt top_stmt = {
-	TOP_SQL(""),
-	4, {INT4OID, TEXTOID, INT4OID, INT4OID}
-};
+#define TOP_BUFFERED \
+	"     UNION ALL SELECT b.key, b.pending - coalesce(f.flushed, 0)" \
+	"       FROM counter._buffered($2) b" \
+	"       LEFT JOIN counter.flushed f ON f.counter_id = $1 AND f.key = b.key"
 
-/* version 1.1: buffered adds in shared memory are pending too */
-static CounterStmt top_buffered_stmt = {
-	TOP_SQL("     UNION ALL SELECT b.key, b.pending - coalesce(f.flushed, 0)"
-			"       FROM counter._buffered($2) b"
-			"       LEFT JOIN counter.flushed f ON f.counter_id = $1 AND f.key = b.key"),
-	4, {INT4OID, TEXTOID, INT4OID, INT4OID}
+/*
+ * By version: 1.0; 1.1 (buffered adds in shared memory are pending too);
+ * 1.2 (two events tables, only the live ones pending).
+ */
+static CounterStmt top_stmt[3] = {
+	{TOP_SQL("counter.events", ""), 4, {INT4OID, TEXTOID, INT4OID, INT4OID}},
+	{TOP_SQL("counter.events", TOP_BUFFERED), 4, {INT4OID, TEXTOID, INT4OID, INT4OID}},
+	{TOP_SQL("counter.pending_events", TOP_BUFFERED), 4, {INT4OID, TEXTOID, INT4OID, INT4OID}}
 };
 
 /* counter.top(name, k): the k keys of highest value, exactly. */
@@ -866,6 +874,7 @@ counter_top(PG_FUNCTION_ARGS)
 {
 	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
 	Datum		values[4];
+	CounterRels *r;
 
 	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) < 0)
 		ereport(ERROR,
@@ -875,8 +884,9 @@ counter_top(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(meta->name);
 	values[2] = PG_GETARG_DATUM(1);
 	values[3] = Int32GetDatum(counter_node_id);
-	return_rows(fcinfo, OidIsValid(CounterGetRels()->flushed) ?
-				&top_buffered_stmt : &top_stmt, values, NULL);
+	r = CounterGetRels();
+	return_rows(fcinfo, &top_stmt[OidIsValid(r->event_tables) ? 2 :
+								  OidIsValid(r->flushed) ? 1 : 0], values, NULL);
 	return (Datum) 0;
 }
 
@@ -885,22 +895,28 @@ counter_top(PG_FUNCTION_ARGS)
  * their own (event time) bucket, plus slot deltas not yet collected in the
  * current bucket (slot adds are bucketed when the worker collects them).
  */
-static CounterStmt series_stmt = {
-	"WITH o AS (SELECT timestamptz '2000-01-01 00:00:00+00' AS origin),"
-	" lo AS (SELECT date_bin($5, $3, o.origin) AS b FROM o)"
-	" SELECT s.b, sum(s.v)::int8 FROM ("
-	"   SELECT bucket AS b, value AS v FROM counter.rollups"
-	"    WHERE counter_id = $1 AND key = $2 AND granularity = $5"
-	"      AND bucket >= (SELECT b FROM lo) AND bucket < $4"
-	"   UNION ALL"
-	"   SELECT date_bin($5, e.at, o.origin), e.delta FROM counter.events e, o"
-	"    WHERE e.counter_id = $1 AND e.key = $2"
-	"   UNION ALL"
-	"   SELECT date_bin($5, now(), o.origin), s.value FROM counter.slots s, o"
-	"    WHERE s.counter_id = $1 AND s.key = $2) s"
-	" WHERE s.b >= (SELECT b FROM lo) AND s.b < $4"
-	" GROUP BY s.b HAVING sum(s.v) <> 0 ORDER BY s.b",
-	5, {INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID}
+#define SERIES_SQL(EVENTS) \
+	"WITH o AS (SELECT timestamptz '2000-01-01 00:00:00+00' AS origin)," \
+	" lo AS (SELECT date_bin($5, $3, o.origin) AS b FROM o)" \
+	" SELECT s.b, sum(s.v)::int8 FROM (" \
+	"   SELECT bucket AS b, value AS v FROM counter.rollups" \
+	"    WHERE counter_id = $1 AND key = $2 AND granularity = $5" \
+	"      AND bucket >= (SELECT b FROM lo) AND bucket < $4" \
+	"   UNION ALL" \
+	"   SELECT date_bin($5, e.at, o.origin), e.delta FROM " EVENTS " e, o" \
+	"    WHERE e.counter_id = $1 AND e.key = $2" \
+	"   UNION ALL" \
+	"   SELECT date_bin($5, now(), o.origin), s.value FROM counter.slots s, o" \
+	"    WHERE s.counter_id = $1 AND s.key = $2) s" \
+	" WHERE s.b >= (SELECT b FROM lo) AND s.b < $4" \
+	" GROUP BY s.b HAVING sum(s.v) <> 0 ORDER BY s.b"
+
+/* [0] before version 1.2, [1] with two events tables */
+static CounterStmt series_stmt[2] = {
+	{SERIES_SQL("counter.events"), 5,
+	{INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID}},
+	{SERIES_SQL("counter.pending_events"), 5,
+	{INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID}}
 };
 
 static CounterStmt has_granularity_stmt = {
@@ -943,7 +959,8 @@ counter_series(PG_FUNCTION_ARGS)
 						DatumGetCString(DirectFunctionCall1(interval_out, values[4]))),
 				 errhint("Add it with counter.alter('%s', rollups => ...).", meta->name)));
 
-	return_rows(fcinfo, &series_stmt, values, NULL);
+	return_rows(fcinfo, &series_stmt[OidIsValid(CounterGetRels()->event_tables)],
+				values, NULL);
 	return (Datum) 0;
 }
 

@@ -19,6 +19,7 @@ int			counter_idempotency_window = 86400;
 int			counter_notify_interval = 1000;
 int			counter_buffered_keys = 10000;
 int			counter_flush_interval = 1000;
+int			counter_rotate_size = 1024;
 
 /* Define every counter.* parameter; called once from _PG_init. */
 void
@@ -105,6 +106,15 @@ CounterGucInit(void)
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.rotate_size",
+							"Size of the current events table from which compaction switches adds to the other table and folds the full one whole, instead of deleting its rows one by one.",
+							"0 rotates at every compaction that finds events; -1 never rotates.",
+							&counter_rotate_size,
+							1024, -1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("counter");

@@ -1,11 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  Shared state of the counter extension: the launcher's latch and one
- *	  status entry per database worker, read by counter.worker_status().
+ *	  Shared state of the counter extension: the launcher's latch, one
+ *	  status entry per database worker, read by counter.worker_status(),
+ *	  and which events table adds write in each database.
  *
  * Everything here is protected by the "counter" LWLock tranche's single
- * lock, except launcher_latch, which is set once by the launcher.
+ * lock, except launcher_latch, which is set once by the launcher, and the
+ * events tables' state bits (events.c), written under the lock but read
+ * without it.
  *
  *-------------------------------------------------------------------------
  */
@@ -44,8 +47,12 @@ counter_shmem_startup(void)
 	counter_shared = ShmemInitStruct("counter", sizeof(CounterShared), &found);
 	if (!found)
 	{
+		int			i;
+
 		memset(counter_shared, 0, sizeof(CounterShared));
 		counter_shared->lock = &(GetNamedLWLockTranche("counter"))->lock;
+		for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+			pg_atomic_init_u32(&counter_shared->events[i].bits, 0);
 	}
 	CounterBufferShmemInit();
 	LWLockRelease(AddinShmemInitLock);

@@ -16,11 +16,13 @@
  * version, so an add works the same under every isolation level: an add is
  * blind (it never depends on the value it reads).
  *
- * Events.  One heap_insert and one index insertion, no lock on any row.
+ * Events.  One heap_insert and one index insertion into the current events
+ * table (events.c), no lock on any row.
  *
- * Reads.  totals + slots + events, each scanned through its index with the
- * one snapshot the caller passes, + what buffered adds hold in shared memory
- * beyond what that snapshot sees flushed (buffer.c).
+ * Reads.  totals + slots + the events tables live in the snapshot, each
+ * scanned through its index with the one snapshot the caller passes, + what
+ * buffered adds hold in shared memory beyond what that snapshot sees flushed
+ * (buffer.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -775,9 +777,11 @@ CounterEventsInsert(CounterMeta *meta, text *key, int64 delta,
 	Datum		values[Natts_events];
 	bool		nulls[Natts_events] = {false, false, false, false};
 	HeapTuple	tup;
+	int			t = CounterEventsTableForAdd(r);
 
-	rel = table_open(r->events, RowExclusiveLock);
-	idx = index_open(r->events_key, RowExclusiveLock);
+	/* locked until commit: a rotation waits for this add before folding */
+	rel = table_open(r->events[t], NoLock);
+	idx = index_open(r->events_key[t], RowExclusiveLock);
 
 	values[Anum_events_counter_id - 1] = Int32GetDatum(meta->id);
 	values[Anum_events_key - 1] = PointerGetDatum(key);
@@ -790,7 +794,7 @@ CounterEventsInsert(CounterMeta *meta, text *key, int64 delta,
 	heap_freetuple(tup);
 
 	index_close(idx, RowExclusiveLock);
-	table_close(rel, RowExclusiveLock);
+	table_close(rel, NoLock);
 }
 
 /* Sum column attnum (int8) over the rows of relid that match keys. */
@@ -828,6 +832,8 @@ CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot)
 	CounterRels *r = CounterGetRels();
 	ScanKeyData keys[3];
 	int128		sum;
+	int			live;
+	int			t;
 
 	/* totals: keyed by counter name */
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
@@ -840,7 +846,11 @@ CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot)
 
 	init_keys(keys, meta->id, key, false, 0);
 	sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot);
-	sum += sum_rows(r->events, r->events_key, keys, 2, Anum_events_delta, snapshot);
+	live = CounterEventsLive(r, snapshot);
+	for (t = 0; t < 2; t++)
+		if (live & (1 << t))
+			sum += sum_rows(r->events[t], r->events_key[t], keys, 2,
+							Anum_events_delta, snapshot);
 	sum += CounterBufferPending(meta, key, snapshot);
 
 	if (sum > PG_INT64_MAX || sum < PG_INT64_MIN)

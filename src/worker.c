@@ -348,6 +348,14 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 
 	PG_TRY();
 	{
+		if (CounterCompactLock(false) && CounterEventsTruncate())
+		{
+			/* adds may write the emptied table once this has committed */
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+		}
 		if (CounterCompactLock(false))
 			full = CounterCompactBatch(0, maintenance, flush, &moved);
 		if (notify)

@@ -120,7 +120,7 @@ SELECT k, counter.value('$c', k),
 SELECT count(*) FROM (
 	SELECT key FROM counter.totals
 	UNION SELECT key FROM counter.slots
-	UNION SELECT key FROM counter.events) s
+	UNION SELECT key FROM counter.pending_events) s
  WHERE key NOT IN ('k0', 'k1', 'k2', 'k3'))),
 		'0',
 		"round $round $when: no stray keys");
@@ -153,7 +153,7 @@ SELECT c.oid::regclass
  ORDER BY 1::text));
 	my @indexes = split /\n/, $indexes;
 	foreach my $expected (
-		qw(counter.slots_pkey counter.events_key counter.totals_pkey
+		qw(counter.slots_pkey counter.events_key counter.events_1_key counter.totals_pkey
 		counter.totals_top counter.rollups_pkey counter.idempotency_pkey
 		ledger_pkey))
 	{
@@ -304,7 +304,7 @@ for my $round (1 .. $rounds)
 	note "round $round: counter.compact() moved $moved";
 	is( $node->safe_psql(
 			$db,
-			'SELECT (SELECT count(*) FROM counter.events) || \' \' ||'
+			'SELECT (SELECT count(*) FROM counter.pending_events) || \' \' ||'
 			  . ' (SELECT count(*) FROM counter.slots WHERE value <> 0)'),
 		'0 0',
 		"round $round: compact() left no pending events and no non-zero slot");

@@ -119,7 +119,7 @@ SELECT counter.add('ev', 'k' || (g % 3), g) FROM generate_series(1, 100) g;
 SELECT counter.add('ev', 'k0', -7);
 ));
 ok( $node->poll_query_until(
-		'db1', 'SELECT count(*) FROM counter.events', '0'),
+		'db1', 'SELECT count(*) FROM counter.pending_events', '0'),
 	'the worker compacts events by itself');
 # sum of g in 1..100 by g % 3: k0 = 1683, k1 = 1717, k2 = 1650; k0 also -7
 is( $node->safe_psql(
@@ -192,7 +192,7 @@ $node->safe_psql('db1', "SELECT counter.add('ev', 'k9', 42)");
 usleep(1_000_000);
 is( $node->safe_psql(
 		'db1',
-		"SELECT count(*) || ' ' || counter.value('ev', 'k9') FROM counter.events"),
+		"SELECT count(*) || ' ' || counter.value('ev', 'k9') FROM counter.pending_events"),
 	'1 42',
 	'with worker_enabled = off the event stays pending (1 s, 20 naptimes), value exact');
 is(worker_pid('db1'), $pid1b, 'the disabled worker stays connected');
@@ -200,7 +200,7 @@ is(worker_pid('db1'), $pid1b, 'the disabled worker stays connected');
 $node->append_conf('postgresql.conf', 'counter.worker_enabled = on');
 $node->reload;
 ok( $node->poll_query_until(
-		'db1', 'SELECT count(*) FROM counter.events', '0'),
+		'db1', 'SELECT count(*) FROM counter.pending_events', '0'),
 	'worker_enabled = on again: the pending event is compacted');
 is($node->safe_psql('db1', "SELECT counter.value('ev', 'k9')"),
 	'42', 'value exact after compaction');
@@ -219,14 +219,14 @@ $node->safe_psql('db1', "SELECT counter.add('ev', 'k8', 5)");
 usleep(1_000_000);
 is( $node->safe_psql(
 		'db1',
-		"SELECT count(*) || ' ' || counter.value('ev', 'k8') FROM counter.events"),
+		"SELECT count(*) || ' ' || counter.value('ev', 'k8') FROM counter.pending_events"),
 	'1 5',
 	'with naptime = 1h the worker sleeps: the event stays pending, value exact');
 $node->append_conf('postgresql.conf',
 	"counter.naptime = '50ms'\ncounter.flush_interval = '1s'");
 $node->reload;
 ok( $node->poll_query_until(
-		'db1', 'SELECT count(*) FROM counter.events', '0'),
+		'db1', 'SELECT count(*) FROM counter.pending_events', '0'),
 	'naptime back to 50ms: the event is compacted');
 is(worker_pid('db1'), $pid1b, 'the db1 worker survived the reloads (same pid)');
 is(worker_pid('db2'), $pid2,  'the db2 worker survived the reloads (same pid)');
@@ -279,7 +279,7 @@ is( $node->safe_psql(
 	'values survived the postmaster kill');
 $node->safe_psql('db1', "SELECT counter.add('ev', 'k7', 3)");
 ok( $node->poll_query_until(
-		'db1', 'SELECT count(*) FROM counter.events', '0'),
+		'db1', 'SELECT count(*) FROM counter.pending_events', '0'),
 	'the new worker compacts');
 
 # --- DROP DATABASE of a database with a running worker -------------------------

@@ -356,7 +356,7 @@ for my $id (@ids)
 	ok( !$node{$id}->log_contains(qr/duplicate key value violates unique constraint "totals_pkey"/),
 		"n$id: no replication conflict on totals in the log");
 	is( $node{$id}->safe_psql('postgres',
-			"SELECT count(*) FROM counter.events"), '0',
+			"SELECT count(*) FROM counter.pending_events"), '0',
 		"n$id: no events left after compaction");
 }
 

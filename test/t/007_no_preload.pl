@@ -36,12 +36,12 @@ is($node->safe_psql('postgres', q{SELECT sum(value) FROM counter.values('s', ARR
 is($node->safe_psql('postgres', q{SELECT counter.value('e', 'k')}), '200', 'events mode is exact before compaction');
 is($node->safe_psql('postgres', q{SELECT counter.value('b', 'k')}), '300',
 	'buffered adds without shared memory are stored and exact');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM counter.events e JOIN counter.counters c ON c.id = e.counter_id WHERE c.name = 'b'}),
+is($node->safe_psql('postgres', q{SELECT count(*) FROM counter.pending_events e JOIN counter.counters c ON c.id = e.counter_id WHERE c.name = 'b'}),
 	'100', 'buffered adds fell back to event rows');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM counter.worker_status()'), '0', 'no worker');
 
 ok($node->safe_psql('postgres', 'SELECT counter.compact()') >= 200, 'counter.compact() compacts');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM counter.events'), '0', 'no event left');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM counter.pending_events'), '0', 'no event left');
 is($node->safe_psql('postgres', q{SELECT counter.value('e', 'k') || ',' || counter.value('b', 'k')}),
 	'200,300', 'values unchanged by compaction');
 is($node->safe_psql('postgres', q{SELECT string_agg(drifted_keys::text, ',') FROM counter.verify('e')}),

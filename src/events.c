@@ -1,0 +1,395 @@
+/*-------------------------------------------------------------------------
+ *
+ * events.c
+ *	  The two events tables (version 1.2): which one an add writes, which
+ *	  ones a snapshot reads, and their rotation.
+ *
+ * Adds append to the "current" table, counter.events (table 0) or
+ * counter.events_1 (table 1).  Compaction either deletes the visible rows
+ * of a table row by row (compact.c), or, once the current table has grown
+ * past counter.rotate_size, rotates: it makes the other table current,
+ * takes a ShareLock on the old one (which waits for every add still
+ * writing it: adds hold their RowExclusiveLock to commit), folds the whole
+ * table into totals and rollups, and records in counter.event_tables, in
+ * the same transaction, that the table is folded.  No row is deleted.
+ *
+ * A reader whose snapshot sees the fold committed skips the folded table
+ * (its rows are in totals); one that does not reads it and sees totals
+ * without the fold.  Once every snapshot sees the fold (the fold's
+ * transaction precedes the xmin horizon), TRUNCATE empties the table and
+ * marks it live again, in one transaction; adds go to it again only after
+ * that has committed.
+ *
+ * Shared memory holds, per database, the current table and a "folding" bit
+ * per table, set before a fold starts and cleared once the table is
+ * truncated again.  A table without the bit is live in every snapshot that
+ * can still read it, so readers consult counter.event_tables only while a
+ * bit is set.  An add locks the current table and checks that it is still
+ * current: a rotation changes the current table before its ShareLock, so an
+ * add that holds its lock on the current table is always seen by the fold.
+ * Shared memory is rebuilt from counter.event_tables after a restart; the
+ * compactor rebuilds it at every round (it alone folds and truncates, under
+ * the compaction lock).  Without shared memory there is no rotation, and an
+ * add reads counter.event_tables itself.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "counter.h"
+
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "storage/lmgr.h"
+#include "storage/procarray.h"
+#include "utils/fmgrprotos.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/xid8.h"
+
+PG_FUNCTION_INFO_V1(counter_event_table_live);
+
+/* bits of CounterEventsState.bits */
+#define EV_VALID			0x01	/* set up for this incarnation */
+#define EV_CURRENT1			0x02	/* table 1 is current (else table 0) */
+#define EV_FOLDING(t)		(0x04 << (t))	/* table t folded or being folded */
+#define EV_FOLDING_ANY		(EV_FOLDING(0) | EV_FOLDING(1))
+#define EV_CURRENT(bits)	(((bits) & EV_CURRENT1) ? 1 : 0)
+
+/* the two tables */
+#define EV_ALL				0x03
+
+/* how long a rotation waits for the adds still writing the old table */
+#define ROTATE_WAIT_MS		1000
+
+/*
+ * Our database's shared entry, or NULL (no shared memory, or every entry
+ * taken).  The pointer is kept, and checked against MyDatabaseId at each
+ * use: an entry is given to another database only once ours is dropped.
+ */
+static CounterEventsState *
+my_entry(void)
+{
+	static CounterEventsState *entry = NULL;
+	CounterEventsState *free_entry = NULL;
+	int			i;
+
+	if (counter_shared == NULL)
+		return NULL;
+	if (entry != NULL && entry->dboid == MyDatabaseId)
+		return entry;
+
+	entry = NULL;
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < COUNTER_MAX_DATABASES && entry == NULL; i++)
+	{
+		CounterEventsState *e = &counter_shared->events[i];
+
+		if (e->dboid == MyDatabaseId)
+			entry = e;
+		else if (free_entry == NULL &&
+				 (e->dboid == InvalidOid ||
+				  !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(e->dboid))))
+			free_entry = e;
+	}
+	if (entry == NULL && free_entry != NULL)
+	{
+		entry = free_entry;
+		pg_atomic_write_u32(&entry->bits, 0);
+		entry->dboid = MyDatabaseId;
+	}
+	LWLockRelease(counter_shared->lock);
+	return entry;
+}
+
+/* The bits of our entry when set up for this incarnation of the tables; else 0. */
+static uint32
+state_bits(CounterRels *r)
+{
+	CounterEventsState *e = my_entry();
+	uint32		bits;
+
+	if (e == NULL)
+		return 0;
+	pg_memory_barrier();
+	bits = pg_atomic_read_u32(&e->bits);
+	pg_read_barrier();
+	if ((bits & EV_VALID) == 0 || e->incarnation != r->events[1])
+		return 0;
+	return bits;
+}
+
+/*
+ * The folded tables (bit t for table t) of counter.event_tables as seen by
+ * snapshot; each folding transaction into xids[t] when xids is given.
+ */
+static int
+folded_in(CounterRels *r, Snapshot snapshot, TransactionId *xids)
+{
+	Relation	rel = table_open(r->event_tables, AccessShareLock);
+	TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+	HeapTuple	tup;
+	int			folded = 0;
+
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		int32		tab = DatumGetInt32(heap_getattr(tup, 1, RelationGetDescr(rel), &isnull));
+		Datum		xid = heap_getattr(tup, 2, RelationGetDescr(rel), &isnull);
+
+		if (isnull || tab < 0 || tab > 1)
+			continue;
+		folded |= 1 << tab;
+		if (xids != NULL)
+			xids[tab] = XidFromFullTransactionId(DatumGetFullTransactionId(xid));
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return folded;
+}
+
+/*
+ * Set our entry up from the committed state of counter.event_tables:
+ * folding bits as recorded, the current table kept unless it is folded.
+ * Caller holds counter_shared->lock exclusively and either the compaction
+ * lock or an entry not set up (then no fold can be running).
+ */
+static uint32
+sync_entry(CounterEventsState *e, CounterRels *r)
+{
+	uint32		bits = state_bits(r);
+	int			folded = folded_in(r, GetLatestSnapshot(), NULL);
+	int			cur = EV_CURRENT(bits);
+
+	if (folded == EV_ALL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("both events tables of extension \"counter\" are marked folded"),
+				 errhint("Update counter.event_tables to mark the table that is not counted in totals live.")));
+	if (folded & (1 << cur))
+		cur = 1 - cur;
+	bits = EV_VALID | (cur ? EV_CURRENT1 : 0) |
+		((folded & 1) ? EV_FOLDING(0) : 0) | ((folded & 2) ? EV_FOLDING(1) : 0);
+	e->incarnation = r->events[1];
+	pg_write_barrier();
+	pg_atomic_write_u32(&e->bits, bits);
+	return bits;
+}
+
+/*
+ * Lock the events table an add must write, for the rest of the
+ * transaction, and return its number.
+ */
+int
+CounterEventsTableForAdd(CounterRels *r)
+{
+	CounterEventsState *e;
+
+	if (!OidIsValid(r->events[1]))
+		return 0;				/* before version 1.2: one table */
+
+	for (;;)
+	{
+		uint32		bits = state_bits(r);
+		int			t;
+
+		if (bits == 0 && (e = my_entry()) != NULL)
+		{
+			LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+			if (state_bits(r) == 0)
+				sync_entry(e, r);
+			LWLockRelease(counter_shared->lock);
+			continue;
+		}
+		if (bits == 0)
+		{
+			/*
+			 * No shared entry, so no rotation: a table not folded in the
+			 * latest state once we hold its lock stays unfolded until we
+			 * commit (a fold would need a ShareLock).
+			 */
+			t = (folded_in(r, GetLatestSnapshot(), NULL) & 1) ? 1 : 0;
+			LockRelationOid(r->events[t], RowExclusiveLock);
+			if ((folded_in(r, GetLatestSnapshot(), NULL) & (1 << t)) == 0)
+				return t;
+			UnlockRelationOid(r->events[t], RowExclusiveLock);
+			continue;
+		}
+
+		t = EV_CURRENT(bits);
+		if (!ConditionalLockRelationOid(r->events[t], RowExclusiveLock))
+		{
+			/* a rotation may have just switched tables: then take the new one */
+			if (EV_CURRENT(state_bits(r)) != t)
+				continue;
+			LockRelationOid(r->events[t], RowExclusiveLock);
+		}
+		if (EV_CURRENT(state_bits(r)) == t)
+			return t;
+		UnlockRelationOid(r->events[t], RowExclusiveLock);
+	}
+}
+
+/* The events tables live in snapshot: bit t for table t. */
+int
+CounterEventsLive(CounterRels *r, Snapshot snapshot)
+{
+	uint32		bits;
+
+	if (!OidIsValid(r->events[1]))
+		return 1;
+	bits = state_bits(r);
+	if (bits != 0 && (bits & EV_FOLDING_ANY) == 0)
+		return EV_ALL;
+	return EV_ALL & ~folded_in(r, snapshot, NULL);
+}
+
+/* counter._event_table_live(tab): is events table tab live in the current snapshot? */
+Datum
+counter_event_table_live(PG_FUNCTION_ARGS)
+{
+	int32		tab = PG_GETARG_INT32(0);
+
+	if (tab < 0 || tab > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events table number must be 0 or 1")));
+	PG_RETURN_BOOL((CounterEventsLive(CounterGetRels(), GetActiveSnapshot()) & (1 << tab)) != 0);
+}
+
+/*
+ * At the start of a compaction (the caller holds the compaction lock):
+ * bring shared memory in line with counter.event_tables and return the
+ * folded tables, as committed.
+ */
+int
+CounterEventsSync(void)
+{
+	CounterRels *r = CounterGetRels();
+	CounterEventsState *e;
+
+	if (!OidIsValid(r->events[1]))
+		return 0;
+	if ((e = my_entry()) != NULL)
+	{
+		LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+		sync_entry(e, r);
+		LWLockRelease(counter_shared->lock);
+	}
+	return folded_in(r, GetLatestSnapshot(), NULL);
+}
+
+/* Set or clear the folding bit of table t, and make table cur current. */
+static void
+set_bits(CounterEventsState *e, int cur, int t, bool folding)
+{
+	uint32		bits;
+
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	bits = pg_atomic_read_u32(&e->bits) & ~(EV_CURRENT1 | EV_FOLDING(t));
+	bits |= (cur ? EV_CURRENT1 : 0) | (folding ? EV_FOLDING(t) : 0);
+	pg_atomic_write_u32(&e->bits, bits);
+	LWLockRelease(counter_shared->lock);
+}
+
+/*
+ * Rotate if due (caller holds the compaction lock, folded as returned by
+ * CounterEventsSync): switch adds to the other table and wait until no add
+ * writes the old one any more.  Returns the old table, now only readable,
+ * which the caller must fold whole in this transaction; or -1.
+ */
+int
+CounterEventsRotate(int folded)
+{
+	CounterRels *r = CounterGetRels();
+	CounterEventsState *e = my_entry();
+	uint32		bits;
+	Relation	rel;
+	int64		size_kb;
+	int			old;
+	int			waited;
+
+	/* a fold must read every row committed before it: a fresh snapshot */
+	if (!OidIsValid(r->events[1]) || e == NULL || counter_rotate_size < 0 ||
+		IsolationUsesXactSnapshot() || folded != 0)
+		return -1;
+	bits = state_bits(r);
+	if (bits == 0)
+		return -1;
+	old = EV_CURRENT(bits);
+	rel = table_open(r->events[old], AccessShareLock);
+	size_kb = (int64) RelationGetNumberOfBlocks(rel) * (BLCKSZ / 1024);
+	table_close(rel, AccessShareLock);
+	if (size_kb < Max(counter_rotate_size, 1))
+		return -1;
+
+	set_bits(e, 1 - old, old, true);
+	for (waited = 0; !ConditionalLockRelationOid(r->events[old], ShareLock); waited++)
+	{
+		if (waited >= ROTATE_WAIT_MS)
+		{
+			/* an add holds on (a prepared transaction?): delete row by row */
+			set_bits(e, 1 - old, old, false);
+			return -1;
+		}
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(1000L);
+	}
+	return old;
+}
+
+/*
+ * Empty the folded tables whose fold every snapshot sees (caller holds the
+ * compaction lock), and mark them live.  The caller must commit before it
+ * compacts again: adds may go to such a table only once that is committed
+ * (the next CounterEventsSync).  A table still read by someone is left for
+ * a later round.  Returns whether a table was emptied.
+ */
+bool
+CounterEventsTruncate(void)
+{
+	static CounterStmt truncate_stmt[2] = {
+		{"TRUNCATE counter.events", 0},
+		{"TRUNCATE counter.events_1", 0}
+	};
+	static CounterStmt live_stmt = {
+		"UPDATE counter.event_tables SET folded = NULL WHERE tab = $1",
+		1, {INT4OID}
+	};
+	CounterRels *r = CounterGetRels();
+	TransactionId xids[2];
+	TransactionId horizon;
+	Relation	rel;
+	int			folded;
+	int			t;
+	bool		emptied = false;
+
+	if (!OidIsValid(r->events[1]))
+		return false;
+	folded = folded_in(r, GetLatestSnapshot(), xids);
+	if (folded == 0)
+		return false;
+	rel = table_open(r->event_tables, AccessShareLock);
+	horizon = GetOldestNonRemovableTransactionId(rel);
+	table_close(rel, AccessShareLock);
+
+	for (t = 0; t < 2; t++)
+	{
+		Datum		tab = Int32GetDatum(t);
+
+		if ((folded & (1 << t)) == 0 || !TransactionIdPrecedes(xids[t], horizon) ||
+			!ConditionalLockRelationOid(r->events[t], AccessExclusiveLock))
+			continue;
+		SPI_connect();
+		CounterExec(&truncate_stmt[t], NULL, NULL, false);
+		CounterExec(&live_stmt, &tab, NULL, false);
+		SPI_finish();
+		emptied = true;
+	}
+	return emptied;
+}
