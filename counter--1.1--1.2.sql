@@ -20,7 +20,6 @@ CREATE TABLE counter.events_1 (
 		autovacuum_vacuum_insert_threshold = 100000);
 CREATE INDEX events_1_key ON counter.events_1 (counter_id, key);
 REVOKE ALL ON counter.events_1 FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('counter.events_1', '');
 
 -- State of each events table.  folded is the transaction that folded the
 -- table's rows into totals: a reader whose snapshot sees it committed skips
@@ -31,13 +30,19 @@ CREATE TABLE counter.event_tables (
 );
 INSERT INTO counter.event_tables VALUES (0, NULL), (1, NULL);
 REVOKE ALL ON counter.event_tables FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('counter.event_tables', '');
 
 -- Is events table tab live (not folded) in the current snapshot?
 CREATE FUNCTION counter._event_table_live(tab int4)
 RETURNS bool
 AS 'MODULE_PATHNAME', 'counter_event_table_live'
 LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+-- pg_dump carries only the rows of live tables, consistent with totals in
+-- its snapshot: a restored database starts with both tables live.
+SELECT pg_catalog.pg_extension_config_dump('counter.events',
+										   'WHERE counter._event_table_live(0)');
+SELECT pg_catalog.pg_extension_config_dump('counter.events_1',
+										   'WHERE counter._event_table_live(1)');
 
 -- Events not compacted yet: the rows of the live events tables.  Each
 -- branch is skipped whole (a one-time filter) when its table is folded.

@@ -1,4 +1,4 @@
-# Proves that every acknowledged counter.add is counted exactly once across crashes (worker SIGKILL, backend SIGKILL, immediate stop) under concurrent load, in slots and events mode, and that indexes and heaps stay intact.
+# Proves that every acknowledged counter.add is counted exactly once across crashes (worker SIGKILL, backend SIGKILL, immediate stop) under concurrent load, in slots and events mode, with the events tables rotating at every compaction in odd rounds, and that indexes and heaps stay intact.
 use strict;
 use warnings;
 
@@ -178,10 +178,26 @@ SELECT c.oid::regclass, v.*
 	is("$ret|$out|$err", '0||', "round $round: verify_heapam clean on every table");
 }
 
+# The events tables' file numbers: TRUNCATE of a folded table changes one.
+sub events_filenodes
+{
+	return $node->safe_psql($db,
+		"SELECT pg_relation_filenode('counter.events') || ' ' || pg_relation_filenode('counter.events_1')"
+	);
+}
+
 my $total_acked = 0;
+my $truncating_rounds = 0;
 for my $round (1 .. $rounds)
 {
 	my $kind   = $kinds[ ($round - 1) % 3 ];
+
+	# odd rounds rotate the events tables at every compaction, even rounds
+	# only past the default 1MB: each crash kind meets both
+	my $rotate = $round % 2 ? '0' : '1MB';
+	$node->safe_psql($db, "ALTER SYSTEM SET counter.rotate_size = '$rotate'");
+	$node->reload;
+	my $filenodes = events_filenodes();
 	my $prefix = "$basedir/pgbench_log_r$round";
 	my ($out, $err) = ('', '');
 	my $log_offset = -s $node->logfile;
@@ -312,6 +328,11 @@ for my $round (1 .. $rounds)
 
 	check_storage($round);
 
+	my $changed = events_filenodes() ne $filenodes;
+	note "round $round: rotate_size $rotate, an events table was emptied: "
+	  . ($changed ? 'yes' : 'no');
+	$truncating_rounds++ if $changed;
+
 	ok( $node->poll_query_until(
 			$db,
 			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'counter worker' AND datname = '$db'"
@@ -320,5 +341,7 @@ for my $round (1 .. $rounds)
 }
 
 note "acknowledged transactions over all rounds: $total_acked";
+ok($truncating_rounds > 0,
+	"the events tables were rotated and emptied under load ($truncating_rounds rounds)");
 $node->stop;
 done_testing();
