@@ -1,4 +1,4 @@
--- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, and the 1.1 functions work on it.
+-- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1 and to 1.2, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation).
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS counter;
 CREATE EXTENSION counter VERSION '1.0';
@@ -20,6 +20,15 @@ SELECT * FROM counter.values('likes', ARRAY['p1', 'p2']);
 SELECT counter.create('fans', members => true);
 SELECT counter."like"('fans', 'p1', 'ann');
 SELECT counter.value('fans', 'p1');
+SELECT granularity, drift FROM counter.verify('views');
+SELECT counter.add('views', 'home', 3);
+ALTER EXTENSION counter UPDATE TO '1.2';
+SELECT extversion FROM pg_extension WHERE extname = 'counter';
+SELECT counter.value('likes', 'p1'), counter.value('views', 'home');
+SELECT counter.add('views', 'home', 4);
+SELECT counter.compact() >= 0;
+SELECT counter.value('views', 'home'), (SELECT count(*) FROM counter.pending_events) AS pending;
+SELECT tab FROM counter.event_tables ORDER BY tab;
 SELECT granularity, drift FROM counter.verify('views');
 SELECT counter.drop(name) FROM counter.list();
 DROP EXTENSION counter;
