@@ -206,8 +206,9 @@ run(CounterStmt *stmt, Datum *values)
 static int64
 compact_events(Datum *values)
 {
+	static bool idle = false;	/* our last call moved no event */
 	int			folded = CounterEventsSync();
-	int			old = CounterEventsRotate(folded);
+	int			old = CounterEventsRotate(folded, idle);
 	int			ntables = OidIsValid(CounterGetRels()->events[1]) ? 2 : 1;
 	int64		n = 0;
 	int			t;
@@ -233,6 +234,7 @@ compact_events(Datum *values)
 	for (t = 0; t < ntables; t++)
 		if ((folded & (1 << t)) == 0)
 			n += run(&events_delete_stmt[t], values);
+	idle = (n == 0);
 	return n;
 }
 

@@ -150,7 +150,7 @@ extern int	CounterExec(CounterStmt *stmt, Datum *values, const char *nulls,
 extern int	CounterEventsTableForAdd(CounterRels *r);
 extern int	CounterEventsLive(CounterRels *r, Snapshot snapshot);
 extern int	CounterEventsSync(void);
-extern int	CounterEventsRotate(int folded);
+extern int	CounterEventsRotate(int folded, bool idle);
 extern bool CounterEventsTruncate(void);
 
 /* storage.c */

@@ -300,11 +300,14 @@ set_bits(CounterEventsState *e, int cur, int t, bool folding)
 /*
  * Rotate if due (caller holds the compaction lock, folded as returned by
  * CounterEventsSync): switch adds to the other table and wait until no add
- * writes the old one any more.  Returns the old table, now only readable,
- * which the caller must fold whole in this transaction; or -1.
+ * writes the old one any more.  Due: the current table has reached
+ * counter.rotate_size, or it is not empty and the last compaction found no
+ * event (idle: what it holds is dead rows, which the rotation's TRUNCATE
+ * frees without VACUUM).  Returns the old table, now only readable, which
+ * the caller must fold whole in this transaction; or -1.
  */
 int
-CounterEventsRotate(int folded)
+CounterEventsRotate(int folded, bool idle)
 {
 	CounterRels *r = CounterGetRels();
 	CounterEventsState *e = my_entry();
@@ -325,7 +328,7 @@ CounterEventsRotate(int folded)
 	rel = table_open(r->events[old], AccessShareLock);
 	size_kb = (int64) RelationGetNumberOfBlocks(rel) * (BLCKSZ / 1024);
 	table_close(rel, AccessShareLock);
-	if (size_kb < Max(counter_rotate_size, 1))
+	if (size_kb < Max(counter_rotate_size, 1) && !(idle && size_kb > 0))
 		return -1;
 
 	set_bits(e, 1 - old, old, true);
