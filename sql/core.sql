@@ -155,6 +155,14 @@ SELECT counter.add('alice_likes', 'x', 2);
 SELECT name FROM counter.list();
 SELECT * FROM counter.slots;
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM counter.pending_events;
+\echo :LAST_ERROR_SQLSTATE
+-- every relation of the schema but the stats view is hidden from a plain role
+SELECT c.relname FROM pg_class c
+ WHERE c.relnamespace = 'counter'::regnamespace AND c.relkind IN ('r', 'v', 'S', 'm', 'p')
+   AND (has_table_privilege('counter_alice', c.oid, 'SELECT')
+        OR has_table_privilege('counter_alice', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE'))
+ ORDER BY 1;
 SET ROLE counter_bob;
 SELECT counter.add('alice_likes', 'x');
 \echo :LAST_ERROR_SQLSTATE

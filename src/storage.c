@@ -50,6 +50,7 @@
 #include "utils/fmgroids.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 /* attribute numbers of counter.slots, counter.events and counter.totals */
@@ -261,14 +262,25 @@ to_int64(int128 v)
 	return (int64) v;
 }
 
-/* Insert row as this backend's own slot row of (counter, key); its TID. */
-static ItemPointerData
+/*
+ * Insert row as this backend's own slot row of (counter, key), setting
+ * row->tid; false when the key has such a row after all.  Callers look for
+ * it first with a dirty snapshot, but an index scan can miss a row that a
+ * concurrent non-HOT update moves to a new TID (its old version dead, its
+ * new index entry not read yet): the unique index then refuses the insert,
+ * and a subtransaction undoes it.  Rare: a backend inserts its row of a key
+ * only when all the key's rows are held.
+ */
+static bool
 slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
 				SlotRow *row)
 {
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
 	Datum		values[Natts_slots];
 	bool		nulls[Natts_slots];
 	HeapTuple	tup;
+	bool		inserted = true;
 
 	row->slot = MyBackendId;
 	row->has_lo = meta->has_min;
@@ -276,25 +288,54 @@ slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	row->touched = GetCurrentTransactionStartTimestamp();
 	slot_form(values, nulls, meta->id, key, row);
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
-	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
-	index_insert(idx, values, nulls, &tup->t_self, rel,
-				 UNIQUE_CHECK_YES, false, NULL);
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
+		index_insert(idx, values, nulls, &tup->t_self, rel,
+					 UNIQUE_CHECK_YES, false, NULL);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		inserted = false;
+	}
+	PG_END_TRY();
+
 	row->tid = tup->t_self;
 	heap_freetuple(tup);
-	meta->last_slot = MyBackendId;
-	return row->tid;
+	if (inserted)
+		meta->last_slot = MyBackendId;
+	return inserted;
 }
 
 /*
- * Insert this backend's own slot row for (counter, key) holding value; return
- * its TID.  A bounded key's row inserted here is its first: it holds all
- * the headroom (the bounds less the key's compacted value).
+ * Insert this backend's own slot row for (counter, key) holding value, its
+ * TID into *tid; false when one exists (slot_insert_row).  A bounded key's
+ * row inserted here is its first: it holds all the headroom (the bounds
+ * less the key's compacted value).
  */
-static ItemPointerData
+static bool
 slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
-			int64 value)
+			int64 value, ItemPointer tid)
 {
 	SlotRow		row;
+	bool		inserted;
 
 	row.value = value;
 	row.lo = row.hi = 0;
@@ -307,7 +348,9 @@ slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
 		row.lo = to_int64((int128) meta->min - base);
 		row.hi = to_int64((int128) meta->max - base);
 	}
-	return slot_insert_row(rel, idx, meta, key, &row);
+	inserted = slot_insert_row(rel, idx, meta, key, &row);
+	*tid = row.tid;
+	return inserted;
 }
 
 /*
@@ -526,11 +569,12 @@ escrow_split_off(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	own.value = 0;
 	own.lo = to_int64(-give_lo);
 	own.hi = to_int64(give_hi);
+	if (!slot_insert_row(rel, idx, meta, key, &own))
+		return;					/* we have a row of the key after all */
 	row->lo = to_int64(row->lo + give_lo);
 	row->hi = to_int64(row->hi - give_hi);
 	CommandCounterIncrement();	/* the row was just written by this command */
 	slot_write(rel, idx, meta->id, key, row);
-	slot_insert_row(rel, idx, meta, key, &own);
 }
 
 /*
@@ -718,11 +762,12 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		if (!have_own && nrows < meta->nslots && (!bounded || nrows == 0))
 		{
 			/* a bounded key's first row takes all the headroom */
-			ItemPointerData tid = slot_insert(rel, idx, meta, key,
-											  bounded ? 0 : delta);
+			ItemPointerData tid;
 
 			result = SLOT_DONE;
-			if (bounded)
+			if (!slot_insert(rel, idx, meta, key, bounded ? 0 : delta, &tid))
+				result = SLOT_MOVED;	/* our row exists: look again */
+			else if (bounded)
 			{
 				CommandCounterIncrement();
 				result = slot_try(rel, idx, &tid, meta, key, delta,
