@@ -40,6 +40,7 @@
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "nodes/bitmapset.h"
 #include "nodes/execnodes.h"
 #include "storage/backendid.h"
 #include "storage/bufmgr.h"
@@ -50,7 +51,6 @@
 #include "utils/fmgroids.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
-#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 /* attribute numbers of counter.slots, counter.events and counter.totals */
@@ -262,25 +262,14 @@ to_int64(int128 v)
 	return (int64) v;
 }
 
-/*
- * Insert row as this backend's own slot row of (counter, key), setting
- * row->tid; false when the key has such a row after all.  Callers look for
- * it first with a dirty snapshot, but an index scan can miss a row that a
- * concurrent non-HOT update moves to a new TID (its old version dead, its
- * new index entry not read yet): the unique index then refuses the insert,
- * and a subtransaction undoes it.  Rare: a backend inserts its row of a key
- * only when all the key's rows are held.
- */
-static bool
+/* Insert row as this backend's own slot row of (counter, key); its TID. */
+static ItemPointerData
 slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
 				SlotRow *row)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
 	Datum		values[Natts_slots];
 	bool		nulls[Natts_slots];
 	HeapTuple	tup;
-	bool		inserted = true;
 
 	row->slot = MyBackendId;
 	row->has_lo = meta->has_min;
@@ -288,54 +277,25 @@ slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	row->touched = GetCurrentTransactionStartTimestamp();
 	slot_form(values, nulls, meta->id, key, row);
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
-		index_insert(idx, values, nulls, &tup->t_self, rel,
-					 UNIQUE_CHECK_YES, false, NULL);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
-			ReThrowError(edata);
-		FreeErrorData(edata);
-		inserted = false;
-	}
-	PG_END_TRY();
-
+	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
+	index_insert(idx, values, nulls, &tup->t_self, rel,
+				 UNIQUE_CHECK_YES, false, NULL);
 	row->tid = tup->t_self;
 	heap_freetuple(tup);
-	if (inserted)
-		meta->last_slot = MyBackendId;
-	return inserted;
+	meta->last_slot = MyBackendId;
+	return row->tid;
 }
 
 /*
- * Insert this backend's own slot row for (counter, key) holding value, its
- * TID into *tid; false when one exists (slot_insert_row).  A bounded key's
- * row inserted here is its first: it holds all the headroom (the bounds
- * less the key's compacted value).
+ * Insert this backend's own slot row for (counter, key) holding value; return
+ * its TID.  A bounded key's row inserted here is its first: it holds all
+ * the headroom (the bounds less the key's compacted value).
  */
-static bool
+static ItemPointerData
 slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
-			int64 value, ItemPointer tid)
+			int64 value)
 {
 	SlotRow		row;
-	bool		inserted;
 
 	row.value = value;
 	row.lo = row.hi = 0;
@@ -348,9 +308,7 @@ slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
 		row.lo = to_int64((int128) meta->min - base);
 		row.hi = to_int64((int128) meta->max - base);
 	}
-	inserted = slot_insert_row(rel, idx, meta, key, &row);
-	*tid = row.tid;
-	return inserted;
+	return slot_insert_row(rel, idx, meta, key, &row);
 }
 
 /*
@@ -569,12 +527,11 @@ escrow_split_off(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	own.value = 0;
 	own.lo = to_int64(-give_lo);
 	own.hi = to_int64(give_hi);
-	if (!slot_insert_row(rel, idx, meta, key, &own))
-		return;					/* we have a row of the key after all */
 	row->lo = to_int64(row->lo + give_lo);
 	row->hi = to_int64(row->hi - give_hi);
 	CommandCounterIncrement();	/* the row was just written by this command */
 	slot_write(rel, idx, meta->id, key, row);
+	slot_insert_row(rel, idx, meta, key, &own);
 }
 
 /*
@@ -626,37 +583,49 @@ lock_first_row(CounterMeta *meta, text *key)
  * Count the slot rows of (counter, key) as they stand, insertions still in
  * progress included (a dirty snapshot): the slot limit counts them too.
  * Tells whether this backend's own row is among them, and the xid of a
- * transaction still inserting one, if any.
+ * transaction still inserting one, if any.  A dirty index scan can miss a
+ * row that a concurrent non-HOT update moves to a new TID (the old version
+ * dead by the time it is read, the new index entry not read), so a second
+ * scan with the latest MVCC snapshot, which keeps seeing the old version,
+ * completes it: a row counts once by its slot number.
  */
 static int
 count_rows(Relation rel, Relation idx, CounterMeta *meta, text *key,
 		   bool *have_own, TransactionId *inserting)
 {
 	SnapshotData dirty;
+	Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyData keys[3];
-	IndexScanDesc scan;
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	int			n = 0;
+	Bitmapset  *slots = NULL;
+	int			n;
+	int			pass;
 
-	*have_own = false;
 	*inserting = InvalidTransactionId;
 	InitDirtySnapshot(dirty);
 	init_keys(keys, meta->id, key, false, 0);
-	scan = index_beginscan(rel, idx, &dirty, 2, 0);
-	index_rescan(scan, keys, 2, NULL, 0);
-	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	for (pass = 0; pass < 2; pass++)
 	{
-		bool		isnull;
+		IndexScanDesc scan = index_beginscan(rel, idx, pass == 0 ? &dirty : latest, 2, 0);
 
-		n++;
-		if (TransactionIdIsValid(dirty.xmin) &&
-			!TransactionIdIsCurrentTransactionId(dirty.xmin))
-			*inserting = dirty.xmin;
-		if (DatumGetInt32(slot_getattr(slot, Anum_slots_slot, &isnull)) == MyBackendId)
-			*have_own = true;
+		index_rescan(scan, keys, 2, NULL, 0);
+		while (index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			bool		isnull;
+
+			if (pass == 0 && TransactionIdIsValid(dirty.xmin) &&
+				!TransactionIdIsCurrentTransactionId(dirty.xmin))
+				*inserting = dirty.xmin;
+			slots = bms_add_member(slots,
+								   DatumGetInt32(slot_getattr(slot, Anum_slots_slot, &isnull)));
+		}
+		index_endscan(scan);
 	}
-	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(latest);
+	n = bms_num_members(slots);
+	*have_own = bms_is_member(MyBackendId, slots);
+	bms_free(slots);
 	return n;
 }
 
@@ -762,12 +731,11 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		if (!have_own && nrows < meta->nslots && (!bounded || nrows == 0))
 		{
 			/* a bounded key's first row takes all the headroom */
-			ItemPointerData tid;
+			ItemPointerData tid = slot_insert(rel, idx, meta, key,
+											  bounded ? 0 : delta);
 
 			result = SLOT_DONE;
-			if (!slot_insert(rel, idx, meta, key, bounded ? 0 : delta, &tid))
-				result = SLOT_MOVED;	/* our row exists: look again */
-			else if (bounded)
+			if (bounded)
 			{
 				CommandCounterIncrement();
 				result = slot_try(rel, idx, &tid, meta, key, delta,
