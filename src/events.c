@@ -68,23 +68,18 @@ PG_FUNCTION_INFO_V1(counter_event_table_live);
 #define ROTATE_WAIT_MS		1000
 
 /*
- * Our database's shared entry, or NULL (no shared memory, or every entry
- * taken).  The pointer is kept, and checked against MyDatabaseId at each
- * use: an entry is given to another database only once ours is dropped.
+ * Claim an entry for our database under the lock: ours, a free one, or one
+ * of a database in stale[] (dropped, as checked before taking the lock:
+ * no catalog access under an LWLock).  NULL if none.
  */
 static CounterEventsState *
-my_entry(void)
+claim_entry(Oid *stale, int nstale)
 {
-	static CounterEventsState *entry = NULL;
+	CounterEventsState *entry = NULL;
 	CounterEventsState *free_entry = NULL;
 	int			i;
+	int			j;
 
-	if (counter_shared == NULL)
-		return NULL;
-	if (entry != NULL && entry->dboid == MyDatabaseId)
-		return entry;
-
-	entry = NULL;
 	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
 	for (i = 0; i < COUNTER_MAX_DATABASES && entry == NULL; i++)
 	{
@@ -92,9 +87,10 @@ my_entry(void)
 
 		if (e->dboid == MyDatabaseId)
 			entry = e;
-		else if (free_entry == NULL &&
-				 (e->dboid == InvalidOid ||
-				  !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(e->dboid))))
+		for (j = 0; j < nstale && free_entry == NULL; j++)
+			if (e->dboid == stale[j])
+				free_entry = e;
+		if (e->dboid == InvalidOid && free_entry == NULL)
 			free_entry = e;
 	}
 	if (entry == NULL && free_entry != NULL)
@@ -104,6 +100,42 @@ my_entry(void)
 		entry->dboid = MyDatabaseId;
 	}
 	LWLockRelease(counter_shared->lock);
+	return entry;
+}
+
+/*
+ * Our database's shared entry, or NULL (no shared memory, or every entry
+ * taken by an existing database).  The pointer is kept, and checked against
+ * MyDatabaseId at each use: an entry goes to another database only once
+ * ours is dropped.
+ */
+static CounterEventsState *
+my_entry(void)
+{
+	static CounterEventsState *entry = NULL;
+	Oid			stale[COUNTER_MAX_DATABASES];
+	int			nstale = 0;
+	int			i;
+
+	if (counter_shared == NULL)
+		return NULL;
+	if (entry != NULL && entry->dboid == MyDatabaseId)
+		return entry;
+
+	entry = claim_entry(NULL, 0);
+	if (entry != NULL)
+		return entry;
+
+	/* all taken: entries of dropped databases may be reused */
+	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+	{
+		Oid			dboid = counter_shared->events[i].dboid;
+
+		if (OidIsValid(dboid) &&
+			!SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dboid)))
+			stale[nstale++] = dboid;
+	}
+	entry = claim_entry(stale, nstale);
 	return entry;
 }
 
@@ -154,16 +186,16 @@ folded_in(CounterRels *r, Snapshot snapshot, TransactionId *xids)
 }
 
 /*
- * Set our entry up from the committed state of counter.event_tables:
- * folding bits as recorded, the current table kept unless it is folded.
- * Caller holds counter_shared->lock exclusively and either the compaction
- * lock or an entry not set up (then no fold can be running).
+ * Set our entry up from folded, the committed state of
+ * counter.event_tables (read before taking the lock: no table access under
+ * an LWLock): folding bits as recorded, the current table kept unless it is
+ * folded.  Caller holds counter_shared->lock exclusively and either the
+ * compaction lock or an entry not set up (then no fold can be running).
  */
 static uint32
-sync_entry(CounterEventsState *e, CounterRels *r)
+sync_entry(CounterEventsState *e, CounterRels *r, int folded)
 {
 	uint32		bits = state_bits(r);
-	int			folded = folded_in(r, GetLatestSnapshot(), NULL);
 	int			cur = EV_CURRENT(bits);
 
 	if (folded == EV_ALL)
@@ -200,9 +232,11 @@ CounterEventsTableForAdd(CounterRels *r)
 
 		if (bits == 0 && (e = my_entry()) != NULL)
 		{
+			int			folded = folded_in(r, GetLatestSnapshot(), NULL);
+
 			LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
 			if (state_bits(r) == 0)
-				sync_entry(e, r);
+				sync_entry(e, r, folded);
 			LWLockRelease(counter_shared->lock);
 			continue;
 		}
@@ -272,16 +306,18 @@ CounterEventsSync(void)
 {
 	CounterRels *r = CounterGetRels();
 	CounterEventsState *e;
+	int			folded;
 
 	if (!OidIsValid(r->events[1]))
 		return 0;
+	folded = folded_in(r, GetLatestSnapshot(), NULL);
 	if ((e = my_entry()) != NULL)
 	{
 		LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
-		sync_entry(e, r);
+		sync_entry(e, r, folded);
 		LWLockRelease(counter_shared->lock);
 	}
-	return folded_in(r, GetLatestSnapshot(), NULL);
+	return folded;
 }
 
 /* Set or clear the folding bit of table t, and make table cur current. */
