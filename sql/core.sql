@@ -197,6 +197,27 @@ SELECT counter.add('alice_likes', 'x');
 RESET ROLE;
 
 --
+-- A read-only transaction (as on a hot standby) reads but cannot add, in
+-- any mode: 25006.
+--
+SELECT counter.create('ro_events', mode => 'events');
+BEGIN READ ONLY;
+SELECT counter.value('alice_likes', 'x');
+SELECT counter.add('alice_likes', 'x');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT counter.add('ro_events', 'x');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT counter.add_many('ro_events', ARRAY['x', 'y']);
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT counter.value('ro_events', 'x');
+SELECT counter.drop('ro_events');
+
+--
 -- A hostile search_path changes nothing: objects of the caller's schemas,
 -- even ones named like built-ins, are never used by our functions.
 --

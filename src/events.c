@@ -30,7 +30,8 @@
  * Shared memory is rebuilt from counter.event_tables after a restart; the
  * compactor rebuilds it at every round (it alone folds and truncates, under
  * the compaction lock).  Without shared memory there is no rotation, and an
- * add reads counter.event_tables itself.
+ * add reads counter.event_tables itself.  A hot standby never uses the
+ * shared state: its readers always consult counter.event_tables.
  *
  *-------------------------------------------------------------------------
  */
@@ -41,6 +42,7 @@
 #include "access/tableam.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
@@ -139,14 +141,18 @@ my_entry(void)
 	return entry;
 }
 
-/* The bits of our entry when set up for this incarnation of the tables; else 0. */
+/*
+ * The bits of our entry when set up for this incarnation of the tables;
+ * else 0.  Always 0 on a standby: no compactor runs there to keep them in
+ * step with the primary's rotations, so readers consult the table.
+ */
 static uint32
 state_bits(CounterRels *r)
 {
-	CounterEventsState *e = my_entry();
+	CounterEventsState *e;
 	uint32		bits;
 
-	if (e == NULL)
+	if (RecoveryInProgress() || (e = my_entry()) == NULL)
 		return 0;
 	pg_memory_barrier();
 	bits = pg_atomic_read_u32(&e->bits);
@@ -230,7 +236,7 @@ CounterEventsTableForAdd(CounterRels *r)
 		uint32		bits = state_bits(r);
 		int			t;
 
-		if (bits == 0 && (e = my_entry()) != NULL)
+		if (bits == 0 && !RecoveryInProgress() && (e = my_entry()) != NULL)
 		{
 			int			folded = folded_in(r, GetLatestSnapshot(), NULL);
 
@@ -311,7 +317,7 @@ CounterEventsSync(void)
 	if (!OidIsValid(r->events[1]))
 		return 0;
 	folded = folded_in(r, GetLatestSnapshot(), NULL);
-	if ((e = my_entry()) != NULL)
+	if (!RecoveryInProgress() && (e = my_entry()) != NULL)
 	{
 		LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
 		sync_entry(e, r, folded);

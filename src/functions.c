@@ -19,10 +19,12 @@
 #include "common/int.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(counter_create);
@@ -65,11 +67,24 @@ arg_int8(FunctionCallInfo fcinfo, int argno, const char *what)
 	return PG_GETARG_INT64(argno);
 }
 
-/* Look up the counter named by argument 0 and check the caller's rights. */
+/*
+ * Look up the counter named by argument 0 and check the caller's rights
+ * (and, for an add, that the transaction may write).
+ */
 CounterMeta *
 CounterArgCounter(FunctionCallInfo fcinfo, int privs)
 {
-	CounterMeta *meta = CounterLookup(CounterArgName(fcinfo, 0), false);
+	CounterMeta *meta;
+
+	/*
+	 * Adds write by direct heap access or into shared memory, which no
+	 * executor check covers: refuse them in a read-only transaction (and so
+	 * on a hot standby) ourselves.
+	 */
+	if ((privs & COUNTER_PRIV_ADD) && XactReadOnly)
+		PreventCommandIfReadOnly(psprintf("counter.%s()",
+										   get_func_name(fcinfo->flinfo->fn_oid)));
+	meta = CounterLookup(CounterArgName(fcinfo, 0), false);
 
 	CounterCheckPrivs(meta, privs);
 	return meta;

@@ -26,7 +26,7 @@ sub load
 		"SELECT counter.add('views', 'k' || :client_id % 4, 1);\n")
 	  unless -e $script;
 	$node->command_ok(
-		[ 'pgbench', '-n', '-c', '8', '-j', '2', '-t', $n, '-f', $script, '-d', $node->connstr('postgres') ],
+		[ 'pgbench', '-n', '-c', '8', '-j', '2', '-t', $n, '-f', $script, $node->connstr('postgres') ],
 		"pgbench: $n transactions per client");
 }
 

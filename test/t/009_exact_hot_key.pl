@@ -38,7 +38,7 @@ foreach my $mode ('slots', 'events', 'buffered')
 	}
 	my ($out, $err);
 	my $ok = IPC::Run::run(
-		[ 'pgbench', '-n', '-c', '16', '-j', '2', '-t', '2000', @args, '-d', $node->connstr('postgres') ],
+		[ 'pgbench', '-n', '-c', '16', '-j', '2', '-t', '2000', @args, $node->connstr('postgres') ],
 		'>', \$out, '2>', \$err);
 	ok($ok, "$mode: pgbench ran 16 x 2000 transactions") or diag($err);
 	my ($processed) = $out =~ /number of transactions actually processed: (\d+)/;
@@ -74,7 +74,7 @@ foreach my $run (1 .. 6)
 	local $ENV{PGOPTIONS} = '-c synchronous_commit=off';
 	IPC::Run::run(
 		[ 'pgbench', '-n', '-M', 'prepared', '-c', '64', '-j', '2', '-T', '3', '-f', $async,
-		  '-d', $node->connstr('postgres') ],
+		  $node->connstr('postgres') ],
 		'>', \$out, '2>', \$err);
 	unlike($err, qr/ERROR/, "async run $run: no add failed") or diag($err);
 	my ($processed) = $out =~ /number of transactions actually processed: (\d+)/;

@@ -82,7 +82,7 @@ foreach my $s (sort keys %scripts)
 my $before = filenodes();
 my ($out, $err);
 my $ok = IPC::Run::run(
-	[ 'pgbench', '-n', '-c', '16', '-j', '2', '-T', '8', @args, '-d', $node->connstr($db) ],
+	[ 'pgbench', '-n', '-c', '16', '-j', '2', '-T', '8', @args, $node->connstr($db) ],
 	'>', \$out, '2>', \$err);
 ok($ok, 'pgbench: no client aborted (every read equalled the ledger)') or diag("$out\n$err");
 unlike($err, qr/division by zero|ERROR/, 'no read differed from the ledger') or diag($err);

@@ -8,15 +8,16 @@ use PostgreSQL::Test::Cluster;
 
 our @EXPORT = qw(counter_node);
 
-# counter_node(name, extra postgresql.conf text): an initialized, started
-# node with the library preloaded and counter.naptime = '50ms'; later lines
-# of the extra text override these.
+# counter_node(name, extra postgresql.conf text, init options): an
+# initialized, started node with the library preloaded and counter.naptime
+# = '50ms'; later lines of the extra text override these.  The options go
+# to init (allows_streaming => 1 for a primary).
 sub counter_node
 {
-	my ($name, $conf) = @_;
+	my ($name, $conf, %init) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 
-	$node->init;
+	$node->init(%init);
 	$node->append_conf('postgresql.conf',
 		"shared_preload_libraries = 'counter'\ncounter.naptime = '50ms'\n"
 		  . ($conf // ''));
