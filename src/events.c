@@ -69,6 +69,9 @@ PG_FUNCTION_INFO_V1(counter_event_table_live);
 /* how long a rotation waits for the adds still writing the old table */
 #define ROTATE_WAIT_MS		1000
 
+/* how often a backend without a shared entry looks for one again */
+#define ENTRY_RETRY_MS		10000
+
 /*
  * Claim an entry for our database under the lock: ours, a free one, or one
  * of a database in stale[] (dropped, as checked before taking the lock:
@@ -107,14 +110,16 @@ claim_entry(Oid *stale, int nstale)
 
 /*
  * Our database's shared entry, or NULL (no shared memory, or every entry
- * taken by an existing database).  The pointer is kept, and checked against
- * MyDatabaseId at each use: an entry goes to another database only once
- * ours is dropped.
+ * taken by an existing database: then looked for again only every
+ * ENTRY_RETRY_MS, as NULL is safe, only slower).  The pointer is kept, and
+ * checked against MyDatabaseId at each use: an entry goes to another
+ * database only once ours is dropped.
  */
 static CounterEventsState *
 my_entry(void)
 {
 	static CounterEventsState *entry = NULL;
+	static TimestampTz retry_at = 0;
 	Oid			stale[COUNTER_MAX_DATABASES];
 	int			nstale = 0;
 	int			i;
@@ -123,6 +128,8 @@ my_entry(void)
 		return NULL;
 	if (entry != NULL && entry->dboid == MyDatabaseId)
 		return entry;
+	if (retry_at != 0 && GetCurrentTimestamp() < retry_at)
+		return NULL;
 
 	entry = claim_entry(NULL, 0);
 	if (entry != NULL)
@@ -138,6 +145,8 @@ my_entry(void)
 			stale[nstale++] = dboid;
 	}
 	entry = claim_entry(stale, nstale);
+	if (entry == NULL)
+		retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ENTRY_RETRY_MS);
 	return entry;
 }
 
@@ -249,9 +258,9 @@ CounterEventsTableForAdd(CounterRels *r)
 		if (bits == 0)
 		{
 			/*
-			 * No shared entry, so no rotation: a table not folded in the
+			 * No shared entry (or a standby): a table not folded in the
 			 * latest state once we hold its lock stays unfolded until we
-			 * commit (a fold would need a ShareLock).
+			 * commit, whoever rotates (a fold needs a ShareLock on it).
 			 */
 			t = (folded_in(r, GetLatestSnapshot(), NULL) & 1) ? 1 : 0;
 			LockRelationOid(r->events[t], RowExclusiveLock);
