@@ -855,8 +855,11 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 	"                WHERE counter_id = $1 AND value <> 0" \
 	BUFFERED \
 	"   ) x GROUP BY x.key)," \
+	/* two range probes of totals_top, not a walk over this node's rows */ \
 	" peers AS (SELECT EXISTS (SELECT 1 FROM counter.totals" \
-	"                           WHERE counter = $2 AND node <> $4) AS any)," \
+	"                           WHERE counter = $2 AND node < $4)" \
+	"               OR EXISTS (SELECT 1 FROM counter.totals" \
+	"                           WHERE counter = $2 AND node > $4) AS any)," \
 	" cand AS (" \
 	"   SELECT key FROM p" \
 	"   UNION (SELECT t.key FROM counter.totals t WHERE t.counter = $2 AND t.node = $4" \
