@@ -1,4 +1,4 @@
--- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1 and to 1.2, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation).
+-- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it).
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS counter;
 CREATE EXTENSION counter VERSION '1.0';
@@ -29,6 +29,18 @@ SELECT counter.add('views', 'home', 4);
 SELECT counter.compact() >= 0;
 SELECT counter.value('views', 'home'), (SELECT count(*) FROM counter.pending_events) AS pending;
 SELECT tab FROM counter.event_tables ORDER BY tab;
+SELECT granularity, drift FROM counter.verify('views');
+\set SHOW_CONTEXT never
+SELECT counter.alter('views', mode => 'wal');
+\echo :LAST_ERROR_SQLSTATE
+ALTER EXTENSION counter UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'counter';
+SELECT counter.value('likes', 'p1'), counter.value('views', 'home');
+SELECT counter.alter('views', mode => 'wal');
+SELECT counter.add('views', 'home', 5);
+SELECT counter.value('views', 'home');
+SELECT counter.compact() >= 0;
+SELECT counter.value('views', 'home');
 SELECT granularity, drift FROM counter.verify('views');
 SELECT counter.drop(name) FROM counter.list();
 DROP EXTENSION counter;

@@ -78,6 +78,7 @@ typedef struct PendingAdd
 	BufferKey	key;
 	int64		delta;
 	SubTransactionId subxid;
+	bool		logged;			/* of a wal-mode counter: goes into the WAL */
 } PendingAdd;
 
 PG_FUNCTION_INFO_V1(counter_buffered);
@@ -222,6 +223,33 @@ read_flushed(CounterMeta *meta, text *key, Snapshot snapshot)
 static void settle_taken(void);
 
 /*
+ * At pre-commit: write the surviving adds of wal-mode counters as one WAL
+ * record (wal.c), which makes them as durable as the commit.
+ */
+static void
+log_pending(void)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	bool		any = false;
+
+	foreach(lc, pending)
+	{
+		PendingAdd *p = lfirst(lc);
+
+		if (!p->logged)
+			continue;
+		if (!any)
+			CounterWalBegin(&buf);
+		any = true;
+		CounterWalAppend(&buf, p->key.counter_id, p->key.created, p->key.key,
+						 p->key.keylen, p->delta);
+	}
+	if (any)
+		CounterWalWrite(&buf);
+}
+
+/*
  * Transaction callback: once committed, apply this transaction's adds to
  * shared memory, and move the shadows of the entries it flushed.
  */
@@ -233,9 +261,13 @@ buffer_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_PRE_PREPARE && pending != NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot prepare a transaction that added to a buffered counter")));
+				 errmsg("cannot prepare a transaction that added to a buffered or wal-mode counter")));
+	if (event == XACT_EVENT_PRE_COMMIT)
+		log_pending();
 	if (event == XACT_EVENT_COMMIT)
 	{
+		bool		logged = CounterWalApplyBegin();
+
 		foreach(lc, pending)
 		{
 			PendingAdd *p = lfirst(lc);
@@ -251,9 +283,12 @@ buffer_xact_callback(XactEvent event, void *arg)
 				pg_atomic_fetch_add_u64(&e->added, (uint64) p->delta);
 			LWLockRelease(lock);
 		}
-	}
-	if (event == XACT_EVENT_COMMIT)
+		if (logged)
+			CounterWalApplyEnd();
 		settle_taken();
+	}
+	if (event == XACT_EVENT_ABORT)
+		CounterWalAbort();
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
 	{
@@ -346,6 +381,7 @@ CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
 	p->key = bk;
 	p->delta = delta;
 	p->subxid = GetCurrentSubTransactionId();
+	p->logged = (meta->mode == COUNTER_MODE_WAL);
 	pending = lappend(pending, p);
 	MemoryContextSwitchTo(old);
 	return true;
@@ -369,6 +405,7 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
 		!make_key(&bk, meta, key))
 		return 0;
 
+	CounterWalWaitReady();
 	sum = own_pending(&bk);
 
 	hashcode = get_hash_value(buffer_hash, &bk);
@@ -426,6 +463,7 @@ CounterBufferTake(Datum *values)
 	taken_amounts = palloc(sizeof(int64) * max);
 
 	/* entries are added and removed only under their partition lock */
+	CounterWalTakeBegin();
 	lock_all_partitions(LW_SHARED);
 	hash_seq_init(&status, buffer_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
@@ -451,6 +489,7 @@ CounterBufferTake(Datum *values)
 		n++;
 	}
 	unlock_all_partitions();
+	CounterWalTakeEnd();
 	taken_count = n;
 
 	values[0] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
@@ -543,6 +582,7 @@ counter_buffered(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	if (buffer_hash == NULL)
 		return (Datum) 0;
+	CounterWalWaitReady();
 	lock_all_partitions(LW_SHARED);
 	hash_seq_init(&status, buffer_hash);
 	while ((e = hash_seq_search(&status)) != NULL)

@@ -172,13 +172,14 @@ CounterGetRels(void)
 	rels.events[1] = InvalidOid;
 	rels.events_key[1] = InvalidOid;
 	rels.event_tables = InvalidOid;
+	rels.wal_state = InvalidOid;
 	rels.valid = true;
 	lookup_update_rels();
 	return &rels;
 }
 
 /*
- * Relations of versions 1.1 and 1.2, absent until ALTER EXTENSION counter
+ * Relations of versions 1.1 to 1.3, absent until ALTER EXTENSION counter
  * UPDATE: looked up again while absent, so an update is seen at once.
  */
 static void
@@ -190,6 +191,8 @@ lookup_update_rels(void)
 		rels.flushed_pkey = get_relname_relid("flushed_pkey", rels.schema);
 		rels.members = get_relname_relid("members", rels.schema);
 	}
+	if (!OidIsValid(rels.wal_state))
+		rels.wal_state = get_relname_relid("wal_state", rels.schema);
 	if (!OidIsValid(rels.event_tables))
 	{
 		rels.events[1] = get_relname_relid("events_1", rels.schema);
@@ -210,10 +213,12 @@ CounterParseMode(const char *mode)
 		return COUNTER_MODE_EVENTS;
 	if (strcmp(mode, "buffered") == 0)
 		return COUNTER_MODE_BUFFERED;
+	if (strcmp(mode, "wal") == 0)
+		return COUNTER_MODE_WAL;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid counter mode \"%s\"", mode),
-			 errhint("Valid modes are \"slots\", \"events\" and \"buffered\".")));
+			 errhint("Valid modes are \"slots\", \"events\", \"buffered\" and \"wal\".")));
 	return COUNTER_MODE_SLOTS;	/* keep compiler quiet */
 }
 
@@ -229,6 +234,8 @@ CounterModeName(CounterMode mode)
 			return "events";
 		case COUNTER_MODE_BUFFERED:
 			return "buffered";
+		case COUNTER_MODE_WAL:
+			return "wal";
 	}
 	return "slots";
 }

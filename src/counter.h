@@ -29,6 +29,7 @@
 #include "access/htup.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
@@ -48,7 +49,8 @@ typedef enum CounterMode
 {
 	COUNTER_MODE_SLOTS,
 	COUNTER_MODE_EVENTS,
-	COUNTER_MODE_BUFFERED
+	COUNTER_MODE_BUFFERED,
+	COUNTER_MODE_WAL
 } CounterMode;
 
 /* privilege bits of counter.grants; the owner holds all of them */
@@ -103,6 +105,7 @@ typedef struct CounterRels
 	Oid			flushed;		/* InvalidOid before version 1.1 */
 	Oid			flushed_pkey;
 	Oid			members;		/* InvalidOid before version 1.1 */
+	Oid			wal_state;		/* InvalidOid before version 1.3 */
 } CounterRels;
 
 /*
@@ -179,6 +182,24 @@ extern bool CounterBufferAdd(CounterMeta *meta, text *key, int64 delta);
 extern int128 CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot);
 extern int	CounterBufferTake(Datum *values);
 extern int64 CounterBufferUnflushed(CounterMeta *meta);
+
+/* wal.c */
+extern Size CounterWalShmemSize(void);
+extern void CounterWalShmemInit(LWLock *apply_lock);
+extern bool CounterWalArmed(void);
+extern void CounterWalWaitReady(void);
+extern void CounterWalBegin(StringInfo buf);
+extern void CounterWalAppend(StringInfo buf, int32 counter_id, TimestampTz created,
+							 const char *key, int32 keylen, int64 delta);
+extern void CounterWalWrite(StringInfo buf);
+extern bool CounterWalApplyBegin(void);
+extern void CounterWalApplyEnd(void);
+extern void CounterWalAbort(void);
+extern void CounterWalTakeBegin(void);
+extern void CounterWalTakeEnd(void);
+extern bool CounterWalRound(bool may_arm);
+extern void CounterWalRoundDone(bool armed);
+extern void CounterWalDisarm(Oid dboid, bool forget);
 
 /* compact.c */
 extern bool CounterCompactLock(bool wait);

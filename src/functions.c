@@ -15,10 +15,12 @@
 #include "counter.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "replication/slot.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -151,17 +153,29 @@ check_slots(int32 slots)
 				 errmsg("slots must be between 1 and 1024, not %d", slots)));
 }
 
-/* Parse a mode; buffered mode needs version 1.1 of the extension. */
+/* Parse a mode; buffered mode needs version 1.1 of the extension, wal 1.3. */
 static CounterMode
 check_mode(const char *name)
 {
 	CounterMode mode = CounterParseMode(name);
+	CounterRels *r = CounterGetRels();
+	const char *version = NULL;
 
-	if (mode == COUNTER_MODE_BUFFERED && !OidIsValid(CounterGetRels()->flushed))
+	if (mode == COUNTER_MODE_BUFFERED && !OidIsValid(r->flushed))
+		version = "1.1";
+	else if (mode == COUNTER_MODE_WAL && !OidIsValid(r->wal_state))
+		version = "1.3";
+	if (version != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("buffered mode needs version 1.1 of extension \"counter\""),
+				 errmsg("%s mode needs version %s of extension \"counter\"", name, version),
 				 errhint("Run ALTER EXTENSION counter UPDATE;")));
+	if (mode == COUNTER_MODE_WAL &&
+		(counter_shared == NULL || wal_level < WAL_LEVEL_REPLICA || max_replication_slots == 0))
+		ereport(WARNING,
+				(errmsg("adds to a wal-mode counter are stored as events on this server"),
+				 errdetail("Wal mode needs shared_preload_libraries = 'counter', wal_level replica or logical, and a free replication slot."),
+				 errhint("The counter stays exact and durable either way; only faster once wal mode is on.")));
 	return mode;
 }
 
@@ -506,9 +520,10 @@ idempotency_release(text *idem)
 
 /*
  * Apply one add of delta to (counter, key): where the counter's mode puts
- * it, or as an event when back-dated or when a buffered add finds no room in
- * shared memory; a bounded counter always uses its slots, whose escrow
- * shares keep the bounds exact.
+ * it, or as an event when back-dated, when a buffered or wal add finds no
+ * room in shared memory, or when a wal add's database is not armed (wal.c);
+ * a bounded counter always uses its slots, whose escrow shares keep the
+ * bounds exact.
  */
 ApplyResult
 CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
@@ -525,8 +540,9 @@ CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
 
 	if (delta != 0)
 	{
-		if (meta->mode == COUNTER_MODE_BUFFERED && !bounded && !has_at &&
-			CounterBufferAdd(meta, key, delta))
+		if ((meta->mode == COUNTER_MODE_BUFFERED ||
+			 (meta->mode == COUNTER_MODE_WAL && CounterWalArmed())) &&
+			!bounded && !has_at && CounterBufferAdd(meta, key, delta))
 			return APPLY_DONE;	/* nothing in the heap: no CCI needed */
 		if (has_at || (meta->mode != COUNTER_MODE_SLOTS && !bounded))
 			CounterEventsInsert(meta, key, delta,

@@ -29,9 +29,11 @@ counter_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(CounterShared)),
-									CounterBufferShmemSize()));
-	RequestNamedLWLockTranche("counter", 1);
+	RequestAddinShmemSpace(add_size(add_size(MAXALIGN(sizeof(CounterShared)),
+											 CounterBufferShmemSize()),
+									CounterWalShmemSize()));
+	/* the shared state's lock, and wal mode's apply lock */
+	RequestNamedLWLockTranche("counter", 2);
 }
 
 /* Create or attach to our shared memory. */
@@ -55,6 +57,7 @@ counter_shmem_startup(void)
 			pg_atomic_init_u32(&counter_shared->events[i].bits, 0);
 	}
 	CounterBufferShmemInit();
+	CounterWalShmemInit(&(GetNamedLWLockTranche("counter"))[1].lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 

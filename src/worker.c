@@ -82,7 +82,10 @@ stop_worker(Oid dboid)
 		kill(pid, SIGTERM);
 }
 
-/* Utility hook: let DROP DATABASE and RENAME of a database proceed. */
+/*
+ * Utility hook: let DROP DATABASE and RENAME of a database proceed, and
+ * drop a dropped database's wal-mode slot.
+ */
 static void
 counter_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 					   bool readOnlyTree, ProcessUtilityContext context,
@@ -91,8 +94,13 @@ counter_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 
+	Oid			dropped = InvalidOid;
+
 	if (IsA(parsetree, DropdbStmt))
-		stop_worker(get_database_oid(((DropdbStmt *) parsetree)->dbname, true));
+	{
+		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
+		stop_worker(dropped);
+	}
 	else if (IsA(parsetree, RenameStmt) &&
 			 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
 		stop_worker(get_database_oid(((RenameStmt *) parsetree)->subname, true));
@@ -103,6 +111,10 @@ counter_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
+
+	/* the dropped database's replication slot would keep WAL forever */
+	if (OidIsValid(dropped))
+		CounterWalDisarm(dropped, true);
 }
 
 /* Register the launcher and the utility hook; called from _PG_init when preloaded. */
@@ -302,10 +314,14 @@ counter_launcher_main(Datum arg)
 	}
 }
 
-/* Leave for good: this database has no extension (any more). */
+/*
+ * Leave for good: this database has no extension (any more), nor needs its
+ * wal-mode slot.
+ */
 static void
 worker_not_wanted(CounterDbWorker *w)
 {
+	CounterWalDisarm(MyDatabaseId, false);
 	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
 	w->wanted = false;
 	w->pid = 0;
@@ -321,16 +337,18 @@ extension_installed(void)
 }
 
 /*
- * One compaction transaction, flushing buffered adds when flush and sending
- * the change feed when notify.  Returns
- * true when a batch was full, i.e. more work is waiting.  Errors are reported and the transaction rolled back; the
- * worker carries on at its next round.
+ * One compaction transaction, after wal mode's part of the round (the
+ * replay after a restart, arming, advancing the slot), flushing buffered
+ * adds when flush and sending the change feed when notify.  Returns true
+ * when a batch was full, i.e. more work is waiting.  Errors are reported
+ * and the transaction rolled back; the worker carries on at its next round.
  */
 static bool
 worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notify)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		full = false;
+	bool		armed;
 	CounterMoved moved = {0, 0, 0};
 	TimestampTz start = GetCurrentTimestamp();
 
@@ -348,6 +366,9 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 
 	PG_TRY();
 	{
+		SPI_connect();
+		armed = CounterWalRound(true);
+		SPI_finish();
 		if (CounterCompactLock(false) && CounterEventsTruncate())
 		{
 			/* adds may write the emptied table once this has committed */
@@ -366,6 +387,7 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 		}
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		CounterWalRoundDone(armed);
 	}
 	PG_CATCH();
 	{

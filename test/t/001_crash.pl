@@ -1,4 +1,4 @@
-# Proves that every acknowledged counter.add is counted exactly once across crashes (worker SIGKILL, backend SIGKILL, immediate stop) under concurrent load, in slots and events mode, with the events tables rotating at every compaction in odd rounds, and that indexes and heaps stay intact.
+# Proves that every acknowledged counter.add is counted exactly once across crashes (worker SIGKILL, backend SIGKILL, immediate stop) under concurrent load, in slots, events and wal mode (replayed from the WAL), with the events tables rotating at every compaction in odd rounds, and that indexes and heaps stay intact.
 use strict;
 use warnings;
 
@@ -14,8 +14,8 @@ use Time::HiRes qw(usleep);
 my $clients     = 16;
 my $rounds      = 15;
 my @kinds       = ('worker_kill', 'backend_kill', 'immediate_stop');
-my @counters    = ('c_slots', 'c_events');
-my %ledger_col  = (c_slots => 'ks', c_events => 'ke');
+my @counters    = ('c_slots', 'c_events', 'c_wal');
+my %ledger_col  = (c_slots => 'ks', c_events => 'ke', c_wal => 'kw');
 my $db          = 'postgres';
 
 my $node = counter_node('crash', qq(
@@ -23,7 +23,7 @@ max_connections = 100
 fsync = on
 restart_after_crash = on
 log_statement = none
-));
+), allows_streaming => 1);	# wal_level replica: wal mode needs a replication slot
 
 $node->safe_psql(
 	$db, q(
@@ -31,12 +31,14 @@ CREATE EXTENSION counter;
 CREATE EXTENSION amcheck;
 SELECT counter.create('c_slots', mode => 'slots');
 SELECT counter.create('c_events', mode => 'events');
+SELECT counter.create('c_wal', mode => 'wal');
 CREATE TABLE ledger (
 	id		bigserial PRIMARY KEY,
 	round	int NOT NULL,
 	client	int NOT NULL,
 	ks		text NOT NULL,
 	ke		text NOT NULL,
+	kw		text NOT NULL,
 	delta	int NOT NULL
 );
 CREATE INDEX ledger_round ON ledger (round, client);
@@ -47,12 +49,14 @@ CREATE INDEX ledger_round ON ledger (round, client);
 my $basedir = $node->basedir;
 my $body    = q(\set ks random(0, 3)
 \set ke random(0, 3)
+\set kw random(0, 3)
 \set sign random(0, 4)
 \set delta 1 - 2 * (:sign / 4)
 BEGIN;
 SELECT counter.add('c_slots', 'k' || :ks, :delta);
 SELECT counter.add('c_events', 'k' || :ke, :delta);
-INSERT INTO ledger (round, client, ks, ke, delta) VALUES (:round, :client_id, 'k' || :ks, 'k' || :ke, :delta);
+SELECT counter.add('c_wal', 'k' || :kw, :delta);
+INSERT INTO ledger (round, client, ks, ke, kw, delta) VALUES (:round, :client_id, 'k' || :ks, 'k' || :ke, 'k' || :kw, :delta);
 );
 append_to_file("$basedir/commit.sql",   $body . "COMMIT;\n");
 append_to_file("$basedir/rollback.sql", $body . "ROLLBACK;\n");
@@ -185,6 +189,10 @@ sub events_filenodes
 		"SELECT pg_relation_filenode('counter.events') || ' ' || pg_relation_filenode('counter.events_1')"
 	);
 }
+
+# wal-mode adds go through shared memory and the WAL only once armed
+ok($node->poll_query_until($db, 'SELECT start_lsn IS NOT NULL FROM counter.wal_state'),
+	'the worker armed the database for wal mode');
 
 my $total_acked = 0;
 my $truncating_rounds = 0;
