@@ -664,6 +664,91 @@ arm(bool may_arm)
 }
 
 /*
+ * Run fn(arg) in a subtransaction.  On an error, roll the subtransaction
+ * back and return a copy of the error (the caller's memory context and
+ * resource owner are as before); NULL on success.
+ */
+static ErrorData *
+in_subxact(void (*fn) (void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+/* arm()'s arguments and result, through in_subxact */
+typedef struct ArmCall
+{
+	bool		may_arm;
+	bool		armed;
+} ArmCall;
+
+/* in_subxact callback: arm(). */
+static void
+arm_call(void *arg)
+{
+	ArmCall    *call = arg;
+
+	call->armed = arm(call->may_arm);
+}
+
+/* in_subxact callback: replay(). */
+static void
+replay_call(void *arg)
+{
+	replay();
+}
+
+static CounterStmt skip_stmt = {
+	"UPDATE counter.wal_state SET start_lsn = pg_catalog.pg_current_wal_insert_lsn()"
+	" WHERE start_lsn IS NOT NULL",
+	0, {0}
+};
+
+/*
+ * replay(), where the WAL it needs may be gone (the slot was dropped, or
+ * this server was a standby until promoted): then nothing can be replayed;
+ * say so and start from the current position.  Other errors fail the
+ * round, which tries again.
+ */
+static void
+replay_or_skip(void)
+{
+	ErrorData  *edata = in_subxact(replay_call, NULL);
+
+	if (edata == NULL)
+		return;
+	if (edata->sqlerrcode != ERRCODE_UNDEFINED_FILE)
+		ReThrowError(edata);
+	ereport(WARNING,
+			(errmsg("counter: wal-mode adds not flushed before the restart cannot be replayed: %s",
+					edata->message),
+			 errdetail("Their WAL was removed; the counters of this database may miss up to one flush interval of them."),
+			 errhint("Do not drop the replication slot counter_wal_%u; a promoted standby keeps only the WAL it has.",
+					 MyDatabaseId)));
+	FreeErrorData(edata);
+	CounterExec(&skip_stmt, NULL, NULL, false);
+}
+
+/*
  * arm() in a subtransaction: a failure (no free replication slot, say) is
  * reported once per worker as a warning and leaves the database unarmed,
  * with its wal-mode adds stored as events, instead of failing the round.
@@ -673,38 +758,21 @@ static bool
 arm_safely(bool may_arm)
 {
 	static bool warned = false;
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	bool		armed = false;
+	ArmCall		call = {may_arm, false};
+	ErrorData  *edata;
 
 	if (wal_level < WAL_LEVEL_REPLICA || max_replication_slots == 0)
 		return false;
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		armed = arm(may_arm);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		if (!warned)
-			ereport(WARNING,
-					(errmsg("counter: wal mode stays off in this database: %s", edata->message),
-					 errdetail("Adds to wal-mode counters are stored as events until it is on.")));
-		warned = true;
-		FreeErrorData(edata);
-		armed = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return armed;
+	edata = in_subxact(arm_call, &call);
+	if (edata == NULL)
+		return call.armed;
+	if (!warned)
+		ereport(WARNING,
+				(errmsg("counter: wal mode stays off in this database: %s", edata->message),
+				 errdetail("Adds to wal-mode counters are stored as events until it is on.")));
+	warned = true;
+	FreeErrorData(edata);
+	return false;
 }
 
 /*
@@ -725,7 +793,7 @@ CounterWalRound(bool may_arm)
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("more than %d databases use the counter extension", COUNTER_MAX_DATABASES)));
 	if (!db->ready)
-		replay();
+		replay_or_skip();
 	return arm_safely(may_arm);
 }
 

@@ -144,7 +144,34 @@ like($err, qr/cannot prepare a transaction that added to a buffered or wal-mode 
 	'PREPARE TRANSACTION is refused after a wal add');
 check('after the refused PREPARE');
 
-# 8. DROP DATABASE and DROP EXTENSION drop the slot
+# 8. a dropped slot: the WAL of unflushed adds can be removed; the replay
+# then says so and carries on (the database is not stuck), the worker makes
+# the slot again, and later adds are exact again
+load(20);
+my $before = check('before the slot is dropped');
+my $lost = unflushed();
+ok($lost > 0, 'unflushed adds before the slot is dropped');
+my $offset0 = -s $node->logfile;
+$node->safe_psql($db, "SELECT pg_drop_replication_slot('$slot')");
+$node->safe_psql($db, 'SELECT pg_switch_wal(); CHECKPOINT;') for 1 .. 3;
+$offset = -s $node->logfile;
+$node->stop('immediate');
+$node->start;
+is($node->safe_psql($db, q{SELECT sum(v) FROM (SELECT counter.value('hits', k) AS v FROM unnest(ARRAY['k0','k1','k2','k3']) k) s}),
+	$before - $lost, 'the unflushed adds whose WAL was removed are lost, nothing else');
+ok($node->log_contains(qr/cannot be replayed: requested WAL segment .* has already been removed/, $offset),
+	'the worker warns that they could not be replayed');
+ok($node->log_contains(qr/replication slot "$slot" of the counter extension was dropped/, $offset0),
+	'and that the slot had been dropped');
+ok($node->poll_query_until($db, "SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = '$slot'"),
+	'the worker makes the slot again');
+$node->safe_psql($db, q{DELETE FROM ledger; INSERT INTO ledger SELECT k, counter.value('hits', k) FROM unnest(ARRAY['k0','k1','k2','k3']) k});
+load(20);
+$node->stop('immediate');
+$node->start;
+check('adds after the slot came back survive a crash exactly');
+
+# 9. DROP DATABASE and DROP EXTENSION drop the slot
 $node->safe_psql($db, 'CREATE DATABASE other');
 $node->safe_psql('other', q{CREATE EXTENSION counter; SELECT counter.create('c', mode => 'wal');});
 my $other = 'counter_wal_' . $node->safe_psql($db, q{SELECT oid FROM pg_database WHERE datname = 'other'});
