@@ -215,8 +215,9 @@ read_flushed(CounterMeta *meta, text *key, Snapshot snapshot)
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(idx, AccessShareLock);
-	table_close(rel, AccessShareLock);
+	/* held to the end of the transaction, as sum_rows() holds totals' */
+	index_close(idx, NoLock);
+	table_close(rel, NoLock);
 	return f;
 }
 

@@ -810,10 +810,16 @@ CounterEventsInsert(CounterMeta *meta, text *key, int64 delta,
 	table_close(rel, NoLock);
 }
 
-/* Sum column attnum (int8) over the rows of relid that match keys. */
+/*
+ * Sum column attnum (int8) over the rows of relid that match keys.  With
+ * hold, the locks are kept to the end of the transaction, as readers
+ * usually do: a later read in it finds them in the local lock table.  The
+ * events tables' locks are not held: the worker's TRUNCATE of a folded one
+ * needs it unlocked.
+ */
 static int128
 sum_rows(Oid relid, Oid indexid, ScanKey keys, int nkeys, AttrNumber attnum,
-		 Snapshot snapshot)
+		 Snapshot snapshot, bool hold)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
 	Relation	idx = index_open(indexid, AccessShareLock);
@@ -833,8 +839,8 @@ sum_rows(Oid relid, Oid indexid, ScanKey keys, int nkeys, AttrNumber attnum,
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(idx, AccessShareLock);
-	table_close(rel, AccessShareLock);
+	index_close(idx, hold ? NoLock : AccessShareLock);
+	table_close(rel, hold ? NoLock : AccessShareLock);
 	return sum;
 }
 
@@ -870,15 +876,15 @@ CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot)
 	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
 				PointerGetDatum(key));
 	keys[1].sk_collation = C_COLLATION_OID;
-	sum = sum_rows(r->totals, r->totals_pkey, keys, 2, Anum_totals_value, snapshot);
+	sum = sum_rows(r->totals, r->totals_pkey, keys, 2, Anum_totals_value, snapshot, true);
 
 	init_keys(keys, meta->id, key, false, 0);
-	sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot);
+	sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot, true);
 	live = CounterEventsLive(r, snapshot);
 	for (t = 0; t < 2; t++)
 		if (live & (1 << t) && !events_empty(r->events[t]))
 			sum += sum_rows(r->events[t], r->events_key[t], keys, 2,
-							Anum_events_delta, snapshot);
+							Anum_events_delta, snapshot, false);
 	sum += CounterBufferPending(meta, key, snapshot);
 
 	if (sum > PG_INT64_MAX || sum < PG_INT64_MIN)
