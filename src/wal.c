@@ -7,7 +7,7 @@
  * backend memory, added to the key's shared-memory entry once its
  * transaction has committed, flushed into totals by the worker.  In
  * addition the transaction writes, just before it commits, one
- * transactional logical message (prefix "counter") holding all its
+ * transactional logical message (prefix "counter.wal") holding all its
  * surviving adds: the cost of a commit, and no heap or index write.  The
  * message carries a sequence number taken from a cluster-wide counter and
  * the backend number; each backend publishes the sequence number of the
@@ -62,7 +62,7 @@
 #include "utils/pg_lsn.h"
 #include "utils/resowner.h"
 
-#define WAL_PREFIX				"counter"
+#define WAL_PREFIX				"counter.wal"
 #define WAL_FORMAT				1
 #define WAL_READY_WAIT_MS		10000
 
@@ -426,7 +426,10 @@ counter_alive(LiveCounter *live, int n, int32 id, TimestampTz created)
 /*
  * Insert the adds of one message as events, unless its transaction did not
  * commit, the flush covered it (seqs), or its counter is gone.  Returns
- * the message's sequence number (0 when skipped).
+ * the message's sequence number (0 when skipped).  Messages of other
+ * databases or prefixes are skipped; one of our prefix but not of our
+ * format (written by someone else) too, with a warning: WAL records are
+ * checksummed, so ours are never torn.
  */
 static uint64
 replay_message(XLogReaderState *reader, int64 *seqs, int nseqs,
@@ -447,10 +450,12 @@ replay_message(XLogReaderState *reader, int64 *seqs, int nseqs,
 	memcpy(&h, p, sizeof(h));
 	p += sizeof(h);
 	if (h.format != WAL_FORMAT)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("wal-mode record at %X/%X has unknown format %u",
-						LSN_FORMAT_ARGS(reader->ReadRecPtr), h.format)));
+	{
+		ereport(WARNING,
+				(errmsg("counter: skipping a message with prefix \"%s\" at %X/%X of unknown format %u",
+						WAL_PREFIX, LSN_FORMAT_ARGS(reader->ReadRecPtr), h.format)));
+		return 0;
+	}
 	if (h.backend >= 0 && h.backend < nseqs && h.seq <= (uint64) seqs[h.backend])
 		return 0;
 	if (TransactionIdIsInProgress(xid))
@@ -467,10 +472,12 @@ replay_message(XLogReaderState *reader, int64 *seqs, int nseqs,
 		memcpy(&a, p, sizeof(a));
 		p += sizeof(a);
 		if (a.keylen < 0 || a.keylen > end - p)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("wal-mode record at %X/%X is truncated",
-							LSN_FORMAT_ARGS(reader->ReadRecPtr))));
+		{
+			ereport(WARNING,
+					(errmsg("counter: skipping the rest of a message with prefix \"%s\" at %X/%X: it is not of our format",
+							WAL_PREFIX, LSN_FORMAT_ARGS(reader->ReadRecPtr))));
+			break;
+		}
 		if (counter_alive(live, nlive, a.counter_id, a.created))
 		{
 			CounterMeta meta;
