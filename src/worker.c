@@ -336,6 +336,19 @@ extension_installed(void)
 	return OidIsValid(get_extension_oid("counter", true));
 }
 
+/* Leave for good once the extension is not installed in our database. */
+static void
+leave_if_not_installed(CounterDbWorker *w)
+{
+	bool		installed;
+
+	StartTransactionCommand();
+	installed = extension_installed();
+	CommitTransactionCommand();
+	if (!installed)
+		worker_not_wanted(w);
+}
+
 /*
  * One compaction transaction, after wal mode's part of the round (the
  * replay after a restart, arming, advancing the slot), flushing buffered
@@ -429,7 +442,6 @@ counter_worker_main(Datum arg)
 	TimestampTz last_maintenance = 0;
 	TimestampTz last_notify = 0;
 	TimestampTz last_flush = 0;
-	bool		installed;
 
 	process_start();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
@@ -446,11 +458,7 @@ counter_worker_main(Datum arg)
 	if (w == NULL)
 		proc_exit(0);
 
-	StartTransactionCommand();
-	installed = extension_installed();
-	CommitTransactionCommand();
-	if (!installed)
-		worker_not_wanted(w);
+	leave_if_not_installed(w);
 
 	for (;;)
 	{
@@ -492,6 +500,8 @@ counter_worker_main(Datum arg)
 				maintenance = flush = notify = false;
 			}
 		}
+		else
+			leave_if_not_installed(w);	/* a dropped extension's slot must go */
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 counter_naptime, PG_WAIT_EXTENSION);

@@ -177,12 +177,21 @@ $node->safe_psql('other', q{CREATE EXTENSION counter; SELECT counter.create('c',
 my $other = 'counter_wal_' . $node->safe_psql($db, q{SELECT oid FROM pg_database WHERE datname = 'other'});
 ok($node->poll_query_until($db, "SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = '$other'"),
 	'a second database gets its own slot');
+$node->safe_psql('other', 'DROP EXTENSION counter');
+ok($node->poll_query_until($db, "SELECT count(*) = 0 FROM pg_replication_slots WHERE slot_name = '$other'"),
+	'DROP EXTENSION: the worker drops the slot');
+$node->safe_psql('other', q{CREATE EXTENSION counter; SELECT counter.create('c', mode => 'wal');});
+ok($node->poll_query_until($db, "SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = '$other'"),
+	'CREATE EXTENSION again: the slot again');
 $node->safe_psql($db, 'DROP DATABASE other');
 is($node->safe_psql($db, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$other'"),
 	'0', 'DROP DATABASE drops its slot');
+$node->append_conf('postgresql.conf', "counter.worker_enabled = off\n");
+$node->reload;
+$node->safe_psql($db, 'SELECT pg_sleep(0.3)');
 $node->safe_psql($db, 'DROP EXTENSION counter');
 ok($node->poll_query_until($db, "SELECT count(*) = 0 FROM pg_replication_slots WHERE slot_name = '$slot'"),
-	'DROP EXTENSION: the worker drops the slot');
+	'DROP EXTENSION with the worker disabled: the slot is dropped all the same');
 
 $node->stop;
 done_testing();
