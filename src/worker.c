@@ -93,7 +93,6 @@ counter_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 					   DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
-
 	Oid			dropped = InvalidOid;
 
 	if (IsA(parsetree, DropdbStmt))
