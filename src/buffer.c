@@ -224,6 +224,24 @@ read_flushed(CounterMeta *meta, text *key, Snapshot snapshot)
 static void settle_taken(void);
 
 /*
+ * Add delta to the entry bk, which cannot fail: no entry means its counter
+ * was dropped, and the add with it.
+ */
+static void
+apply_delta(BufferKey *bk, int64 delta)
+{
+	uint32		hashcode = get_hash_value(buffer_hash, bk);
+	LWLock	   *lock = partition_lock(hashcode);
+	BufferEntry *e;
+
+	LWLockAcquire(lock, LW_SHARED);
+	e = hash_search_with_hash_value(buffer_hash, bk, hashcode, HASH_FIND, NULL);
+	if (e != NULL)
+		pg_atomic_fetch_add_u64(&e->added, (uint64) delta);
+	LWLockRelease(lock);
+}
+
+/*
  * At pre-commit: write the surviving adds of wal-mode counters as one WAL
  * record (wal.c), which makes them as durable as the commit.
  */
@@ -272,17 +290,8 @@ buffer_xact_callback(XactEvent event, void *arg)
 		foreach(lc, pending)
 		{
 			PendingAdd *p = lfirst(lc);
-			uint32		hashcode = get_hash_value(buffer_hash, &p->key);
-			LWLock	   *lock = partition_lock(hashcode);
-			BufferEntry *e;
 
-			/* the entry goes only with its counter, whose drop would be lost too */
-			LWLockAcquire(lock, LW_SHARED);
-			e = hash_search_with_hash_value(buffer_hash, &p->key, hashcode,
-											HASH_FIND, NULL);
-			if (e != NULL)
-				pg_atomic_fetch_add_u64(&e->added, (uint64) p->delta);
-			LWLockRelease(lock);
+			apply_delta(&p->key, p->delta);
 		}
 		if (logged)
 			CounterWalApplyEnd();
@@ -332,28 +341,18 @@ register_callbacks(void)
 }
 
 /*
- * Buffer an add: make sure the key has an entry (reading F for its base),
- * then keep the delta until commit.  False when the add cannot be buffered
- * (no shared memory, a long key, a full hash): the caller stores an event.
+ * Make sure the entry bk of (meta, key) exists, reading F for its base;
+ * false when the hash is full.
  */
-bool
-CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
+static bool
+make_entry(CounterMeta *meta, text *key, BufferKey *bk)
 {
-	BufferKey	bk;
-	uint32		hashcode;
-	LWLock	   *lock;
+	uint32		hashcode = get_hash_value(buffer_hash, bk);
+	LWLock	   *lock = partition_lock(hashcode);
 	BufferEntry *e;
-	PendingAdd *p;
-	MemoryContext old;
 
-	if (buffer_hash == NULL || !OidIsValid(CounterGetRels()->flushed) ||
-		!make_key(&bk, meta, key))
-		return false;
-
-	hashcode = get_hash_value(buffer_hash, &bk);
-	lock = partition_lock(hashcode);
 	LWLockAcquire(lock, LW_SHARED);
-	e = hash_search_with_hash_value(buffer_hash, &bk, hashcode, HASH_FIND, NULL);
+	e = hash_search_with_hash_value(buffer_hash, bk, hashcode, HASH_FIND, NULL);
 	LWLockRelease(lock);
 	if (e == NULL)
 	{
@@ -363,7 +362,7 @@ CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
 
 		UnregisterSnapshot(snapshot);
 		LWLockAcquire(lock, LW_EXCLUSIVE);
-		e = hash_search_with_hash_value(buffer_hash, &bk, hashcode,
+		e = hash_search_with_hash_value(buffer_hash, bk, hashcode,
 										HASH_ENTER_NULL, &found);
 		if (e != NULL && !found)
 		{
@@ -372,9 +371,25 @@ CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
 			pg_atomic_init_u64(&e->added, 0);
 		}
 		LWLockRelease(lock);
-		if (e == NULL)
-			return false;
 	}
+	return e != NULL;
+}
+
+/*
+ * Buffer an add: make sure the key has an entry (reading F for its base),
+ * then keep the delta until commit.  False when the add cannot be buffered
+ * (no shared memory, a long key, a full hash): the caller stores an event.
+ */
+bool
+CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
+{
+	BufferKey	bk;
+	PendingAdd *p;
+	MemoryContext old;
+
+	if (buffer_hash == NULL || !OidIsValid(CounterGetRels()->flushed) ||
+		!make_key(&bk, meta, key) || !make_entry(meta, key, &bk))
+		return false;
 
 	register_callbacks();
 	old = MemoryContextSwitchTo(TopTransactionContext);
@@ -386,6 +401,41 @@ CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
 	pending = lappend(pending, p);
 	MemoryContextSwitchTo(old);
 	return true;
+}
+
+/*
+ * Put back the n adds of wal-mode transactions that committed before a
+ * restart but were not flushed (wal.c), as if they had just committed:
+ * visible at once to every snapshot, as they should be.  Every entry is
+ * made first, so an error (a full hash) leaves nothing added that a retry
+ * would add again; adding them all then cannot fail, and makes the database
+ * ready (wal.c).
+ */
+void
+CounterBufferReplay(CounterWalAdd *adds, int n)
+{
+	BufferKey  *keys = palloc(sizeof(BufferKey) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		CounterMeta meta;
+
+		memset(&meta, 0, sizeof(meta));
+		meta.id = adds[i].counter_id;
+		meta.created = adds[i].created;
+		if (!make_key(&keys[i], &meta, adds[i].key) ||
+			!make_entry(&meta, adds[i].key, &keys[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("no room in shared memory to replay the wal-mode adds of this database"),
+					 errhint("Raise counter.buffered_keys (now %d) and restart.", counter_buffered_keys)));
+	}
+	CounterWalReplayBegin();
+	for (i = 0; i < n; i++)
+		apply_delta(&keys[i], adds[i].delta);
+	CounterWalReplayEnd();
+	pfree(keys);
 }
 
 /*

@@ -183,6 +183,16 @@ extern int128 CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapsh
 extern int	CounterBufferTake(Datum *values);
 extern int64 CounterBufferUnflushed(CounterMeta *meta);
 
+/* one add of a wal-mode message, put back by the replay after a restart */
+typedef struct CounterWalAdd
+{
+	int32		counter_id;
+	TimestampTz created;
+	text	   *key;
+	int64		delta;
+} CounterWalAdd;
+extern void CounterBufferReplay(CounterWalAdd *adds, int n);
+
 /* wal.c */
 extern Size CounterWalShmemSize(void);
 extern void CounterWalShmemInit(LWLock *apply_lock);
@@ -197,6 +207,8 @@ extern void CounterWalApplyEnd(void);
 extern void CounterWalAbort(void);
 extern void CounterWalTakeBegin(void);
 extern void CounterWalTakeEnd(void);
+extern void CounterWalReplayBegin(void);
+extern void CounterWalReplayEnd(void);
 extern bool CounterWalRound(bool may_arm);
 extern void CounterWalRoundDone(bool armed);
 extern void CounterWalDisarm(Oid dboid, bool forget);

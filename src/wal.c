@@ -28,12 +28,15 @@
  *
  * After a restart (shared memory is new) the worker replays: it reads the
  * WAL from start_lsn, keeps the messages of this database whose
- * transaction committed and which the seqs do not cover, and inserts their
- * adds as events with the transaction's time, moving start_lsn to the end
- * of the WAL read, in one transaction.  Until then wal-mode adds of the
- * database are stored as events and reads wait for the replay, so a value
- * is exact at every moment and no acknowledged add is lost or counted
- * twice.  The sequence counter then restarts above every number read.
+ * transaction committed and which the seqs do not cover, and puts their
+ * adds back into the shared entries, as if they had just committed: every
+ * snapshot sees them at once, as it should see transactions committed
+ * before the restart.  Nothing is written: the next flush takes them like
+ * any add and moves start_lsn past their messages; a crash before it
+ * replays them again.  Until the replay, wal-mode adds of the database are
+ * stored as events and reads wait, so a value is exact at every moment and
+ * no acknowledged add is lost or counted twice.  The sequence counter then
+ * restarts above every number read.
  *
  * A database is armed (wal-mode adds go to shared memory) once the worker
  * has created its slot and set start_lsn, which it does when the first
@@ -72,7 +75,6 @@ typedef struct WalHeader
 	uint32		format;			/* WAL_FORMAT */
 	int32		backend;		/* MyBackendId of the writer */
 	uint64		seq;
-	TimestampTz at;				/* transaction start: the rollup bucket */
 } WalHeader;
 
 /* one add in a message, followed by keylen bytes of key */
@@ -211,9 +213,11 @@ slot_name(Oid dboid)
 
 /*
  * Before a read: wait (up to WAL_READY_WAIT_MS) while the worker has yet to
- * replay the WAL of this database after a restart; 55000 after that.  A
- * database without a slot has nothing to replay (and a slot made later
- * comes with no replay to wait for: arming happens ready).
+ * replay the WAL of this database after a restart; 55000 after that.  The
+ * replay puts the adds back into shared memory, which every snapshot sees,
+ * so once it is done any read is exact.  A database without a slot has
+ * nothing to replay (and a slot made later comes with no replay to wait
+ * for: arming happens ready).
  */
 void
 CounterWalWaitReady(void)
@@ -225,17 +229,11 @@ CounterWalWaitReady(void)
 
 	if (ready || wal_shared == NULL)
 		return;
-	db = my_db();
-	if (db != NULL && db->ready)
-	{
-		ready = true;
-		return;
-	}
 	name = slot_name(MyDatabaseId);
-	for (waited = 0; SearchNamedReplicationSlot(name, true) != NULL; waited += 10)
+	for (waited = 0;; waited += 10)
 	{
 		db = my_db();
-		if (db != NULL && db->ready)
+		if ((db != NULL && db->ready) || SearchNamedReplicationSlot(name, true) == NULL)
 			break;
 		if (waited >= WAL_READY_WAIT_MS)
 			ereport(ERROR,
@@ -247,6 +245,7 @@ CounterWalWaitReady(void)
 		pg_usleep(10000L);
 	}
 	pfree(name);
+	pg_memory_barrier();
 	ready = true;
 }
 
@@ -292,7 +291,6 @@ CounterWalWrite(StringInfo buf)
 	h->format = WAL_FORMAT;
 	h->backend = MyBackendId;
 	h->seq = my_seq;
-	h->at = GetCurrentTransactionStartTimestamp();
 	pg_atomic_write_u64(&b->inflight, GetXLogInsertRecPtr());
 	pg_memory_barrier();
 	my_logged = true;
@@ -337,9 +335,11 @@ CounterWalAbort(void)
 }
 
 /*
- * Start a flush's take of the shared entries, when this database is armed:
- * with no apply running, note the WAL position before every unapplied
- * message and each backend's applied number.  Ends with CounterWalTakeEnd.
+ * Start a flush's take of the shared entries, once this database is ready
+ * (its replay's adds are back; armed or not, the record is a no-op when
+ * there is no replay position): with no apply running, note the WAL
+ * position before every unapplied message and each backend's applied
+ * number.  Ends with CounterWalTakeEnd.
  */
 void
 CounterWalTakeBegin(void)
@@ -348,10 +348,18 @@ CounterWalTakeBegin(void)
 	Datum	   *seqs;
 	int			i;
 
+	WalDb	   *db = my_db();
+
 	take_lsn = InvalidXLogRecPtr;
-	if (!CounterWalArmed())
+	if (!OidIsValid(CounterGetRels()->wal_state) || db == NULL)
 		return;
 	LWLockAcquire(wal_shared->apply_lock, LW_EXCLUSIVE);
+	if (!db->ready)
+	{
+		/* no logged adds yet, and the replay's are not back: nothing to record */
+		LWLockRelease(wal_shared->apply_lock);
+		return;
+	}
 	lsn = GetXLogInsertRecPtr();
 	pg_memory_barrier();
 	seqs = palloc(sizeof(Datum) * (MaxBackends + 1));
@@ -407,10 +415,6 @@ static CounterStmt live_stmt = {
 	"SELECT id, created FROM counter.counters", 0, {0}
 };
 
-static CounterStmt replayed_stmt = {
-	"UPDATE counter.wal_state SET start_lsn = $1", 1, {PG_LSNOID}
-};
-
 /* Whether (id, created) is among the n counters of live. */
 static bool
 counter_alive(LiveCounter *live, int n, int32 id, TimestampTz created)
@@ -423,17 +427,25 @@ counter_alive(LiveCounter *live, int n, int32 id, TimestampTz created)
 	return false;
 }
 
+/* the adds the replay collects */
+typedef struct Replayed
+{
+	CounterWalAdd *adds;
+	int			n;
+	int			max;
+} Replayed;
+
 /*
- * Insert the adds of one message as events, unless its transaction did not
- * commit, the flush covered it (seqs), or its counter is gone.  Returns
- * the message's sequence number (0 when skipped).  Messages of other
- * databases or prefixes are skipped; one of our prefix but not of our
- * format (written by someone else) too, with a warning: WAL records are
- * checksummed, so ours are never torn.
+ * Collect the adds of one message, unless its transaction did not commit,
+ * the flush covered it (seqs), or its counter is gone.  Returns the
+ * message's sequence number (0 when skipped).  Messages of other databases
+ * or prefixes are skipped; one of our prefix but not of our format (written
+ * by someone else) too, with a warning: WAL records are checksummed, so
+ * ours are never torn.
  */
 static uint64
 replay_message(XLogReaderState *reader, int64 *seqs, int nseqs,
-			   LiveCounter *live, int nlive, int64 *adds)
+			   LiveCounter *live, int nlive, Replayed *out)
 {
 	xl_logical_message *m = (xl_logical_message *) XLogRecGetData(reader);
 	TransactionId xid = XLogRecGetXid(reader);
@@ -480,13 +492,16 @@ replay_message(XLogReaderState *reader, int64 *seqs, int nseqs,
 		}
 		if (counter_alive(live, nlive, a.counter_id, a.created))
 		{
-			CounterMeta meta;
-
-			memset(&meta, 0, sizeof(meta));
-			meta.id = a.counter_id;
-			CounterEventsInsert(&meta, cstring_to_text_with_len(p, a.keylen),
-								a.delta, h.at);
-			(*adds)++;
+			if (out->n == out->max)
+			{
+				out->max *= 2;
+				out->adds = repalloc(out->adds, sizeof(CounterWalAdd) * out->max);
+			}
+			out->adds[out->n].counter_id = a.counter_id;
+			out->adds[out->n].created = a.created;
+			out->adds[out->n].key = cstring_to_text_with_len(p, a.keylen);
+			out->adds[out->n].delta = a.delta;
+			out->n++;
 		}
 		p += a.keylen;
 	}
@@ -494,13 +509,14 @@ replay_message(XLogReaderState *reader, int64 *seqs, int nseqs,
 }
 
 /*
- * The replay, in the worker's transaction (SPI connected): insert as events
- * the adds of committed wal-mode messages that no flush took, from
- * start_lsn to the end of the WAL, and move start_lsn there.  Returns the
- * number of adds replayed.  Runs while the database is not ready, so no
- * add writes a message meanwhile.
+ * The replay, in the worker's transaction (SPI connected): collect the adds
+ * of committed wal-mode messages that no flush took, from start_lsn to the
+ * end of the WAL, and put them back into shared memory (buffer.c), where
+ * the next flush takes them and moves start_lsn past their messages; until
+ * then a new crash replays them again.  Runs while the database is not
+ * ready, so no add writes a message meanwhile.
  */
-static int64
+static void
 replay(void)
 {
 	bool		isnull;
@@ -512,18 +528,18 @@ replay(void)
 	int			nlive;
 	uint64		i;
 	uint64		maxseq = 0;
-	int64		adds = 0;
+	Replayed	out;
 	XLogReaderState *reader;
 	ReadLocalXLogPageNoWaitPrivate *priv;
 
 	if (!OidIsValid(CounterGetRels()->wal_state))
-		return 0;
+		return;
 	CounterExec(&state_stmt, NULL, NULL, true);
 	if (SPI_processed != 1)
-		return 0;
+		return;
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
-		return 0;
+		return;
 	start = DatumGetLSN(d);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (!isnull)
@@ -549,6 +565,9 @@ replay(void)
 															SPI_tuptable->tupdesc, 2, &isnull));
 	}
 
+	out.n = 0;
+	out.max = 64;
+	out.adds = palloc(sizeof(CounterWalAdd) * out.max);
 	priv = palloc0(sizeof(ReadLocalXLogPageNoWaitPrivate));
 	reader = XLogReaderAllocate(wal_segment_size, NULL,
 								XL_ROUTINE(.page_read = &read_local_xlog_page_no_wait,
@@ -581,10 +600,9 @@ replay(void)
 			if (XLogRecGetRmid(reader) != RM_LOGICALMSG_ID ||
 				(XLogRecGetInfo(reader) & ~XLR_INFO_MASK) != XLOG_LOGICAL_MESSAGE)
 				continue;
-			seq = replay_message(reader, seqs, nseqs, live, nlive, &adds);
+			seq = replay_message(reader, seqs, nseqs, live, nlive, &out);
 			maxseq = Max(maxseq, seq);
 		}
-		start = reader->EndRecPtr;
 	}
 	XLogReaderFree(reader);
 	pfree(priv);
@@ -596,12 +614,11 @@ replay(void)
 		pg_atomic_fetch_add_u64(&wal_shared->next_seq,
 								maxseq + 1 - pg_atomic_read_u64(&wal_shared->next_seq));
 
-	CounterExec(&replayed_stmt, (Datum[]) {LSNGetDatum(start)}, NULL, false);
-	if (adds > 0)
+	CounterBufferReplay(out.adds, out.n);
+	if (out.n > 0)
 		ereport(LOG,
-				(errmsg("counter: replayed " INT64_FORMAT " wal-mode adds not flushed before the restart",
-						adds)));
-	return adds;
+				(errmsg("counter: replayed %d wal-mode adds not flushed before the restart",
+						out.n)));
 }
 
 static CounterStmt has_wal_stmt = {
@@ -784,8 +801,10 @@ arm_safely(bool may_arm)
 
 /*
  * The worker's part at each round, in its transaction (SPI connected):
- * after a restart, replay; then arm or advance the slot (arming only with
- * may_arm).  Pass the result to CounterWalRoundDone once committed.
+ * after a restart, replay, and the database is ready at once (the adds are
+ * back in shared memory, whatever becomes of this transaction); then arm or
+ * advance the slot (arming only with may_arm).  Pass the result to
+ * CounterWalRoundDone once committed.
  */
 bool
 CounterWalRound(bool may_arm)
@@ -800,21 +819,45 @@ CounterWalRound(bool may_arm)
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("more than %d databases use the counter extension", COUNTER_MAX_DATABASES)));
 	if (!db->ready)
+	{
 		replay_or_skip();
+		/* when there was nothing to put back */
+		CounterWalReplayBegin();
+		CounterWalReplayEnd();
+	}
 	return arm_safely(may_arm);
 }
 
-/* After the round's commit: replayed, and armed or not. */
+/*
+ * Around the replay's return of its adds to shared memory (buffer.c): like
+ * a commit's apply, under the apply lock, so that a take sees all of them
+ * or none; the database is ready when it ends, and a take may then record.
+ */
+void
+CounterWalReplayBegin(void)
+{
+	LWLockAcquire(wal_shared->apply_lock, LW_SHARED);
+}
+
+/* End the replay's return of its adds: the database is ready. */
+void
+CounterWalReplayEnd(void)
+{
+	WalDb	   *db = my_db();
+
+	if (db != NULL)
+		db->ready = true;
+	LWLockRelease(wal_shared->apply_lock);
+}
+
+/* After the round's commit: armed or not. */
 void
 CounterWalRoundDone(bool armed)
 {
 	WalDb	   *db = wal_shared != NULL ? wal_db(MyDatabaseId, false) : NULL;
 
-	if (db == NULL)
-		return;
-	db->armed = armed;
-	pg_memory_barrier();
-	db->ready = true;
+	if (db != NULL)
+		db->armed = armed;
 }
 
 /*
