@@ -151,10 +151,16 @@ load(20);
 my $before = check('before the slot is dropped');
 my $lost = unflushed();
 ok($lost > 0, 'unflushed adds before the slot is dropped');
+# (the worker is held off meanwhile: it would make the slot again at once,
+# and the slot would keep the WAL)
+$node->append_conf('postgresql.conf', "counter.worker_enabled = off\n");
+$node->reload;
+$node->safe_psql($db, 'SELECT pg_sleep(0.3)');
 my $offset0 = -s $node->logfile;
 $node->safe_psql($db, "SELECT pg_drop_replication_slot('$slot')");
 $node->safe_psql($db, 'SELECT pg_switch_wal(); CHECKPOINT;') for 1 .. 3;
 $offset = -s $node->logfile;
+$node->append_conf('postgresql.conf', "counter.worker_enabled = on\n");
 $node->stop('immediate');
 $node->start;
 is($node->safe_psql($db, q{SELECT sum(v) FROM (SELECT counter.value('hits', k) AS v FROM unnest(ARRAY['k0','k1','k2','k3']) k) s}),
