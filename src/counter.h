@@ -196,6 +196,7 @@ extern void CounterBufferReplay(CounterWalAdd *adds, int n);
 /* wal.c */
 extern Size CounterWalShmemSize(void);
 extern void CounterWalShmemInit(LWLock *apply_lock);
+extern bool CounterWalPossible(void);
 extern bool CounterWalArmed(void);
 extern void CounterWalWaitReady(void);
 extern void CounterWalBegin(StringInfo buf);

@@ -15,12 +15,10 @@
 #include "counter.h"
 
 #include "access/xact.h"
-#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "replication/slot.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -170,8 +168,7 @@ check_mode(const char *name)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s mode needs version %s of extension \"counter\"", name, version),
 				 errhint("Run ALTER EXTENSION counter UPDATE;")));
-	if (mode == COUNTER_MODE_WAL &&
-		(counter_shared == NULL || wal_level < WAL_LEVEL_REPLICA || max_replication_slots == 0))
+	if (mode == COUNTER_MODE_WAL && !CounterWalPossible())
 		ereport(WARNING,
 				(errmsg("adds to a wal-mode counter are stored as events on this server"),
 				 errdetail("Wal mode needs shared_preload_libraries = 'counter', wal_level replica or logical, and a free replication slot."),

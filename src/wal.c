@@ -61,7 +61,6 @@
 #include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
-#include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/resowner.h"
 
@@ -193,6 +192,17 @@ my_db(void)
 	if (cached == NULL || cached->dboid != MyDatabaseId)
 		cached = wal_db(MyDatabaseId, false);
 	return cached;
+}
+
+/*
+ * Whether this server can arm wal mode at all: the preload (our shared
+ * memory), and a replication slot, which needs wal_level replica or logical.
+ */
+bool
+CounterWalPossible(void)
+{
+	return wal_shared != NULL && wal_level >= WAL_LEVEL_REPLICA &&
+		max_replication_slots > 0;
 }
 
 /* Whether wal-mode adds of this database may go to shared memory now. */
@@ -785,7 +795,7 @@ arm_safely(bool may_arm)
 	ArmCall		call = {may_arm, false};
 	ErrorData  *edata;
 
-	if (wal_level < WAL_LEVEL_REPLICA || max_replication_slots == 0)
+	if (!CounterWalPossible())
 		return false;
 	edata = in_subxact(arm_call, &call);
 	if (edata == NULL)
