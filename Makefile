@@ -1,4 +1,4 @@
-# counter: PGXS build.  Targets: all install installcheck test demo bench clean
+# counter: PGXS build.  Targets: all install installcheck test demo bench soak fuzz clean
 MODULE_big = counter
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 EXTENSION = counter
@@ -23,7 +23,7 @@ include $(PGXS)
 # PGXS tracks no header dependencies: every object depends on our headers.
 $(OBJS): $(wildcard src/*.h)
 
-.PHONY: test demo bench deps
+.PHONY: test demo bench soak fuzz deps
 deps:
 	@test/setup.sh deps
 
@@ -37,3 +37,11 @@ demo:
 
 bench:
 	@test/setup.sh bench
+
+# Long runs, kept out of "make test": a 10-minute mixed load checked
+# against a ledger, and the type's input functions under libFuzzer.
+soak:
+	@test/setup.sh soak
+
+fuzz:
+	@test/setup.sh fuzz

@@ -1,4 +1,4 @@
--- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it).
+-- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it; 1.4: the values survive and the counters keep working).
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS counter;
 CREATE EXTENSION counter VERSION '1.0';
@@ -39,6 +39,13 @@ SELECT counter.value('likes', 'p1'), counter.value('views', 'home');
 SELECT counter.alter('views', mode => 'wal');
 SELECT counter.add('views', 'home', 5);
 SELECT counter.value('views', 'home');
+SELECT counter.compact() >= 0;
+SELECT counter.value('views', 'home');
+SELECT granularity, drift FROM counter.verify('views');
+ALTER EXTENSION counter UPDATE TO '1.4';
+SELECT extversion FROM pg_extension WHERE extname = 'counter';
+SELECT counter.value('likes', 'p1'), counter.value('views', 'home');
+SELECT counter.add('views', 'home', 6);
 SELECT counter.compact() >= 0;
 SELECT counter.value('views', 'home');
 SELECT granularity, drift FROM counter.verify('views');

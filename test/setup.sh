@@ -165,6 +165,19 @@ run_suite() {
     echo "$name ran $("$counter" "$out" "$rc")" >>"$CHECK_DIR/summary"
 }
 
+# Run a script suite (NAME SCRIPT ARGS...) whose last line is "N passed, M failed";
+# appends "NAME ran PASSED FAILED" to $CHECK_DIR/summary (a crash counts as a failure).
+run_script_suite() {
+    local name=$1 out="$CHECK_DIR/$1.out" rc=0 counts p f
+    shift
+    echo "=== $name ===" | tee -a "$LOG"
+    "$@" </dev/null 2>&1 | tee -a "$LOG" "$out" || rc=$?
+    counts=$(awk '/^[0-9]+ passed, [0-9]+ failed$/ { p = $1; f = $3 } END { print p + 0, f + 0 }' "$out")
+    read -r p f <<<"$counts"
+    ((rc == 0 || f > 0)) || f=1
+    echo "$name ran $p $f" >>"$CHECK_DIR/summary"
+}
+
 # Print the details of the suites that failed: regression diffs, TAP log tails.
 show_failures() {
     local f
@@ -214,6 +227,13 @@ regress    sql/*.sql          count_pg_regress  ISOLATION= TAP_TESTS=
 isolation  test/specs/*.spec  count_pg_regress  REGRESS= TAP_TESTS=
 tap        test/t/*.pl        count_tap         REGRESS= ISOLATION=
 SUITES
+    # Suites that are scripts of their own: each prints "N passed, M failed"
+    # as its last line (test/fuzz/run.sh: property and fuzz tests of the type).
+    local script
+    for script in test/fuzz/run.sh; do
+        [[ -x $ROOT/$script ]] || continue
+        run_script_suite "$(basename "$(dirname "$script")")" "$ROOT/$script" short
+    done
     # A failed build already counts once per suite it kept from running.
     if [[ $build != ok ]]; then
         echo "build FAILED 0 $(grep -q not-run "$CHECK_DIR/summary" && echo 0 || echo 1)" >>"$CHECK_DIR/summary"
@@ -310,8 +330,17 @@ main() {
         build_install
         "$ROOT/test/bench/bench.sh"
         ;;
+    soak)
+        install_deps
+        build_install
+        "$ROOT/test/soak/soak.sh"
+        ;;
+    fuzz)
+        install_deps clang
+        "$ROOT/test/fuzz/run.sh" long
+        ;;
     *)
-        echo "usage: $0 {deps|test|demo|bench}" >&2
+        echo "usage: $0 {deps|test|demo|bench|soak|fuzz}" >&2
         exit 2
         ;;
     esac
