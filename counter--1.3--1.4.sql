@@ -5,6 +5,21 @@
 
 -- == section: quarantine (compaction that one bad key cannot stop) ==
 
+-- Keys that compaction cannot move (their totals or rollups would leave
+-- bigint, say): their events and slot values stay where they are, still
+-- counted by every read, while every other key keeps moving.  source is
+-- where the key's amount waits ('events', 'slots' or 'buffered'), reason
+-- the error that stopped it.  Shown in counter.stats.
+CREATE TABLE counter.quarantine (
+	counter_id	int4 NOT NULL REFERENCES counter.counters (id) ON DELETE CASCADE,
+	key			text COLLATE "C" NOT NULL,
+	source		text NOT NULL CHECK (source IN ('events', 'slots', 'buffered')),
+	reason		text NOT NULL,
+	since		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (counter_id, key, source)
+);
+REVOKE ALL ON counter.quarantine FROM PUBLIC;
+
 -- == end section: quarantine ==
 
 -- == section: feed (change feed only for roles that may read) ==
