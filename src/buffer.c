@@ -10,9 +10,12 @@
  * into totals and rollups, like a compaction, at its first round once
  * counter.flush_interval has passed.  A crash loses what was not flushed
  * yet: at most max(flush_interval, naptime) of adds, shown per counter as
- * buffered_unflushed in counter.stats.  When
- * the hash is full, an add of a new key is stored as an event instead:
- * never dropped.
+ * buffered_unflushed in counter.stats.  The hash holds at most
+ * counter.buffered_keys entries made by adds: an add of a new key past
+ * that is stored as an event instead, never dropped.  The hash is of fixed
+ * size (it never takes the server's spare shared memory) and has as many
+ * entries again in reserve for the replay of wal-mode adds after a
+ * restart, which therefore always finds room.
  *
  * Exact reads.  An entry holds
  *		base	the key's flushed amount F when the entry was made,
@@ -25,10 +28,24 @@
  * sum is exact either way.  F only grows through flushes of an existing
  * entry, so the F read when an entry is made is current.
  *
+ * No wrap-around.  An add reserves its delta in the entry (reserved_pos
+ * or reserved_neg) until its transaction ends, and is refused with 22003
+ * when base + added could leave bigint with every reserved add committed;
+ * a commit moves its reservation into added.
+ *
+ * Flushes in any transaction shape.  A flush (CounterBufferTake) moves the
+ * shadows of the entries it takes at once, remembering the amounts with
+ * the subtransaction that took them: a second flush in the same
+ * transaction takes only what came since, and a (sub)transaction that
+ * aborts, and with it the flush's rows, moves its shadows back.  Only
+ * entries whose counter the flush's snapshot sees are taken: a counter
+ * created by a transaction still in progress keeps its entry, which its
+ * creator's adds reach at commit.
+ *
  * Entries are keyed by database, counter id and creation time (one id can
  * come back after DROP EXTENSION), and key; keys longer than
- * BUFFER_KEY_MAX bytes go to events.  The worker removes entries of
- * counters that no longer exist.
+ * BUFFER_KEY_MAX bytes go to events.  A flush removes, once it commits, the
+ * entries of counters that no longer exist.
  *
  *-------------------------------------------------------------------------
  */
@@ -44,6 +61,7 @@
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -68,11 +86,21 @@ typedef struct BufferEntry
 {
 	BufferKey	key;
 	int64		base;
-	pg_atomic_uint64 added;		/* an int64, wrapping as two's complement */
-	int64		shadow;
+	int64		shadow;			/* the flusher's own field */
+	slock_t		mutex;			/* protects the three below */
+	int64		added;
+	int64		reserved_pos;	/* positive adds of transactions in flight */
+	int64		reserved_neg;	/* minus their negative adds */
 } BufferEntry;
 
-/* an add of this transaction, applied at commit */
+/* the partition locks and the number of entries made by adds */
+typedef struct BufferShared
+{
+	LWLockPadded locks[BUFFER_PARTITIONS];
+	pg_atomic_uint32 nentries;
+} BufferShared;
+
+/* an add of this transaction, reserved in its entry, applied at commit */
 typedef struct PendingAdd
 {
 	BufferKey	key;
@@ -81,25 +109,41 @@ typedef struct PendingAdd
 	bool		logged;			/* of a wal-mode counter: goes into the WAL */
 } PendingAdd;
 
+/* an entry taken by a flush of this transaction */
+typedef struct Taken
+{
+	BufferKey	key;
+	int64		amount;			/* moved into the shadow at the take */
+	SubTransactionId subxid;
+	bool		gone;			/* its counter is dropped: remove at commit */
+} Taken;
+
 PG_FUNCTION_INFO_V1(counter_buffered);
 PG_FUNCTION_INFO_V1(counter_buffered_unflushed);
 
 static HTAB *buffer_hash = NULL;
-static LWLockPadded *buffer_locks = NULL;
+static BufferShared *buffer_shared = NULL;
 static List *pending = NIL;		/* of PendingAdd, in TopTransactionContext */
 static bool callbacks_registered = false;
 
-/* entries taken by this transaction's flush, settled at its commit */
-static BufferKey *taken_keys = NULL;
-static int64 *taken_amounts = NULL;
+/* entries taken by this transaction's flushes, in TopTransactionContext */
+static Taken *taken = NULL;
 static int	taken_count = 0;
+static int	taken_max = 0;
 
-/* Shared memory of the hash and its partition locks. */
+/* Entries of the hash: the adds' share, and as many again for replays. */
+static long
+buffer_capacity(void)
+{
+	return 2L * counter_buffered_keys;
+}
+
+/* Shared memory of the hash, its partition locks and its entry count. */
 Size
 CounterBufferShmemSize(void)
 {
-	return add_size(hash_estimate_size(counter_buffered_keys, sizeof(BufferEntry)),
-					MAXALIGN(sizeof(LWLockPadded) * BUFFER_PARTITIONS));
+	return add_size(hash_estimate_size(buffer_capacity(), sizeof(BufferEntry)),
+					MAXALIGN(sizeof(BufferShared)));
 }
 
 /* Create or attach to the hash; called from the shmem startup hook. */
@@ -110,23 +154,24 @@ CounterBufferShmemInit(void)
 	bool		found;
 	int			i;
 
-	buffer_locks = ShmemInitStruct("counter buffer locks",
-								   sizeof(LWLockPadded) * BUFFER_PARTITIONS, &found);
+	buffer_shared = ShmemInitStruct("counter buffer locks", sizeof(BufferShared), &found);
 	if (!found)
 	{
 		int			tranche = LWLockNewTrancheId();
 
 		for (i = 0; i < BUFFER_PARTITIONS; i++)
-			LWLockInitialize(&buffer_locks[i].lock, tranche);
+			LWLockInitialize(&buffer_shared->locks[i].lock, tranche);
+		pg_atomic_init_u32(&buffer_shared->nentries, 0);
 	}
-	LWLockRegisterTranche(buffer_locks[0].lock.tranche, "counter buffer");
+	LWLockRegisterTranche(buffer_shared->locks[0].lock.tranche, "counter buffer");
 
+	/* fixed size: all entries allocated now, none taken from spare memory */
 	info.keysize = sizeof(BufferKey);
 	info.entrysize = sizeof(BufferEntry);
 	info.num_partitions = BUFFER_PARTITIONS;
-	buffer_hash = ShmemInitHash("counter buffer", counter_buffered_keys,
-								counter_buffered_keys, &info,
-								HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
+	buffer_hash = ShmemInitHash("counter buffer", buffer_capacity(), buffer_capacity(),
+								&info, HASH_ELEM | HASH_BLOBS | HASH_PARTITION |
+								HASH_FIXED_SIZE);
 }
 
 /* Fill the hash key of (counter, key); false when the key is too long. */
@@ -150,7 +195,7 @@ make_key(BufferKey *bk, CounterMeta *meta, text *key)
 static LWLock *
 partition_lock(uint32 hashcode)
 {
-	return &buffer_locks[hashcode % BUFFER_PARTITIONS].lock;
+	return &buffer_shared->locks[hashcode % BUFFER_PARTITIONS].lock;
 }
 
 /* Take every partition lock, in order, to read the whole hash stably. */
@@ -160,7 +205,7 @@ lock_all_partitions(LWLockMode mode)
 	int			i;
 
 	for (i = 0; i < BUFFER_PARTITIONS; i++)
-		LWLockAcquire(&buffer_locks[i].lock, mode);
+		LWLockAcquire(&buffer_shared->locks[i].lock, mode);
 }
 
 /* Undo lock_all_partitions. */
@@ -170,7 +215,7 @@ unlock_all_partitions(void)
 	int			i;
 
 	for (i = 0; i < BUFFER_PARTITIONS; i++)
-		LWLockRelease(&buffer_locks[i].lock);
+		LWLockRelease(&buffer_shared->locks[i].lock);
 }
 
 /* This transaction's adds to the entry bk, not yet applied (commit does). */
@@ -221,14 +266,26 @@ read_flushed(CounterMeta *meta, text *key, Snapshot snapshot)
 	return f;
 }
 
-static void settle_taken(void);
+/* The entry's base + added, read under its mutex. */
+static int64
+entry_sum(BufferEntry *e)
+{
+	int64		added;
+
+	SpinLockAcquire(&e->mutex);
+	added = e->added;
+	SpinLockRelease(&e->mutex);
+	return e->base + added;
+}
 
 /*
- * Add delta to the entry bk, which cannot fail: no entry means its counter
- * was dropped, and the add with it.
+ * Apply an add to the entry bk, which cannot fail: with reserved, the add
+ * reserved its delta (CounterBufferAdd) and commit moves it into added,
+ * abort (commit false) only gives the reservation back.  No entry means its
+ * counter was dropped, and the add with it.
  */
 static void
-apply_delta(BufferKey *bk, int64 delta)
+apply_delta(BufferKey *bk, int64 delta, bool reserved, bool commit)
 {
 	uint32		hashcode = get_hash_value(buffer_hash, bk);
 	LWLock	   *lock = partition_lock(hashcode);
@@ -237,8 +294,45 @@ apply_delta(BufferKey *bk, int64 delta)
 	LWLockAcquire(lock, LW_SHARED);
 	e = hash_search_with_hash_value(buffer_hash, bk, hashcode, HASH_FIND, NULL);
 	if (e != NULL)
-		pg_atomic_fetch_add_u64(&e->added, (uint64) delta);
+	{
+		SpinLockAcquire(&e->mutex);
+		if (commit)
+			e->added += delta;
+		if (reserved && delta > 0)
+			e->reserved_pos -= delta;
+		else if (reserved)
+			e->reserved_neg -= delta;
+		SpinLockRelease(&e->mutex);
+	}
 	LWLockRelease(lock);
+}
+
+/*
+ * Reserve delta in the entry e (found under its partition lock) for a
+ * transaction in flight: 22003, reserving nothing, when base + added could
+ * leave bigint once every reserved add has committed.
+ */
+static void
+reserve_delta(BufferEntry *e, CounterMeta *meta, text *key, int64 delta)
+{
+	int128		sum;
+	bool		fits;
+
+	SpinLockAcquire(&e->mutex);
+	sum = (int128) e->base + e->added + delta +
+		(delta > 0 ? e->reserved_pos : e->reserved_neg);
+	fits = (sum <= PG_INT64_MAX && sum >= PG_INT64_MIN);
+	if (fits && delta > 0)
+		e->reserved_pos += delta;
+	else if (fits)
+		e->reserved_neg += delta;
+	SpinLockRelease(&e->mutex);
+	if (!fits)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("value of counter \"%s\" key \"%s\" would be out of range for bigint",
+						meta->name, text_to_cstring(key)),
+				 errdetail("Nothing was changed.")));
 }
 
 /*
@@ -269,13 +363,65 @@ log_pending(void)
 }
 
 /*
+ * Move the shadows of the entries taken by subtransaction subxid (all of
+ * them when InvalidSubTransactionId) back: their flush was rolled back.
+ * Forgets them.
+ */
+static void
+untake(SubTransactionId subxid)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < taken_count; i++)
+	{
+		Taken	   *t = &taken[i];
+
+		if (subxid == InvalidSubTransactionId || t->subxid == subxid)
+		{
+			uint32		hashcode = get_hash_value(buffer_hash, &t->key);
+			LWLock	   *lock = partition_lock(hashcode);
+			BufferEntry *e;
+
+			LWLockAcquire(lock, LW_EXCLUSIVE);
+			e = hash_search_with_hash_value(buffer_hash, &t->key, hashcode,
+											HASH_FIND, NULL);
+			if (e != NULL)
+				e->shadow -= t->amount;
+			LWLockRelease(lock);
+		}
+		else
+			taken[n++] = *t;
+	}
+	taken_count = n;
+}
+
+/* Remove one entry from the hash, if it is there. */
+static void
+remove_entry(BufferKey *bk)
+{
+	uint32		hashcode = get_hash_value(buffer_hash, bk);
+	LWLock	   *lock = partition_lock(hashcode);
+	bool		found;
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	hash_search_with_hash_value(buffer_hash, bk, hashcode, HASH_REMOVE, &found);
+	LWLockRelease(lock);
+	if (found)
+		pg_atomic_fetch_sub_u32(&buffer_shared->nentries, 1);
+}
+
+/*
  * Transaction callback: once committed, apply this transaction's adds to
- * shared memory, and move the shadows of the entries it flushed.
+ * shared memory and remove the entries of dropped counters its flushes
+ * found; on abort, give the reservations back and move the shadows of its
+ * flushes back.
  */
 static void
 buffer_xact_callback(XactEvent event, void *arg)
 {
 	ListCell   *lc;
+	int			i;
 
 	if (event == XACT_EVENT_PRE_PREPARE && pending != NIL)
 		ereport(ERROR,
@@ -291,29 +437,46 @@ buffer_xact_callback(XactEvent event, void *arg)
 		{
 			PendingAdd *p = lfirst(lc);
 
-			apply_delta(&p->key, p->delta);
+			apply_delta(&p->key, p->delta, true, true);
 		}
 		if (logged)
 			CounterWalApplyEnd();
-		settle_taken();
+		for (i = 0; i < taken_count; i++)
+			if (taken[i].gone)
+				remove_entry(&taken[i].key);
 	}
 	if (event == XACT_EVENT_ABORT)
+	{
 		CounterWalAbort();
+		foreach(lc, pending)
+		{
+			PendingAdd *p = lfirst(lc);
+
+			apply_delta(&p->key, p->delta, true, false);
+		}
+		untake(InvalidSubTransactionId);
+	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
 	{
 		/* their memory goes with TopTransactionContext */
 		pending = NIL;
-		taken_count = 0;
+		taken = NULL;
+		taken_count = taken_max = 0;
 	}
 }
 
-/* Forget the adds of an aborted subtransaction; pass a committed one's up. */
+/*
+ * Forget the adds of an aborted subtransaction (giving their reservations
+ * back) and move back the shadows its flushes moved; pass a committed
+ * one's up.
+ */
 static void
 buffer_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						SubTransactionId parentSubid, void *arg)
 {
 	ListCell   *lc;
+	int			i;
 
 	foreach(lc, pending)
 	{
@@ -322,10 +485,19 @@ buffer_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		if (p->subxid != mySubid)
 			continue;
 		if (event == SUBXACT_EVENT_ABORT_SUB)
+		{
+			apply_delta(&p->key, p->delta, true, false);
 			pending = foreach_delete_current(pending, lc);
+		}
 		else if (event == SUBXACT_EVENT_COMMIT_SUB)
 			p->subxid = parentSubid;
 	}
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		untake(mySubid);
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		for (i = 0; i < taken_count; i++)
+			if (taken[i].subxid == mySubid)
+				taken[i].subxid = parentSubid;
 }
 
 /* Register our transaction callbacks once per backend. */
@@ -341,11 +513,14 @@ register_callbacks(void)
 }
 
 /*
- * Make sure the entry bk of (meta, key) exists, reading F for its base;
- * false when the hash is full.
+ * Find or make the entry bk of (meta, key), reading F for a new entry's
+ * base, and with reserve reserve delta in it (22003 if it does not fit).
+ * False when the hash holds counter.buffered_keys entries made by adds
+ * already (a replay, for_replay, may use the reserve beyond them).
  */
 static bool
-make_entry(CounterMeta *meta, text *key, BufferKey *bk)
+make_entry(CounterMeta *meta, text *key, BufferKey *bk, bool for_replay,
+		   bool reserve, int64 delta)
 {
 	uint32		hashcode = get_hash_value(buffer_hash, bk);
 	LWLock	   *lock = partition_lock(hashcode);
@@ -353,13 +528,23 @@ make_entry(CounterMeta *meta, text *key, BufferKey *bk)
 
 	LWLockAcquire(lock, LW_SHARED);
 	e = hash_search_with_hash_value(buffer_hash, bk, hashcode, HASH_FIND, NULL);
+	if (e != NULL && reserve)
+		reserve_delta(e, meta, key, delta);
 	LWLockRelease(lock);
 	if (e == NULL)
 	{
-		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-		int64		f = read_flushed(meta, key, snapshot);
+		Snapshot	snapshot;
+		int64		f;
 		bool		found;
 
+		if (pg_atomic_fetch_add_u32(&buffer_shared->nentries, 1) >= counter_buffered_keys &&
+			!for_replay)
+		{
+			pg_atomic_fetch_sub_u32(&buffer_shared->nentries, 1);
+			return false;
+		}
+		snapshot = RegisterSnapshot(GetLatestSnapshot());
+		f = read_flushed(meta, key, snapshot);
 		UnregisterSnapshot(snapshot);
 		LWLockAcquire(lock, LW_EXCLUSIVE);
 		e = hash_search_with_hash_value(buffer_hash, bk, hashcode,
@@ -368,17 +553,38 @@ make_entry(CounterMeta *meta, text *key, BufferKey *bk)
 		{
 			e->base = f;
 			e->shadow = f;
-			pg_atomic_init_u64(&e->added, 0);
+			SpinLockInit(&e->mutex);
+			e->added = 0;
+			e->reserved_pos = 0;
+			e->reserved_neg = 0;
 		}
-		LWLockRelease(lock);
+		if (e == NULL || found)
+			pg_atomic_fetch_sub_u32(&buffer_shared->nentries, 1);
+		/* released before an error of reserve_delta: nothing is held then */
+		if (e != NULL && reserve)
+		{
+			PG_TRY();
+			{
+				reserve_delta(e, meta, key, delta);
+			}
+			PG_FINALLY();
+			{
+				LWLockRelease(lock);
+			}
+			PG_END_TRY();
+		}
+		else
+			LWLockRelease(lock);
 	}
 	return e != NULL;
 }
 
 /*
  * Buffer an add: make sure the key has an entry (reading F for its base),
- * then keep the delta until commit.  False when the add cannot be buffered
- * (no shared memory, a long key, a full hash): the caller stores an event.
+ * reserve the delta in it, then keep it until commit.  False when the add
+ * cannot be buffered (no shared memory, a long key, no room for a new
+ * entry): the caller stores an event.  22003 when the entry's sum could
+ * leave bigint.
  */
 bool
 CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
@@ -388,16 +594,24 @@ CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
 	MemoryContext old;
 
 	if (buffer_hash == NULL || !OidIsValid(CounterGetRels()->flushed) ||
-		!make_key(&bk, meta, key) || !make_entry(meta, key, &bk))
+		!make_key(&bk, meta, key))
 		return false;
 
+	/* the list entry first: once reserved, an abort must find the add */
 	register_callbacks();
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	p = palloc(sizeof(PendingAdd));
+	MemoryContextSwitchTo(old);
 	p->key = bk;
 	p->delta = delta;
 	p->subxid = GetCurrentSubTransactionId();
 	p->logged = (meta->mode == COUNTER_MODE_WAL);
+	if (!make_entry(meta, key, &bk, false, true, delta))
+	{
+		pfree(p);
+		return false;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
 	pending = lappend(pending, p);
 	MemoryContextSwitchTo(old);
 	return true;
@@ -407,9 +621,9 @@ CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
  * Put back the n adds of wal-mode transactions that committed before a
  * restart but were not flushed (wal.c), as if they had just committed:
  * visible at once to every snapshot, as they should be.  Every entry is
- * made first, so an error (a full hash) leaves nothing added that a retry
- * would add again; adding them all then cannot fail, and makes the database
- * ready (wal.c).
+ * made first, from the reserve if need be, so an error leaves nothing added
+ * that a retry would add again; adding them all then cannot fail, and makes
+ * the database ready (wal.c).
  */
 void
 CounterBufferReplay(CounterWalAdd *adds, int n)
@@ -425,7 +639,7 @@ CounterBufferReplay(CounterWalAdd *adds, int n)
 		meta.id = adds[i].counter_id;
 		meta.created = adds[i].created;
 		if (!make_key(&keys[i], &meta, adds[i].key) ||
-			!make_entry(&meta, adds[i].key, &keys[i]))
+			!make_entry(&meta, adds[i].key, &keys[i], true, false, 0))
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("no room in shared memory to replay the wal-mode adds of this database"),
@@ -433,7 +647,7 @@ CounterBufferReplay(CounterWalAdd *adds, int n)
 	}
 	CounterWalReplayBegin();
 	for (i = 0; i < n; i++)
-		apply_delta(&keys[i], adds[i].delta);
+		apply_delta(&keys[i], adds[i].delta, false, true);
 	CounterWalReplayEnd();
 	pfree(keys);
 }
@@ -465,7 +679,7 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
 	e = hash_search_with_hash_value(buffer_hash, &bk, hashcode, HASH_FIND, NULL);
 	if (e != NULL)
 	{
-		sum += e->base + (int64) pg_atomic_read_u64(&e->added);
+		sum += entry_sum(e);
 		have = true;
 	}
 	LWLockRelease(lock);
@@ -474,19 +688,46 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
 	return sum;
 }
 
-static CounterStmt alive_stmt = {
+/* ordinals of the taken entries whose counter this snapshot does not see */
+static CounterStmt unseen_stmt = {
 	"SELECT u.i FROM unnest($1::int4[], $2::timestamptz[]) WITH ORDINALITY AS u(id, created, i)"
 	" WHERE NOT EXISTS (SELECT 1 FROM counter.counters c"
 	"                    WHERE c.id = u.id AND c.created = u.created)",
 	2, {INT4ARRAYOID, TIMESTAMPTZARRAYOID}
 };
 
+/* Append one entry to this transaction's taken list. */
+static Taken *
+take_one(BufferKey *key, int64 amount)
+{
+	Taken	   *t;
+
+	if (taken_count == taken_max)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		taken_max = Max(64, taken_max * 2);
+		taken = taken == NULL ? palloc(sizeof(Taken) * taken_max) :
+			repalloc(taken, sizeof(Taken) * taken_max);
+		MemoryContextSwitchTo(old);
+	}
+	t = &taken[taken_count++];
+	t->key = *key;
+	t->amount = amount;
+	t->subxid = GetCurrentSubTransactionId();
+	t->gone = false;
+	return t;
+}
+
 /*
  * Take this database's entries for a flush (caller holds the compaction
  * lock, so there is one flusher at a time): fill values[0] counter ids,
  * values[2] creation times, values[3] keys, values[4] amounts (base + added
- * - shadow) as arrays for the flush statement.  Entries of dropped counters
- * are removed.  The shadows move at commit.  Returns the number of entries.
+ * - shadow) as arrays for the flush statement, and move the shadows, which
+ * an abort of this (sub)transaction moves back.  Entries of counters the
+ * statement's snapshot does not see are not taken; those of counters that
+ * no longer exist are removed when this transaction commits.  Returns the
+ * number of entries.
  */
 int
 CounterBufferTake(Datum *values)
@@ -495,23 +736,22 @@ CounterBufferTake(Datum *values)
 	BufferEntry *e;
 	int			n = 0;
 	int			max = 64;
+	int			first = taken_count;
 	Datum	   *ids;
 	Datum	   *created;
 	Datum	   *keys;
 	Datum	   *amounts;
-	uint64		i;
+	int			i;
+	uint64		j;
 	MemoryContext old;
 
 	if (buffer_hash == NULL || !OidIsValid(CounterGetRels()->flushed))
 		return 0;
+	register_callbacks();
 
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	ids = palloc(sizeof(Datum) * max);
 	created = palloc(sizeof(Datum) * max);
-	keys = palloc(sizeof(Datum) * max);
-	amounts = palloc(sizeof(Datum) * max);
-	taken_keys = palloc(sizeof(BufferKey) * max);
-	taken_amounts = palloc(sizeof(int64) * max);
 
 	/* entries are added and removed only under their partition lock */
 	CounterWalTakeBegin();
@@ -526,73 +766,68 @@ CounterBufferTake(Datum *values)
 			max *= 2;
 			ids = repalloc(ids, sizeof(Datum) * max);
 			created = repalloc(created, sizeof(Datum) * max);
-			keys = repalloc(keys, sizeof(Datum) * max);
-			amounts = repalloc(amounts, sizeof(Datum) * max);
-			taken_keys = repalloc(taken_keys, sizeof(BufferKey) * max);
-			taken_amounts = repalloc(taken_amounts, sizeof(int64) * max);
 		}
-		taken_keys[n] = e->key;
-		taken_amounts[n] = e->base + (int64) pg_atomic_read_u64(&e->added) - e->shadow;
+		take_one(&e->key, entry_sum(e) - e->shadow);
 		ids[n] = Int32GetDatum(e->key.counter_id);
 		created[n] = TimestampTzGetDatum(e->key.created);
-		keys[n] = PointerGetDatum(cstring_to_text_with_len(e->key.key, e->key.keylen));
-		amounts[n] = Int64GetDatum(taken_amounts[n]);
 		n++;
 	}
 	unlock_all_partitions();
 	CounterWalTakeEnd();
-	taken_count = n;
 
 	values[0] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
 	values[2] = PointerGetDatum(construct_array(created, n, TIMESTAMPTZOID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	MemoryContextSwitchTo(old);
+
+	/*
+	 * A counter the flush statement will not see is either dropped (its
+	 * entry goes at commit) or created by a transaction still in progress,
+	 * whose adds reach the entry only after it commits: not taken either way
+	 * (the statement's snapshot is at least as new as this one, and a drop
+	 * cannot commit while we hold the compaction lock).
+	 */
+	if (n > 0)
+	{
+		CounterExec(&unseen_stmt, (Datum[]) {values[0], values[2]}, NULL, false);
+		for (j = 0; j < SPI_processed; j++)
+		{
+			bool		isnull;
+			Taken	   *t = &taken[first - 1 + DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j],
+																		   SPI_tuptable->tupdesc, 1, &isnull))];
+
+			t->amount = 0;
+			t->gone = !CounterExists(t->key.counter_id, t->key.created);
+		}
+	}
+
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	keys = palloc(sizeof(Datum) * Max(n, 1));
+	amounts = palloc(sizeof(Datum) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		Taken	   *t = &taken[first + i];
+
+		keys[i] = PointerGetDatum(cstring_to_text_with_len(t->key.key, t->key.keylen));
+		amounts[i] = Int64GetDatum(t->amount);
+		if (t->amount != 0)
+		{
+			uint32		hashcode = get_hash_value(buffer_hash, &t->key);
+			LWLock	   *lock = partition_lock(hashcode);
+
+			LWLockAcquire(lock, LW_EXCLUSIVE);
+			e = hash_search_with_hash_value(buffer_hash, &t->key, hashcode,
+											HASH_FIND, NULL);
+			Assert(e != NULL);
+			e->shadow += t->amount;
+			LWLockRelease(lock);
+		}
+	}
 	values[3] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
 	values[4] = PointerGetDatum(construct_array(amounts, n, INT8OID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	MemoryContextSwitchTo(old);
-
-	/* entries of dropped counters go (their flush amounts went nowhere) */
-	if (n > 0)
-	{
-		CounterExec(&alive_stmt, (Datum[]) {values[0], values[2]}, NULL, true);
-		for (i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			int64		ord = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-														  SPI_tuptable->tupdesc, 1, &isnull));
-			BufferKey  *bk = &taken_keys[ord - 1];
-			uint32		hashcode = get_hash_value(buffer_hash, bk);
-			LWLock	   *lock = partition_lock(hashcode);
-
-			LWLockAcquire(lock, LW_EXCLUSIVE);
-			hash_search_with_hash_value(buffer_hash, bk, hashcode, HASH_REMOVE, NULL);
-			LWLockRelease(lock);
-			taken_amounts[ord - 1] = 0;
-		}
-	}
-	register_callbacks();
 	return n;
-}
-
-/* At the flush's commit: the amounts taken are now part of F. */
-static void
-settle_taken(void)
-{
-	int			i;
-
-	for (i = 0; i < taken_count; i++)
-	{
-		uint32		hashcode = get_hash_value(buffer_hash, &taken_keys[i]);
-		LWLock	   *lock = partition_lock(hashcode);
-		BufferEntry *e;
-
-		LWLockAcquire(lock, LW_EXCLUSIVE);
-		e = hash_search_with_hash_value(buffer_hash, &taken_keys[i], hashcode,
-										HASH_FIND, NULL);
-		if (e != NULL)
-			e->shadow += taken_amounts[i];
-		LWLockRelease(lock);
-	}
 }
 
 /* The adds of counter id (this database) not flushed yet: the crash loss. */
@@ -611,7 +846,7 @@ CounterBufferUnflushed(CounterMeta *meta)
 	{
 		if (e->key.dboid == MyDatabaseId && e->key.counter_id == meta->id &&
 			e->key.created == meta->created)
-			sum += e->base + (int64) pg_atomic_read_u64(&e->added) - e->shadow;
+			sum += entry_sum(e) - e->shadow;
 	}
 	unlock_all_partitions();
 	return sum;
@@ -645,7 +880,7 @@ counter_buffered(PG_FUNCTION_ARGS)
 		if (e->key.dboid != MyDatabaseId || e->key.counter_id != meta->id ||
 			e->key.created != meta->created)
 			continue;
-		sum = e->base + (int64) pg_atomic_read_u64(&e->added) + own_pending(&e->key);
+		sum = entry_sum(e) + own_pending(&e->key);
 		values[0] = PointerGetDatum(cstring_to_text_with_len(e->key.key, e->key.keylen));
 		values[1] = Int64GetDatum(sum);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

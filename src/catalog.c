@@ -559,3 +559,35 @@ CounterExec(CounterStmt *stmt, Datum *values, const char *nulls, bool read_only)
 				 errmsg_internal("internal statement failed: %s", SPI_result_code_string(ret))));
 	return ret;
 }
+
+/*
+ * Whether counter (id, created) exists as it stands, its insertion or
+ * deletion by a transaction still in progress included (a dirty snapshot);
+ * not when this transaction deleted it.  For the flush, which must tell a
+ * dropped counter from one being created.
+ */
+bool
+CounterExists(int32 id, TimestampTz created)
+{
+	Relation	rel = table_open(CounterGetRels()->counters, AccessShareLock);
+	SnapshotData dirty;
+	SysScanDesc scan;
+	ScanKeyData skey;
+	HeapTuple	tup;
+	bool		exists = false;
+
+	InitDirtySnapshot(dirty);
+	ScanKeyInit(&skey, Anum_counters_id, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(id));
+	scan = systable_beginscan(rel, InvalidOid, false, &dirty, 1, &skey);
+	while (!exists && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+
+		exists = DatumGetTimestampTz(heap_getattr(tup, Anum_counters_created,
+												  RelationGetDescr(rel), &isnull)) == created;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return exists;
+}

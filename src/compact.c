@@ -24,6 +24,7 @@
  */
 #include "counter.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -165,13 +166,47 @@ static CounterStmt idempotency_stmt = {
 1, {INT4OID}
 };
 
+/* The tag of the database's compaction lock. */
+static void
+compact_lock_tag(LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, COMPACT_LOCK_KEY1, COMPACT_LOCK_KEY2, 2);
+}
+
+/*
+ * Transaction callback: a transaction that holds the compaction lock cannot
+ * be prepared.  The prepared transaction would keep the lock, stopping every
+ * compaction until it is resolved, and a flush it made could not be undone
+ * by ROLLBACK PREPARED (buffer.c moves the shadows at the take).
+ */
+static void
+compact_xact_callback(XactEvent event, void *arg)
+{
+	LOCKTAG		tag;
+
+	if (event != XACT_EVENT_PRE_PREPARE)
+		return;
+	compact_lock_tag(&tag);
+	if (LockHeldByMe(&tag, ExclusiveLock))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot prepare a transaction that compacted counters"),
+				 errhint("Call counter.compact() in a transaction of its own.")));
+}
+
 /* Take the database's compaction lock for this transaction. */
 bool
 CounterCompactLock(bool wait)
 {
+	static bool registered = false;
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, COMPACT_LOCK_KEY1, COMPACT_LOCK_KEY2, 2);
+	if (!registered)
+	{
+		RegisterXactCallback(compact_xact_callback, NULL);
+		registered = true;
+	}
+	compact_lock_tag(&tag);
 	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
 }
 

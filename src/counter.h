@@ -136,6 +136,7 @@ extern void CounterGucInit(void);
 /* catalog.c */
 extern CounterRels *CounterGetRels(void);
 extern CounterMeta *CounterLookup(const char *name, bool missing_ok);
+extern bool CounterExists(int32 id, TimestampTz created);
 extern void CounterCheckPrivs(CounterMeta *meta, int privs);
 extern bool CounterCanRead(const char *name);
 extern void CounterInvalidate(void);

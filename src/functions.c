@@ -995,7 +995,11 @@ counter_series(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* counter.compact(name): compact now (all counters when NULL); rows moved. */
+/*
+ * counter.compact(name): compact now; rows moved.  A named counter needs the
+ * read right; all counters at once (NULL) the rights of the extension's
+ * owner, as it works on every role's counters.
+ */
 Datum
 counter_compact(PG_FUNCTION_ARGS)
 {
@@ -1003,6 +1007,11 @@ counter_compact(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(0))
 		id = CounterArgCounter(fcinfo, COUNTER_PRIV_READ)->id;
+	else if (!has_privs_of_role(GetUserId(), CounterGetRels()->owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to compact every counter"),
+				 errhint("Name a counter you can read: counter.compact('name').")));
 	PG_RETURN_INT64(CounterCompact(id, true));
 }
 

@@ -6,7 +6,9 @@
  *
  * Slots.  A backend owns the slot number MyBackendId: no two live backends
  * own the same number, so a backend may insert its own slot row without any
- * risk of a unique-key conflict.  An add first tries its own row, then any
+ * risk of a unique-key conflict (a row a prepared transaction holds under
+ * that number is passed to MyBackendId + MaxBackends + 1, and so on: see
+ * count_rows).  An add first tries its own row, then any
  * other row of the key, locking each with LockWaitSkip (the mechanism behind
  * SKIP LOCKED): a row held by another in-flight transaction is passed over,
  * never waited for.  Only when every row is held does the backend insert its
@@ -32,6 +34,7 @@
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/subtrans.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_collation.h"
@@ -262,16 +265,19 @@ to_int64(int128 v)
 	return (int64) v;
 }
 
-/* Insert row as this backend's own slot row of (counter, key); its TID. */
+/*
+ * Insert row as this backend's own slot row of (counter, key), numbered
+ * own (see count_rows); its TID.
+ */
 static ItemPointerData
 slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
-				SlotRow *row)
+				SlotRow *row, int32 own)
 {
 	Datum		values[Natts_slots];
 	bool		nulls[Natts_slots];
 	HeapTuple	tup;
 
-	row->slot = MyBackendId;
+	row->slot = own;
 	row->has_lo = meta->has_min;
 	row->has_hi = meta->has_max;
 	row->touched = GetCurrentTransactionStartTimestamp();
@@ -282,18 +288,19 @@ slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
 				 UNIQUE_CHECK_YES, false, NULL);
 	row->tid = tup->t_self;
 	heap_freetuple(tup);
-	meta->last_slot = MyBackendId;
+	meta->last_slot = own;
 	return row->tid;
 }
 
 /*
- * Insert this backend's own slot row for (counter, key) holding value; return
- * its TID.  A bounded key's row inserted here is its first: it holds all
- * the headroom (the bounds less the key's compacted value).
+ * Insert this backend's own slot row for (counter, key), numbered own,
+ * holding value; return its TID.  A bounded key's row inserted here is its
+ * first: it holds all the headroom (the bounds less the key's compacted
+ * value).
  */
 static ItemPointerData
 slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
-			int64 value)
+			int64 value, int32 own)
 {
 	SlotRow		row;
 
@@ -308,7 +315,7 @@ slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
 		row.lo = to_int64((int128) meta->min - base);
 		row.hi = to_int64((int128) meta->max - base);
 	}
-	return slot_insert_row(rel, idx, meta, key, &row);
+	return slot_insert_row(rel, idx, meta, key, &row, own);
 }
 
 /*
@@ -518,20 +525,20 @@ escrow_add(Relation rel, Relation idx, CounterMeta *meta, text *key,
  */
 static void
 escrow_split_off(Relation rel, Relation idx, CounterMeta *meta, text *key,
-				 SlotRow *row)
+				 SlotRow *row, int32 own)
 {
-	SlotRow		own;
+	SlotRow		mine;
 	int128		give_lo = meta->has_min ? ((int128) row->value - row->lo) / 2 : 0;
 	int128		give_hi = meta->has_max ? ((int128) row->hi - row->value) / 2 : 0;
 
-	own.value = 0;
-	own.lo = to_int64(-give_lo);
-	own.hi = to_int64(give_hi);
+	mine.value = 0;
+	mine.lo = to_int64(-give_lo);
+	mine.hi = to_int64(give_hi);
 	row->lo = to_int64(row->lo + give_lo);
 	row->hi = to_int64(row->hi - give_hi);
 	CommandCounterIncrement();	/* the row was just written by this command */
 	slot_write(rel, idx, meta->id, key, row);
-	slot_insert_row(rel, idx, meta, key, &own);
+	slot_insert_row(rel, idx, meta, key, &mine, own);
 }
 
 /*
@@ -580,24 +587,42 @@ lock_first_row(CounterMeta *meta, text *key)
 }
 
 /*
+ * Whether xid, in progress, belongs to a prepared transaction: one that no
+ * backend runs, and that may hold its rows for as long as it stays prepared.
+ */
+static bool
+xid_is_prepared(TransactionId xid)
+{
+	return BackendXidGetPid(SubTransGetTopmostTransaction(xid)) == 0;
+}
+
+/*
  * Count the slot rows of (counter, key) as they stand, insertions still in
  * progress included (a dirty snapshot): the slot limit counts them too.
- * Tells whether this backend's own row is among them, and the xid of a
- * transaction still inserting one, if any.  A dirty index scan can miss a
- * row that a concurrent non-HOT update moves to a new TID (the old version
- * dead by the time it is read, the new index entry not read), so a second
- * scan with the latest MVCC snapshot, which keeps seeing the old version,
+ * Tells whether this backend's own row is among them, the number its own
+ * row gets if it inserts one (*own), and the xid of a transaction still
+ * inserting or updating one, if any.  A dirty index scan can miss a row
+ * that a concurrent non-HOT update moves to a new TID (the old version dead
+ * by the time it is read, the new index entry not read), so a second scan
+ * with the latest MVCC snapshot, which keeps seeing the old version,
  * completes it: a row counts once by its slot number.
+ *
+ * A backend's own number is MyBackendId, unless a prepared transaction
+ * holds the row of that number (it prepared in a backend that had our
+ * number): then the row is not ours, and ours is the first free number of
+ * MyBackendId + k * (MaxBackends + 1), k = 1, 2, ..., which only a backend
+ * with our number ever inserts, so no insertion of it can conflict.
  */
 static int
 count_rows(Relation rel, Relation idx, CounterMeta *meta, text *key,
-		   bool *have_own, TransactionId *inserting)
+		   bool *have_own, int32 *own, TransactionId *inserting)
 {
 	SnapshotData dirty;
 	Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyData keys[3];
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	Bitmapset  *slots = NULL;
+	bool		lost = false;
 	int			n;
 	int			pass;
 
@@ -612,19 +637,27 @@ count_rows(Relation rel, Relation idx, CounterMeta *meta, text *key,
 		while (index_getnext_slot(scan, ForwardScanDirection, slot))
 		{
 			bool		isnull;
+			int32		number = DatumGetInt32(slot_getattr(slot, Anum_slots_slot, &isnull));
 
 			if (pass == 0 && TransactionIdIsValid(dirty.xmin) &&
 				!TransactionIdIsCurrentTransactionId(dirty.xmin))
-				*inserting = dirty.xmin;
-			slots = bms_add_member(slots,
-								   DatumGetInt32(slot_getattr(slot, Anum_slots_slot, &isnull)));
+			{
+				if (number == MyBackendId && xid_is_prepared(dirty.xmin))
+					lost = true;
+				else
+					*inserting = dirty.xmin;
+			}
+			slots = bms_add_member(slots, number);
 		}
 		index_endscan(scan);
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	UnregisterSnapshot(latest);
 	n = bms_num_members(slots);
-	*have_own = bms_is_member(MyBackendId, slots);
+	*have_own = bms_is_member(MyBackendId, slots) && !lost;
+	*own = MyBackendId;
+	while (bms_is_member(*own, slots))
+		*own += MaxBackends + 1;
 	bms_free(slots);
 	return n;
 }
@@ -668,6 +701,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		ItemPointerData first;
 		bool		have_first;
 		bool		have_own;
+		int32		own;
 		TransactionId inserting;
 		int			nall = 0;
 		int			nrows;
@@ -705,9 +739,9 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 			/* a bounded key under contention: a row of our own, with a share */
 			if (result == SLOT_DONE && bounded && meta->last_slot != MyBackendId)
 			{
-				nrows = count_rows(rel, idx, meta, key, &have_own, &inserting);
+				nrows = count_rows(rel, idx, meta, key, &have_own, &own, &inserting);
 				if (!have_own && nrows < meta->nslots)
-					escrow_split_off(rel, idx, meta, key, &held);
+					escrow_split_off(rel, idx, meta, key, &held, own);
 			}
 		}
 		UnregisterSnapshot(snapshot);
@@ -717,22 +751,22 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 			break;
 
 		/*
-		 * 3. every row is held: add our own row (a row numbered MyBackendId
+		 * 3. every row is held: add our own row (a row of our own number
 		 * cannot be inserted by anyone else), or wait at the limit.  Only
 		 * one transaction at a time may add a bounded key's first row: it
 		 * takes all the headroom.
 		 */
-		nrows = count_rows(rel, idx, meta, key, &have_own, &inserting);
+		nrows = count_rows(rel, idx, meta, key, &have_own, &own, &inserting);
 		if (bounded && nrows == 0)
 		{
 			lock_first_row(meta, key);
-			nrows = count_rows(rel, idx, meta, key, &have_own, &inserting);
+			nrows = count_rows(rel, idx, meta, key, &have_own, &own, &inserting);
 		}
 		if (!have_own && nrows < meta->nslots && (!bounded || nrows == 0))
 		{
 			/* a bounded key's first row takes all the headroom */
 			ItemPointerData tid = slot_insert(rel, idx, meta, key,
-											  bounded ? 0 : delta);
+											  bounded ? 0 : delta, own);
 
 			result = SLOT_DONE;
 			if (bounded)
@@ -752,7 +786,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 			result = slot_try(rel, idx, &tids[best], meta, key, delta,
 							  LockWaitBlock, &held);
 			if (result == SLOT_DONE && !have_own && nrows < meta->nslots)
-				escrow_split_off(rel, idx, meta, key, &held);
+				escrow_split_off(rel, idx, meta, key, &held, own);
 		}
 		else if (TransactionIdIsValid(inserting))
 		{
