@@ -11,7 +11,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_USER=postgres
-REQUIRED_PKGS=(make gcc postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl)
+# clang and libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes; only a
+# Recommends of clang-14) build test/fuzz, which make test runs briefly.
+REQUIRED_PKGS=(make gcc postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl clang libclang-rt-14-dev)
 BENCH_PKGS=(gnuplot-nox redis-server)
 FIRST_PORT=5490
 # The PostgreSQL to build against and test with (also read by the Makefile).
