@@ -72,12 +72,14 @@ foreach my $run (1 .. 6)
 {
 	my ($out, $err);
 	local $ENV{PGOPTIONS} = '-c synchronous_commit=off';
-	IPC::Run::run(
+	my $ok = IPC::Run::run(
 		[ 'pgbench', '-n', '-M', 'prepared', '-c', '64', '-j', '2', '-T', '3', '-f', $async,
 		  $node->connstr('postgres') ],
 		'>', \$out, '2>', \$err);
+	ok($ok, "async run $run: pgbench exited with status 0") or diag($err);
 	unlike($err, qr/ERROR/, "async run $run: no add failed") or diag($err);
 	my ($processed) = $out =~ /number of transactions actually processed: (\d+)/;
+	cmp_ok($processed // 0, '>', 0, "async run $run: the load ran");
 	$total += $processed // 0;
 }
 note("asynchronous runs: $total adds");
