@@ -94,7 +94,7 @@ CounterGucInit(void)
 								"Keys that buffered-mode counters can hold in shared memory.",
 								"When they are all taken, buffered adds of new keys are stored as events.",
 								&counter_buffered_keys,
-								10000, 16, 10000000,
+								100000, 16, 10000000,
 								PGC_POSTMASTER,
 								0,
 								NULL, NULL, NULL);
