@@ -28,4 +28,9 @@ REVOKE ALL ON counter.quarantine FROM PUBLIC;
 
 -- == section: misc ==
 
+-- top(): this node's totals in the result's order, value then key, so that
+-- the candidates of a top-k decide ties at the cut as the result does
+DROP INDEX counter.totals_top;
+CREATE INDEX totals_top ON counter.totals (counter, node, value DESC, key);
+
 -- == end section: misc ==

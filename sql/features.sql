@@ -71,6 +71,8 @@ SELECT counter.add('stock', 'sku1', 1, at => now());
 -- add_many
 --
 SELECT counter.create('views', mode => 'events');
+-- in one transaction, so that the worker cannot compact the events meanwhile
+BEGIN;
 SELECT counter.add_many('views', ARRAY['b', 'a', 'b', 'c', 'a', 'a']);
 SELECT counter.add_many('views', ARRAY['a', 'z'], ARRAY[10, -3]);
 SELECT counter.add_many('views', '{}');
@@ -78,6 +80,7 @@ SELECT * FROM counter.values('views', ARRAY['a', 'b', 'c', 'z']);
 -- one event row per distinct key and call
 SELECT count(*) FROM counter.pending_events e JOIN counter.counters c ON c.id = e.counter_id
  WHERE c.name = 'views';
+COMMIT;
 SELECT counter.add_many('views', ARRAY['a', 'b'], ARRAY[1]);
 \echo :LAST_ERROR_SQLSTATE
 SELECT counter.add_many('views', ARRAY['a', NULL]);

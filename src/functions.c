@@ -856,7 +856,10 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 /*
  * Exact top-k: keys with uncompacted deltas (events, slots, buffered) are
  * few; any other key's value is its compacted total, so the top k of all
- * keys lies among the top (k + |pending|) totals and the pending keys.  With peer
+ * keys lies among the top (k + |pending|) totals and the pending keys, the
+ * totals taken in the result's own order (value, then key: index totals_top
+ * since 1.4), so that ties at the cut are decided as the result decides
+ * them.  With peer
  * nodes' rows present a key's total is a sum of rows, and every key is a
  * candidate.
  */
@@ -876,7 +879,7 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 	" cand AS (" \
 	"   SELECT key FROM p" \
 	"   UNION (SELECT t.key FROM counter.totals t WHERE t.counter = $2 AND t.node = $4" \
-	"           ORDER BY t.value DESC LIMIT $3 + (SELECT count(*) FROM p))" \
+	"           ORDER BY t.value DESC, t.key LIMIT $3 + (SELECT count(*) FROM p))" \
 	"   UNION SELECT t.key FROM counter.totals t, peers WHERE peers.any AND t.counter = $2)" \
 	" SELECT c.key, (coalesce(t.v, 0) + coalesce(p.d, 0))::int8 AS value" \
 	"   FROM cand c LEFT JOIN p ON p.key = c.key" \
