@@ -7,13 +7,15 @@
 #   BENCH_CLIENTS         client counts (default "1 16 64")
 #   BENCH_WORKER_SECONDS  length of the worker-lag run (default 60)
 #   BENCH_ONLY            regex: run only the workloads whose name matches
+#   BENCH_SCALE_KEYS      events of the scale section (default 1000000)
 #   BENCH_ROUNDS          rounds of the pgbench workloads (default 1); with
 #                         more, each workload and client count reports its
 #                         run of median tps (this machine's commit latency
 #                         moves by +-20% between runs of 5 s)
 # Sections: durable workloads at every client count; synchronous_commit = off
 # at the largest; Redis INCR (if installed); the events worker's lag under
-# load; compaction throughput of a 1M-event backlog.  Prints a table (tps,
+# load; compaction throughput of a 1M-event backlog; the scale section (1M
+# events over 500k keys, top/value against a plain table, bytes per key).  Prints a table (tps,
 # latency p50/p99 from pgbench's per-transaction logs, ratios) and a targets
 # block; writes test/bench/results/bench-<stamp>.csv, .png (gnuplot), .log
 # (every pgbench output) and .server.log; the CSV and PNG are copied to
@@ -507,6 +509,100 @@ EOF
         "events/s; compact ${secs}s; pending before $pending; load ${load}s; sums $sum"
 }
 
+# --- scale --------------------------------------------------------------------
+
+# Seconds (3 decimals) that SQL $1 takes, run as one statement in its own session.
+timed_sql() {
+    as_pg "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$SCRATCH" -p "$PGPORT_SCRATCH" -d postgres 2>&1 <<EOF
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+$1;
+SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3);
+EOF
+}
+
+# tps of pgbench script text $1 (8 clients, $DURATION s), or 0.
+scale_tps() {
+    local f=$SCRATCH/scripts/scale_$RANDOM.sql
+    printf '%s\n' "$1" >"$f"
+    chmod 644 "$f"
+    pgbench_run "$f" 8 "$DURATION" | tee -a "$LOG" | pgbench_parse | awk '{ print $1 }'
+}
+
+# Print a / b with 2 decimals (0 when b is 0).
+div() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
+}
+
+# A real keyspace (BENCH_SCALE_KEYS events, default 1,000,000, over half as
+# many keys, worker off): counter.compact() of them on a fresh counter with a
+# daily rollup, against the same fold done by one SQL statement into a
+# (key, day) table (the statement pg_incremental's pipeline runs per batch;
+# pg_incremental itself is not in Debian: the section says whether it is
+# installed); then top(10) and value() of random keys against a plain
+# indexed table holding the same values; and the bytes per key of slots
+# mode, 100k keys added to once, before and after compaction, against the
+# plain table.
+scale() {
+    local n=${BENCH_SCALE_KEYS:-1000000} half t_c t_sql sum keys exact=no
+    local tps_top tps_ptop tps_val tps_pval b0 b1 t0 t1 plain peer
+    selected scale || return 0
+    half=$((n / 2))
+    echo "== scale: $n events over $half keys, a daily rollup; top/value against a plain table =="
+    sql "SELECT bench_counter('scale', 'events', rollups => '{1 day}');
+         ALTER SYSTEM SET counter.worker_enabled = off" >>"$LOG" 2>&1
+    sql "SELECT pg_reload_conf()" >>"$LOG" 2>&1
+    sleep 1
+    sql "SELECT count(counter.add('scale', 'k' || (i % $half), 1)) FROM generate_series(1, $n) i" >>"$LOG" 2>&1
+    sql "CREATE TABLE scale_ev AS SELECT 'k' || (i % $half) AS key, 1::int8 AS d, now() AS at
+           FROM generate_series(1, $n) i" >>"$LOG" 2>&1
+    sql "CREATE TABLE scale_roll (key text, day timestamptz, n int8, PRIMARY KEY (key, day))" >>"$LOG" 2>&1
+    sql "CHECKPOINT" >>"$LOG" 2>&1
+    t_c=$(timed_sql "SELECT counter.compact('scale')" | tail -n 1)
+    t_sql=$(timed_sql "INSERT INTO scale_roll SELECT key, date_trunc('day', at), sum(d) FROM scale_ev GROUP BY 1, 2
+                       ON CONFLICT (key, day) DO UPDATE SET n = scale_roll.n + excluded.n" | tail -n 1)
+    sql "ALTER SYSTEM RESET counter.worker_enabled" >>"$LOG" 2>&1
+    sql "SELECT pg_reload_conf()" >>"$LOG" 2>&1
+    read -r sum keys < <(sql "SELECT sum(value), count(*) FROM counter.totals WHERE counter = 'scale'" | tr '|' ' ')
+    [[ $sum == "$n" && $keys == "$half" ]] && exact=yes
+    peer=$(sql "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_incremental'")
+    printf '%-24s compact %ss: %s events/s, %s keys/s; one-statement SQL fold %ss: ratio %s (>1: counter faster); exact: %s\n' \
+        compact_1m "$t_c" "$(div "$n" "$t_c")" "$(div "$half" "$t_c")" "$t_sql" "$(div "$t_sql" "$t_c")" "$exact"
+    ((peer > 0)) || echo "    pg_incremental: not installed here (not in Debian): no row for it"
+    record compact_1m 1 "$(div "$n" "$t_c")" "$n" - - "$exact" \
+        "events/s; compact ${t_c}s; $half keys; one-statement SQL fold ${t_sql}s"
+
+    sql "CREATE TABLE scale_plain (key text PRIMARY KEY, n int8);
+         INSERT INTO scale_plain SELECT key, value FROM counter.totals WHERE counter = 'scale';
+         CREATE INDEX ON scale_plain (n DESC); ANALYZE scale_plain" >>"$LOG" 2>&1
+    tps_top=$(scale_tps "SELECT * FROM counter.top('scale', 10);")
+    tps_ptop=$(scale_tps "SELECT key, n FROM scale_plain ORDER BY n DESC LIMIT 10;")
+    tps_val=$(scale_tps "\\set i random(0, $((half - 1)))
+SELECT counter.value('scale', 'k' || :i);")
+    tps_pval=$(scale_tps "\\set i random(0, $((half - 1)))
+SELECT n FROM scale_plain WHERE key = 'k' || :i;")
+    printf '%-24s top(10) %s tps vs plain ORDER BY n DESC LIMIT 10 %s tps: %sx; value() %s tps vs plain PK %s tps: %sx (8 clients, %s keys)\n' \
+        top_value_1m "$tps_top" "$tps_ptop" "$(div "$tps_top" "$tps_ptop")" \
+        "$tps_val" "$tps_pval" "$(div "$tps_val" "$tps_pval")" "$half"
+    record top_1m 8 "$tps_top" 0 - - - "plain indexed query ${tps_ptop} tps; $half keys"
+    record value_1m 8 "$tps_val" 0 - - - "plain primary-key select ${tps_pval} tps; $half keys"
+
+    b0=$(sql "SELECT pg_total_relation_size('counter.slots')")
+    t0=$(sql "SELECT pg_total_relation_size('counter.totals') + pg_total_relation_size('counter.rollups')")
+    sql "SELECT bench_counter('scale_slots')" >>"$LOG" 2>&1
+    sql "SELECT count(counter.add('scale_slots', 'k' || i)) FROM generate_series(1, 100000) i" >>"$LOG" 2>&1
+    sql "CREATE TABLE scale_plain100k (key text PRIMARY KEY, n int8);
+         INSERT INTO scale_plain100k SELECT 'k' || i, 1 FROM generate_series(1, 100000) i" >>"$LOG" 2>&1
+    b1=$(sql "SELECT pg_total_relation_size('counter.slots')")
+    plain=$(sql "SELECT pg_total_relation_size('scale_plain100k')")
+    sql "SELECT counter.compact('scale_slots')" >>"$LOG" 2>&1
+    t1=$(sql "SELECT pg_total_relation_size('counter.totals') + pg_total_relation_size('counter.rollups')")
+    printf '%-24s slots mode, 100k keys added once: %s bytes/key before compaction (%sx the plain table), %s bytes/key in totals + default rollups after (%sx); plain table %s bytes/key\n' \
+        bytes_per_key "$(((b1 - b0) / 100000))" "$(div "$((b1 - b0))" "$plain")" \
+        "$(((t1 - t0) / 100000))" "$(div "$((t1 - t0))" "$plain")" "$((plain / 100000))"
+    record bytes_per_key_slots 1 "$(((b1 - b0) / 100000))" 100000 - - - \
+        "before compaction; after: $(((t1 - t0) / 100000)) in totals+rollups; plain table $((plain / 100000))"
+}
+
 # Every counter's rollups must agree with its values (counter.verify drift 0).
 verify_all() {
     local out
@@ -736,6 +832,7 @@ main() {
     worker_lag
     ! selected_any compact_backlog || echo "== compaction of a $BACKLOG_EVENTS-event backlog (worker off) =="
     compaction
+    scale
     verify_all
 
     report
