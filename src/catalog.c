@@ -8,11 +8,31 @@
  * OIDs of our relations and each counter's row of counter.counters are
  * cached per backend.  The counter cache is flushed by a relcache callback:
  * every function that changes counter.counters or counter.grants calls
- * CacheInvalidateRelcacheByRelid() on that table, which reaches every
- * backend at its next lock acquisition (and the changing backend at once,
- * also on abort).  The relation cache is flushed when any schema changes
- * (DROP EXTENSION drops our schema), and rights are re-checked when role
- * membership changes.
+ * CacheInvalidateRelcacheByRelid() on that table (the changing backend sees
+ * it at once, also on abort).  Rights are cached with the counter, so the
+ * cache is also flushed when a role changes (superuser, rename, drop: the
+ * syscache of pg_authid) or a role membership does (pg_auth_members).  The
+ * relation cache is flushed when any schema changes (DROP EXTENSION drops
+ * our schema).
+ *
+ * Other backends' invalidations are queued until a backend takes them in,
+ * which it does at transaction start and at a lock acquisition, but not
+ * when it already holds the lock (as a transaction that has read a counter
+ * does).  So every CounterLookup takes them in itself first: a revoke, a
+ * lost membership or superuser bit committed elsewhere counts from the next
+ * statement on, also inside an open transaction.  That is one read of a
+ * shared counter when nothing is queued.
+ *
+ * Counter rows are read with the latest snapshot, so a counter created by
+ * a committed transaction is found at once whatever the isolation level.
+ * In parallel mode (the leader of a Gather evaluating a function above it,
+ * or a parallel worker) no new snapshot may be taken; there a counter not
+ * cached is read with the active snapshot, the one the query reads the
+ * counter's values with, so the row, its rights and the values agree.  Such
+ * a row may be older than invalidations already taken in, so it is not
+ * cached: it serves the call and is read again at the next (a query above
+ * a Gather reads it once per row; the next lookup outside parallel mode
+ * caches it).
  *
  * Internal SQL runs as the owner of the extension's schema, after the
  * caller's rights were checked here, and is planned with a search_path of
@@ -24,6 +44,7 @@
 
 #include "access/genam.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_collation.h"
@@ -53,7 +74,6 @@
 #define Anum_counters_max		9
 #define Anum_counters_members	10
 #define Anum_counters_created	11
-#define Natts_counters			11
 
 #define Anum_grants_counter_id	1
 #define Anum_grants_grantee		2
@@ -64,6 +84,9 @@ static CounterRels rels;
 static HTAB *meta_cache = NULL;
 static bool meta_cache_stale = false;
 static bool callbacks_registered = false;
+
+/* a counter read in parallel mode, not cached (see the header) */
+static CounterMeta parallel_meta;
 
 /* Forget every cached counter (their grants live in CacheMemoryContext). */
 static void
@@ -98,7 +121,7 @@ counter_relcache_callback(Datum arg, Oid relid)
 		meta_cache_stale = true;
 }
 
-/* Syscache callback: a schema or a role membership changed. */
+/* Syscache callback: a schema, a role or a role membership changed. */
 static void
 counter_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
@@ -141,6 +164,7 @@ CounterGetRels(void)
 		CacheRegisterRelcacheCallback(counter_relcache_callback, (Datum) 0);
 		CacheRegisterSyscacheCallback(NAMESPACEOID, counter_syscache_callback, (Datum) 0);
 		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, counter_syscache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, counter_syscache_callback, (Datum) 0);
 		callbacks_registered = true;
 	}
 
@@ -174,13 +198,15 @@ CounterGetRels(void)
 	rels.events_key[1] = InvalidOid;
 	rels.event_tables = InvalidOid;
 	rels.wal_state = InvalidOid;
+	rels.feed_channel = InvalidAttrNumber;
 	rels.valid = true;
 	lookup_update_rels();
 	return &rels;
 }
 
 /*
- * Relations of versions 1.1 to 1.3, absent until ALTER EXTENSION counter
+ * Relations (and the column counters.feed_channel) of versions 1.1 to 1.4,
+ * absent until ALTER EXTENSION counter
  * UPDATE: looked up again while absent, so an update is seen at once.
  */
 static void
@@ -194,6 +220,8 @@ lookup_update_rels(void)
 	}
 	if (!OidIsValid(rels.wal_state))
 		rels.wal_state = get_relname_relid("wal_state", rels.schema);
+	if (rels.feed_channel == InvalidAttrNumber)
+		rels.feed_channel = get_attnum(rels.counters, "feed_channel");
 	if (!OidIsValid(rels.event_tables))
 	{
 		rels.events[1] = get_relname_relid("events_1", rels.schema);
@@ -282,24 +310,92 @@ load_grants(CounterMeta *meta, Snapshot snapshot)
 	table_close(rel, AccessShareLock);
 }
 
+/* Forget the grants of the counter last read in parallel mode. */
+static void
+parallel_meta_reset(void)
+{
+	if (parallel_meta.grants)
+		pfree(parallel_meta.grants);
+	parallel_meta.grants = NULL;
+}
+
+/*
+ * Read counter name's row of counter.counters and its grants in snapshot
+ * into meta (name, id, ... , grants; the per-backend fields are reset).
+ * False when there is no such counter.  On error meta->grants is NULL or
+ * allocated in CacheMemoryContext, for the caller to free.
+ */
+static bool
+load_meta(CounterMeta *meta, const char *name, Snapshot snapshot)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData skey;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	Datum	   *values;
+	bool	   *nulls;
+	char	   *mode;
+
+	meta->grants = NULL;
+	rel = table_open(rels.counters, AccessShareLock);
+	ScanKeyInit(&skey, Anum_counters_name, BTEqualStrategyNumber,
+				F_TEXTEQ, CStringGetTextDatum(name));
+	skey.sk_collation = C_COLLATION_OID;
+	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 1, &skey);
+	tup = systable_getnext(scan);
+	if (!HeapTupleIsValid(tup))
+	{
+		systable_endscan(scan);
+		table_close(rel, AccessShareLock);
+		return false;
+	}
+
+	/* later versions add columns: deform as many as the table has */
+	desc = RelationGetDescr(rel);
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(tup, desc, values, nulls);
+	strlcpy(meta->name, name, sizeof(meta->name));
+	meta->id = DatumGetInt32(values[Anum_counters_id - 1]);
+	meta->owner = DatumGetObjectId(values[Anum_counters_owner - 1]);
+	mode = TextDatumGetCString(values[Anum_counters_mode - 1]);
+	meta->mode = CounterParseMode(mode);
+	meta->nslots = DatumGetInt32(values[Anum_counters_slots - 1]);
+	meta->has_min = !nulls[Anum_counters_min - 1];
+	meta->min = meta->has_min ? DatumGetInt64(values[Anum_counters_min - 1]) : 0;
+	meta->has_max = !nulls[Anum_counters_max - 1];
+	meta->max = meta->has_max ? DatumGetInt64(values[Anum_counters_max - 1]) : 0;
+	meta->members = DatumGetBool(values[Anum_counters_members - 1]);
+	meta->created = DatumGetTimestampTz(values[Anum_counters_created - 1]);
+	meta->feed_channel[0] = '\0';
+	if (rels.feed_channel != InvalidAttrNumber && !nulls[rels.feed_channel - 1])
+		text_to_cstring_buffer(DatumGetTextPP(values[rels.feed_channel - 1]),
+							   meta->feed_channel, sizeof(meta->feed_channel));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	meta->checked_user = InvalidOid;
+	meta->checked_privs = 0;
+	meta->last_slot = MyBackendId;
+	load_grants(meta, snapshot);
+	return true;
+}
+
 /*
  * Find a counter by name: from the backend cache, else from counter.counters
- * read with the latest snapshot (so a counter created by a committed
- * transaction is found at once, whatever the caller's isolation level).
- * The entry returned stays valid until the next call.
+ * (see the header for the snapshot and the invalidations).  The entry
+ * returned stays valid until the next call.
  */
 CounterMeta *
 CounterLookup(const char *name, bool missing_ok)
 {
 	CounterMeta *meta;
-	bool		found;
 	char		keybuf[COUNTER_NAME_MAXLEN + 1];
-	Relation	rel;
-	SysScanDesc scan;
-	ScanKeyData skey;
-	HeapTuple	tup;
 	Snapshot	snapshot;
+	bool		found;
 
+	AcceptInvalidationMessages();
 	CounterGetRels();
 	if (meta_cache_stale)
 	{
@@ -333,64 +429,43 @@ CounterLookup(const char *name, bool missing_ok)
 	if (meta != NULL)
 		return meta;
 
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	rel = table_open(rels.counters, AccessShareLock);
-	ScanKeyInit(&skey, Anum_counters_name, BTEqualStrategyNumber,
-				F_TEXTEQ, CStringGetTextDatum(name));
-	skey.sk_collation = C_COLLATION_OID;
-	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 1, &skey);
-	tup = systable_getnext(scan);
-	if (!HeapTupleIsValid(tup))
+	if (IsInParallelMode())
 	{
-		systable_endscan(scan);
-		table_close(rel, AccessShareLock);
+		/* GetLatestSnapshot() is forbidden here: the query's own snapshot */
+		parallel_meta_reset();
+		meta = &parallel_meta;
+		found = load_meta(meta, name, GetActiveSnapshot());
+	}
+	else
+	{
+		snapshot = RegisterSnapshot(GetLatestSnapshot());
+		meta = hash_search(meta_cache, keybuf, HASH_ENTER, NULL);
+		meta->grants = NULL;
+		PG_TRY();
+		{
+			found = load_meta(meta, name, snapshot);
+		}
+		PG_CATCH();
+		{
+			if (meta->grants)
+				pfree(meta->grants);
+			hash_search(meta_cache, keybuf, HASH_REMOVE, NULL);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 		UnregisterSnapshot(snapshot);
-		if (missing_ok)
-			return NULL;
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("counter \"%s\" does not exist", name),
-				 errhint("Create it with counter.create('%s').", name)));
+		if (!found)
+			hash_search(meta_cache, keybuf, HASH_REMOVE, NULL);
 	}
-
-	meta = hash_search(meta_cache, keybuf, HASH_ENTER, &found);
-	{
-		Datum		values[Natts_counters];
-		bool		nulls[Natts_counters];
-		char	   *mode;
-
-		heap_deform_tuple(tup, RelationGetDescr(rel), values, nulls);
-		meta->id = DatumGetInt32(values[Anum_counters_id - 1]);
-		meta->owner = DatumGetObjectId(values[Anum_counters_owner - 1]);
-		mode = TextDatumGetCString(values[Anum_counters_mode - 1]);
-		meta->mode = CounterParseMode(mode);
-		meta->nslots = DatumGetInt32(values[Anum_counters_slots - 1]);
-		meta->has_min = !nulls[Anum_counters_min - 1];
-		meta->min = meta->has_min ? DatumGetInt64(values[Anum_counters_min - 1]) : 0;
-		meta->has_max = !nulls[Anum_counters_max - 1];
-		meta->max = meta->has_max ? DatumGetInt64(values[Anum_counters_max - 1]) : 0;
-		meta->members = DatumGetBool(values[Anum_counters_members - 1]);
-		meta->created = DatumGetTimestampTz(values[Anum_counters_created - 1]);
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-
-	meta->checked_user = InvalidOid;
-	meta->checked_privs = 0;
-	meta->last_slot = MyBackendId;
-	meta->grants = NULL;
-	PG_TRY();
-	{
-		load_grants(meta, snapshot);
-	}
-	PG_CATCH();
-	{
-		hash_search(meta_cache, keybuf, HASH_REMOVE, NULL);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	UnregisterSnapshot(snapshot);
-	return meta;
+	if (found)
+		return meta;
+	if (missing_ok)
+		return NULL;
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("counter \"%s\" does not exist", name),
+			 errhint("Create it with counter.create('%s').", name)));
+	return NULL;				/* keep compiler quiet */
 }
 
 /* The rights the current role holds on a counter (owner: all of them). */

@@ -26,6 +26,7 @@
 
 #include "postgres.h"
 
+#include "access/attnum.h"
 #include "access/htup.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -80,6 +81,7 @@ typedef struct CounterMeta
 	int64		max;
 	bool		members;
 	TimestampTz created;		/* tells incarnations of one id apart */
+	char		feed_channel[NAMEDATALEN];	/* "" before version 1.4 */
 	int			ngrants;
 	CounterGrant *grants;		/* in CacheMemoryContext */
 	Oid			checked_user;	/* last role checked, and its rights */
@@ -106,6 +108,7 @@ typedef struct CounterRels
 	Oid			flushed_pkey;
 	Oid			members;		/* InvalidOid before version 1.1 */
 	Oid			wal_state;		/* InvalidOid before version 1.3 */
+	AttrNumber	feed_channel;	/* of counters; InvalidAttrNumber before 1.4 */
 } CounterRels;
 
 /*

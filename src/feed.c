@@ -5,13 +5,20 @@
  *
  * Compaction reports every (counter, key) it moved; those are collected
  * here, and flushed at most every counter.notify_interval by the worker (at
- * once by counter.compact()).  A flush sends, on channel counter_<name>, a
- * JSON array of {"counter", "key", "value"} objects in payloads below
+ * once by counter.compact()).  A flush sends, on the counter's feed channel,
+ * a JSON array of {"counter", "key", "value"} objects in payloads below
  * NOTIFY's 8000 bytes; the value is the key's compacted total, read set-wise from totals
  * (cheap, where value() would walk the events just deleted).  Adds never
  * notify: every change reaches the feed through compaction, so a client
  * sees each changed key's latest value within naptime + notify_interval of
  * the change, and the final value once adds stop.
+ *
+ * Any role may LISTEN on any channel, so since version 1.4 the channel is
+ * counters.feed_channel, 'counter_' and 32 random hex digits, which
+ * counter.channel() tells only to roles that may read the counter and
+ * counter.revoke() replaces when it takes a read right away.  The channel
+ * is read at each flush, so the feed moves to a new channel with the
+ * revoke's commit.  Before the update to 1.4 it is counter_<name>.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,15 +41,20 @@ static Datum *feed_names = NULL;
 static Datum *feed_keys = NULL;
 static int	feed_count = 0;
 
-/* the JSON entry of each collected key, grouped by counter */
-static CounterStmt notify_stmt = {
-	"WITH u AS (SELECT DISTINCT u.n, u.k FROM unnest($1::text[], $2::text[]) AS u(n, k)"
-	"            WHERE EXISTS (SELECT 1 FROM counter.counters c WHERE c.name = u.n))"
-	" SELECT u.n, json_build_object('counter', u.n, 'key', u.k, 'value',"
-	"               (SELECT sum(t.value) FROM counter.totals t"
-	"                 WHERE t.counter = u.n AND t.key = u.k))::text"
-	"   FROM u ORDER BY u.n, u.k",
-	2, {TEXTARRAYOID, TEXTARRAYOID}
+/*
+ * The channel and JSON entry of each collected key, grouped by counter:
+ * [1] with counters.feed_channel (version 1.4), [0] before.
+ */
+#define NOTIFY_SQL(CHANNEL) \
+	"WITH u AS (SELECT DISTINCT u.n, u.k FROM unnest($1::text[], $2::text[]) AS u(n, k))" \
+	" SELECT " CHANNEL ", json_build_object('counter', u.n, 'key', u.k, 'value'," \
+	"               (SELECT sum(t.value) FROM counter.totals t" \
+	"                 WHERE t.counter = u.n AND t.key = u.k))::text" \
+	"   FROM u JOIN counter.counters c ON c.name = u.n ORDER BY u.n, u.k"
+
+static CounterStmt notify_stmt[2] = {
+	{NOTIFY_SQL("'counter_' || c.name"), 2, {TEXTARRAYOID, TEXTARRAYOID}},
+	{NOTIFY_SQL("c.feed_channel"), 2, {TEXTARRAYOID, TEXTARRAYOID}}
 };
 
 /*
@@ -101,33 +113,34 @@ CounterFeedFlush(void)
 	feed_names = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
 	feed_keys = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
 	/* not read-only: it must see the totals this transaction just wrote */
-	CounterExec(&notify_stmt, values, NULL, false);
+	CounterExec(&notify_stmt[CounterGetRels()->feed_channel != InvalidAttrNumber],
+				values, NULL, false);
 
 	/* pack entries greedily into payloads that NOTIFY accepts */
 	initStringInfo(&payload);
 	for (i = 0; i <= SPI_processed; i++)
 	{
-		char	   *name = NULL;
+		char	   *next = NULL;
 		char	   *entry = NULL;
 
 		if (i < SPI_processed)
 		{
-			name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			next = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 			entry = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 		}
 		if (payload.len > 0 &&
-			(name == NULL || strcmp(name, channel + strlen("counter_")) != 0 ||
+			(next == NULL || strcmp(next, channel) != 0 ||
 			 payload.len + strlen(entry) + 2 > FEED_PAYLOAD_MAX))
 		{
 			appendStringInfoChar(&payload, ']');
 			Async_Notify(channel, payload.data);
 			resetStringInfo(&payload);
 		}
-		if (name == NULL)
+		if (next == NULL)
 			break;
 		if (payload.len == 0)
 		{
-			snprintf(channel, sizeof(channel), "counter_%s", name);
+			strlcpy(channel, next, sizeof(channel));
 			appendStringInfoChar(&payload, '[');
 		}
 		else

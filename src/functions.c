@@ -16,6 +16,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
 #include "common/int.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -46,6 +47,7 @@ PG_FUNCTION_INFO_V1(counter_series);
 PG_FUNCTION_INFO_V1(counter_compact);
 PG_FUNCTION_INFO_V1(counter_verify);
 PG_FUNCTION_INFO_V1(counter_can_read);
+PG_FUNCTION_INFO_V1(counter_channel);
 
 /* Parameters ($1 id, $2 name, $3 this node) of statements on one counter. */
 static void
@@ -391,13 +393,26 @@ static CounterStmt grant_stmt = {
 	3, {INT4OID, OIDOID, TEXTOID}
 };
 
-static CounterStmt revoke_stmt = {
-	"DELETE FROM counter.grants WHERE counter_id = $1 AND grantee = $2 AND privilege = $3",
-	3, {INT4OID, OIDOID, TEXTOID}
+/*
+ * Taking a read right away (read, or admin, which includes it) also gives
+ * the counter a new feed channel, so the role that lost the right can
+ * follow the feed no longer (version 1.4, with counters.feed_channel; [0]
+ * before it).
+ */
+#define REVOKE_SQL "DELETE FROM counter.grants WHERE counter_id = $1 AND grantee = $2 AND privilege = $3"
+static CounterStmt revoke_stmt[2] = {
+	{REVOKE_SQL, 3, {INT4OID, OIDOID, TEXTOID}},
+	{"WITH d AS (" REVOKE_SQL ")"
+		" UPDATE counter.counters SET feed_channel = DEFAULT"
+		"  WHERE id = $1 AND $3 <> 'add'",
+	3, {INT4OID, OIDOID, TEXTOID}}
 };
 
-/* Shared body of counter.grant and counter.revoke. */
-static void
+/*
+ * Shared body of counter.grant and counter.revoke; returns the counter, as
+ * it was before the change.
+ */
+static CounterMeta *
 grant_or_revoke(FunctionCallInfo fcinfo, CounterStmt *stmt)
 {
 	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_ADMIN);
@@ -426,6 +441,7 @@ grant_or_revoke(FunctionCallInfo fcinfo, CounterStmt *stmt)
 	CounterExec(stmt, values, NULL, false);
 	SPI_finish();
 	CounterInvalidate();
+	return meta;
 }
 
 /* counter.grant(name, role, 'read'|'add'|'admin'); role may be 'public'. */
@@ -436,11 +452,22 @@ counter_grant(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* counter.revoke(name, role, privilege): undo one grant. */
+/*
+ * counter.revoke(name, role, privilege): undo one grant.  Revoking read or
+ * admin rotates the feed channel (even when the role held no such grant:
+ * that is how to cut off a role that lost the right through a membership)
+ * and, at commit, sends an empty array on the old channel: the readers
+ * still listening there ask counter.channel() for the new one.
+ */
 Datum
 counter_revoke(PG_FUNCTION_ARGS)
 {
-	grant_or_revoke(fcinfo, &revoke_stmt);
+	bool		rotates = CounterGetRels()->feed_channel != InvalidAttrNumber;
+	CounterMeta *meta = grant_or_revoke(fcinfo, &revoke_stmt[rotates]);
+
+	/* grant_or_revoke checked the privilege's name */
+	if (rotates && strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "add") != 0)
+		Async_Notify(meta->feed_channel, "[]");
 	PG_RETURN_VOID();
 }
 
@@ -1048,6 +1075,18 @@ counter_verify(PG_FUNCTION_ARGS)
 	counter_params(meta, values);
 	return_rows(fcinfo, &verify_stmt, values, NULL);
 	return (Datum) 0;
+}
+
+/*
+ * counter.channel(name) (version 1.4): the channel of the counter's change
+ * feed, told only to a role that may read it.
+ */
+Datum
+counter_channel(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
+
+	PG_RETURN_TEXT_P(cstring_to_text(meta->feed_channel));
 }
 
 /* counter.can_read(name): filter of the counter.stats view. */

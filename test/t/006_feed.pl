@@ -1,4 +1,4 @@
-# Proves the change feed: the worker NOTIFYs counter_<name> with well-formed JSON arrays of {counter, key, value}, the last value notified for every changed key (slots and events) equals its final value, adds themselves never notify (not even to the adding session), under 16 clients x 2000 adds there are far fewer notifications than adds and per-key values never go backwards, and payloads stay under the NOTIFY limit however long the keys.
+# Proves the change feed: the worker NOTIFYs the private channel of each counter (counter.channel(), random: a guessed counter_<name> receives nothing) with well-formed JSON arrays of {counter, key, value}, the last value notified for every changed key (slots and events) equals its final value, adds themselves never notify (not even to the adding session), under 16 clients x 2000 adds there are far fewer notifications than adds and per-key values never go backwards, payloads stay under the NOTIFY limit however long the keys, and a role whose read right is revoked stops receiving at once (the channel is rotated; the old one gets one empty array) while readers follow on the new channel.
 use strict;
 use warnings;
 
@@ -29,6 +29,12 @@ SELECT counter.create('long', mode => 'events');
 ));
 
 sub q1 { return $node->safe_psql($db, $_[0]); }
+
+# counter => its feed channel now; and every channel it has had
+my %chan = map { split /\|/ } split /\n/,
+  q1("SELECT name || '|' || counter.channel(name) FROM counter.list()");
+my %had = map { ($_ => [ $chan{$_} ]) } keys %chan;
+my @rotations;    # channels that got the empty array of a rotation
 
 ###
 ### A psql session of our own: LISTENs, and prints the notifications that
@@ -80,6 +86,11 @@ sub add_note
 	my $where = "notification " . scalar(@notes) . " on $channel";
 	push @malformed, "$where: payload of " . length($payload) . ' bytes'
 	  if length($payload) >= 8000;
+	if ($payload eq '[]')
+	{
+		push @rotations, $channel;
+		return;
+	}
 	if (ref($items) ne 'ARRAY' || !@$items)
 	{
 		push @malformed, "$where: not a non-empty JSON array: " . substr($payload, 0, 200);
@@ -90,7 +101,7 @@ sub add_note
 	{
 		if (ref($o) ne 'HASH'
 			|| join(',', sort keys %$o) ne 'counter,key,value'
-			|| 'counter_' . ($o->{counter} // '') ne $channel
+			|| !(grep { $_ eq $channel } @{ $had{ $o->{counter} // "" } // [] })
 			|| ref(\$o->{key}) ne 'SCALAR'
 			|| ($o->{value} // '') !~ /^-?\d+$/)
 		{
@@ -139,7 +150,8 @@ sub values_of
 	return \%v;
 }
 
-listen_query('LISTEN counter_c; LISTEN counter_e; LISTEN counter_long;');
+like($chan{c}, qr/^counter_[0-9a-f]{32}$/, 'a counter\'s channel is counter_ and 32 random hex digits');
+listen_query("LISTEN $chan{c}; LISTEN $chan{e}; LISTEN $chan{long}; LISTEN counter_c; LISTEN counter_e;");
 my $worker_sql =
   "SELECT pid FROM pg_stat_activity WHERE backend_type = 'counter worker' AND datname = '$db'";
 ok($node->poll_query_until($db, "SELECT count(*) = 1 FROM ($worker_sql) w"), 'the counter worker runs');
@@ -246,8 +258,8 @@ ok(wait_for_values($exp), 'load: each key\'s last notified value is its final va
 
 my @load_notes = @notes[ $first_load_note .. $#notes ];
 note 'load: ' . scalar(@load_notes) . ' notifications for 32000 adds ('
-  . scalar(grep { $_->{channel} eq 'counter_c' } @load_notes) . ' on counter_c, '
-  . scalar(grep { $_->{channel} eq 'counter_e' } @load_notes) . ' on counter_e)';
+  . scalar(grep { $_->{channel} eq $chan{c} } @load_notes) . ' on the channel of c, '
+  . scalar(grep { $_->{channel} eq $chan{e} } @load_notes) . ' on that of e)';
 cmp_ok(scalar(@load_notes), '<', 32000 / 10,
 	'load: far fewer notifications than adds (no notification per add)');
 cmp_ok(scalar(@load_notes), '>', 0, 'load: notifications did arrive');
@@ -285,6 +297,65 @@ is(join('; ', @malformed), '',
 my @worker_errors = grep { /payload string too long/ } split /\n/, slurp_file($node->logfile);
 is(scalar(@worker_errors), 0, 'no NOTIFY failed in the server log')
   or diag $worker_errors[0];
+
+###
+### 5. A private feed: eve, granted read, follows the channel counter.channel()
+###    tells her; once her right is revoked the feed moves to a new channel:
+###    she receives nothing more (re-LISTENing the old one does not help),
+###    while the readers that ask counter.channel() again follow it
+###
+q1("CREATE ROLE eve LOGIN; SELECT counter.grant('c', 'eve', 'read');");
+my %eve = (in => '', out => '', err => '');
+$eve{h} = IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr($db) . ' user=eve' ],
+	'<', \$eve{in}, '>', \$eve{out}, '2>', \$eve{err}, IPC::Run::timeout(170));
+my $eve_n = 0;
+
+# Run sql as eve; return what it printed (notifications included), and its errors.
+sub eve_query
+{
+	my ($sql) = @_;
+	my $marker = 'eve-done-' . ++$eve_n;
+	$eve{in} .= "$sql\n\\echo $marker\n";
+	$eve{h}->pump until $eve{out} =~ /^\Q$marker\E$/m;
+	my ($text) = $eve{out} =~ /\A(.*?)^\Q$marker\E\n/ms;
+	$eve{out} =~ s/\A.*?^\Q$marker\E\n//ms;
+	my $err = $eve{err};
+	$eve{err} = '';
+	return ($text, $err);
+}
+
+my ($eve_out, $eve_err) = eve_query("SELECT counter.channel('c');");
+is($eve_out, "$chan{c}\n", 'eve, granted read, is told the channel of c');
+eve_query("LISTEN $chan{c}; LISTEN counter_c;");
+q1("SELECT counter.add('c', 'private', 1); SELECT counter.compact('c');");
+my $eve_seen = '';
+for (my $i = 0; $i < 600 && $eve_seen !~ /"private", "value" : 1\}/; $i++)
+{
+	$eve_seen .= (eve_query('SELECT 1;'))[0];
+	usleep(50_000);
+}
+like($eve_seen, qr/^Asynchronous notification "\Q$chan{c}\E" with payload .*"private", "value" : 1\}/m,
+	'eve receives the feed of c on its channel');
+unlike($eve_seen, qr/notification "counter_c"/, 'nothing arrives on the guessed channel counter_c');
+
+my $old = $chan{c};
+q1("SELECT counter.revoke('c', 'eve', 'read')");
+$chan{c} = q1("SELECT counter.channel('c')");
+push @{ $had{c} }, $chan{c};
+isnt($chan{c}, $old, 'the revoke gave c a new channel');
+($eve_out, $eve_err) = eve_query("SELECT counter.channel('c');");
+like($eve_err, qr/permission denied for counter "c"/, 'eve is told the channel no longer');
+eve_query("UNLISTEN *; LISTEN $old; LISTEN counter_c;");
+listen_query("LISTEN $chan{c};");
+q1("SELECT counter.add('c', 'private', 1); SELECT counter.compact('c');");
+ok(wait_for_values({ 'c|private' => 2 }), 'a reader on the new channel receives the new value');
+is(join(',', grep { $_ eq $old } @rotations), $old, 'the old channel got one empty array: ask again');
+# every notification sent so far was queued before this statement of eve's
+($eve_out) = eve_query('SELECT 1;');
+my @eve_values = grep { /^Asynchronous notification/ && !/with payload "\[\]"/ } split /\n/, $eve_out;
+is(join("\n", @eve_values), '', 'eve, revoked, receives no value any more (re-LISTENing the old channel does not help)');
+$eve{in} .= "\\q\n";
+$eve{h}->finish;
 
 note 'notifications in all: ' . scalar(@notes);
 $sess{in} .= "\\q\n";
