@@ -548,8 +548,8 @@ scale() {
     selected scale || return 0
     half=$((n / 2))
     echo "== scale: $n events over $half keys, a daily rollup; top/value against a plain table =="
-    sql "SELECT bench_counter('scale', 'events', rollups => '{1 day}');
-         ALTER SYSTEM SET counter.worker_enabled = off" >>"$LOG" 2>&1
+    sql "SELECT bench_counter('scale', 'events', rollups => '{1 day}')" >>"$LOG" 2>&1
+    sql "ALTER SYSTEM SET counter.worker_enabled = off" >>"$LOG" 2>&1
     sql "SELECT pg_reload_conf()" >>"$LOG" 2>&1
     sleep 1
     sql "SELECT count(counter.add('scale', 'k' || (i % $half), 1)) FROM generate_series(1, $n) i" >>"$LOG" 2>&1
