@@ -24,6 +24,7 @@
 
 #include "access/genam.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_collation.h"
@@ -39,6 +40,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
@@ -173,13 +175,14 @@ CounterGetRels(void)
 	rels.events_key[1] = InvalidOid;
 	rels.event_tables = InvalidOid;
 	rels.wal_state = InvalidOid;
+	rels.quarantine = InvalidOid;
 	rels.valid = true;
 	lookup_update_rels();
 	return &rels;
 }
 
 /*
- * Relations of versions 1.1 to 1.3, absent until ALTER EXTENSION counter
+ * Relations of versions 1.1 to 1.4, absent until ALTER EXTENSION counter
  * UPDATE: looked up again while absent, so an update is seen at once.
  */
 static void
@@ -193,6 +196,8 @@ lookup_update_rels(void)
 	}
 	if (!OidIsValid(rels.wal_state))
 		rels.wal_state = get_relname_relid("wal_state", rels.schema);
+	if (!OidIsValid(rels.quarantine))
+		rels.quarantine = get_relname_relid("quarantine", rels.schema);
 	if (!OidIsValid(rels.event_tables))
 	{
 		rels.events[1] = get_relname_relid("events_1", rels.schema);
@@ -558,4 +563,36 @@ CounterExec(CounterStmt *stmt, Datum *values, const char *nulls, bool read_only)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg_internal("internal statement failed: %s", SPI_result_code_string(ret))));
 	return ret;
+}
+
+/*
+ * Run fn(arg) in a subtransaction.  On an error, roll the subtransaction
+ * back and return a copy of the error (the caller's memory context and
+ * resource owner are as before); NULL on success.  SPI connected before
+ * stays connected, and rows fn left in SPI_tuptable stay readable.
+ */
+ErrorData *
+CounterInSubxact(void (*fn) (void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
 }
