@@ -61,6 +61,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
@@ -199,6 +200,7 @@ CounterGetRels(void)
 	rels.event_tables = InvalidOid;
 	rels.wal_state = InvalidOid;
 	rels.feed_channel = InvalidAttrNumber;
+	rels.quarantine = InvalidOid;
 	rels.valid = true;
 	lookup_update_rels();
 	return &rels;
@@ -222,6 +224,8 @@ lookup_update_rels(void)
 		rels.wal_state = get_relname_relid("wal_state", rels.schema);
 	if (rels.feed_channel == InvalidAttrNumber)
 		rels.feed_channel = get_attnum(rels.counters, "feed_channel");
+	if (!OidIsValid(rels.quarantine))
+		rels.quarantine = get_relname_relid("quarantine", rels.schema);
 	if (!OidIsValid(rels.event_tables))
 	{
 		rels.events[1] = get_relname_relid("events_1", rels.schema);
@@ -676,4 +680,36 @@ CounterExists(int32 id, TimestampTz created)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return exists;
+}
+
+/*
+ * Run fn(arg) in a subtransaction.  On an error, roll the subtransaction
+ * back and return a copy of the error (the caller's memory context and
+ * resource owner are as before); NULL on success.  SPI connected before
+ * stays connected, and rows fn left in SPI_tuptable stay readable.
+ */
+ErrorData *
+CounterInSubxact(void (*fn) (void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
 }

@@ -67,14 +67,23 @@
 	" SELECT c.name, a.key, a.n FROM agg a JOIN counter.counters c ON c.id = a.counter_id"
 
 /*
+ * The batch statements below come in two forms: [0] before version 1.4,
+ * [1] leaving the keys of counter.quarantine where they are.
+ */
+#define QUARANTINED(A) \
+	"EXISTS (SELECT 1 FROM counter.quarantine q" \
+	"         WHERE q.counter_id = " A ".counter_id AND q.key = " A ".key)"
+#define NOT_QUARANTINED(A) " AND NOT " QUARANTINED(A)
+
+/*
  * $1 batch size (unused: all visible events go in one batch), $2 node id,
  * $3 counter id or 0 for all.  A plain delete of everything visible is the
  * cheapest row-by-row way: no row list to build, one pass over the heap.
  */
-#define EVENTS_DELETE(TABLE) \
+#define EVENTS_DELETE(TABLE, Q) \
 { \
 "WITH moved AS (" \
-"   DELETE FROM " TABLE " e WHERE $3 = 0 OR e.counter_id = $3" \
+"   DELETE FROM " TABLE " e WHERE ($3 = 0 OR e.counter_id = $3)" Q \
 "   RETURNING e.counter_id, e.key, e.delta, e.at)" \
 FOLD_MOVED, \
 3, {INT4OID, INT4OID, INT4OID} \
@@ -85,52 +94,220 @@ FOLD_MOVED, \
  * every counter's rows: fold them all and mark the table folded, with no
  * row deleted.
  */
-#define EVENTS_FOLD(TABLE, TAB) \
+#define EVENTS_FOLD(TABLE, TAB, Q) \
 { \
 "WITH f AS (UPDATE counter.event_tables SET folded = pg_current_xact_id() WHERE tab = " TAB ")," \
-" moved AS (SELECT e.counter_id, e.key, e.delta, e.at FROM " TABLE " e)" \
+" moved AS (SELECT e.counter_id, e.key, e.delta, e.at FROM " TABLE " e WHERE true" Q ")" \
 FOLD_MOVED, \
 3, {INT4OID, INT4OID, INT4OID} \
 }
 
-static CounterStmt events_delete_stmt[2] = {
-	EVENTS_DELETE("counter.events"), EVENTS_DELETE("counter.events_1")
+static CounterStmt events_delete_stmt[2][2] = {
+	{EVENTS_DELETE("counter.events", ""), EVENTS_DELETE("counter.events_1", "")},
+	{EVENTS_DELETE("counter.events", NOT_QUARANTINED("e")),
+	EVENTS_DELETE("counter.events_1", NOT_QUARANTINED("e"))}
 };
 
-static CounterStmt events_fold_stmt[2] = {
-	EVENTS_FOLD("counter.events", "0"), EVENTS_FOLD("counter.events_1", "1")
+static CounterStmt events_fold_stmt[2][2] = {
+	{EVENTS_FOLD("counter.events", "0", ""), EVENTS_FOLD("counter.events_1", "1", "")},
+	{EVENTS_FOLD("counter.events", "0", NOT_QUARANTINED("e")),
+	EVENTS_FOLD("counter.events_1", "1", NOT_QUARANTINED("e"))}
 };
 
-static CounterStmt slots_stmt = {
-"WITH moved AS ("
-"   UPDATE counter.slots s SET value = 0, lo = s.lo - z.value, hi = s.hi - z.value,"
-"          touched = now()"
-"     FROM (SELECT x.ctid, x.value FROM counter.slots x"
-"            WHERE ($3 = 0 OR x.counter_id = $3) AND x.value <> 0"
-"            LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED) z"
-"    WHERE s.ctid = z.ctid"
-"   RETURNING s.counter_id, s.key, z.value AS delta, now() AS at)"
-FOLD_MOVED,
-3, {INT4OID, INT4OID, INT4OID}
+/*
+ * Before the fold of a whole table: the rows of quarantined keys, which the
+ * fold leaves, go to the other table (current), in the same transaction,
+ * so that no snapshot loses or counts them twice.  Driven by the
+ * quarantine: nothing is scanned when it is empty.
+ */
+#define EVENTS_CARRY(FROM, TO) \
+{ \
+"INSERT INTO " TO " (counter_id, key, delta, at)" \
+" SELECT e.counter_id, e.key, e.delta, e.at" \
+"   FROM (SELECT DISTINCT q.counter_id, q.key FROM counter.quarantine q) q," \
+"        LATERAL (SELECT e.* FROM " FROM " e" \
+"                  WHERE e.counter_id = q.counter_id AND e.key = q.key) e", \
+0, {0} \
+}
+
+static CounterStmt events_carry_stmt[2] = {
+	EVENTS_CARRY("counter.events", "counter.events_1"),
+	EVENTS_CARRY("counter.events_1", "counter.events")
 };
+
+#define SLOTS(Q) \
+{ \
+"WITH moved AS (" \
+"   UPDATE counter.slots s SET value = 0, lo = s.lo - z.value, hi = s.hi - z.value," \
+"          touched = now()" \
+"     FROM (SELECT x.ctid, x.value FROM counter.slots x" \
+"            WHERE ($3 = 0 OR x.counter_id = $3) AND x.value <> 0" Q \
+"            LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED) z" \
+"    WHERE s.ctid = z.ctid" \
+"   RETURNING s.counter_id, s.key, z.value AS delta, now() AS at)" \
+FOLD_MOVED, \
+3, {INT4OID, INT4OID, INT4OID} \
+}
+
+static CounterStmt slots_stmt[2] = {SLOTS(""), SLOTS(NOT_QUARANTINED("x"))};
 
 /*
  * $1 ids, $2 node, $3 creation times, $4 keys, $5 amounts: the flush of
  * buffered entries (buffer.c), raising each key's flushed amount F with
- * the totals, in one transaction.
+ * the totals, in one transaction.  [0] before version 1.4; [1 + t]: the
+ * amount of a quarantined key goes to events table t (the current one)
+ * instead of totals, F rising all the same: a read stays exact.
  */
-static CounterStmt buffered_stmt = {
-"WITH moved AS ("
-"   SELECT u.counter_id, u.key, u.delta, now() AS at"
-"     FROM unnest($1::int4[], $3::timestamptz[], $4::text[], $5::int8[])"
-"          AS u(counter_id, created, key, delta)"
-"     JOIN counter.counters c ON c.id = u.counter_id AND c.created = u.created"
+#define BUFFERED_TAKEN \
+"WITH taken AS (" \
+"   SELECT u.counter_id, u.key, u.delta, now() AS at" \
+"     FROM unnest($1::int4[], $3::timestamptz[], $4::text[], $5::int8[])" \
+"          AS u(counter_id, created, key, delta)" \
+"     JOIN counter.counters c ON c.id = u.counter_id AND c.created = u.created" \
 "    WHERE u.delta <> 0),"
-" f AS (INSERT INTO counter.flushed AS f (counter_id, key, flushed)"
-"        SELECT m.counter_id, m.key, m.delta FROM moved m"
-"        ON CONFLICT (counter_id, key) DO UPDATE SET flushed = f.flushed + excluded.flushed)"
-FOLD_MOVED,
+#define BUFFERED_FLUSHED \
+" f AS (INSERT INTO counter.flushed AS f (counter_id, key, flushed)" \
+"        SELECT m.counter_id, m.key, m.delta FROM taken m" \
+"        ON CONFLICT (counter_id, key) DO UPDATE SET flushed = f.flushed + excluded.flushed),"
+
+#define BUFFERED_Q(TABLE) \
+{ \
+BUFFERED_TAKEN BUFFERED_FLUSHED \
+" ev AS (INSERT INTO " TABLE " (counter_id, key, delta, at)" \
+"         SELECT m.counter_id, m.key, m.delta, m.at FROM taken m" \
+"          WHERE " QUARANTINED("m") ")," \
+" moved AS (SELECT m.* FROM taken m WHERE true" NOT_QUARANTINED("m") ")" \
+FOLD_MOVED, \
+5, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID} \
+}
+
+static CounterStmt buffered_stmt[3] = {
+	{BUFFERED_TAKEN BUFFERED_FLUSHED " moved AS (SELECT m.* FROM taken m)" FOLD_MOVED,
+	5, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID}},
+	BUFFERED_Q("counter.events"),
+	BUFFERED_Q("counter.events_1")
+};
+
+/*
+ * The diagnosis of a batch statement that failed with a data exception:
+ * from CTE "moved" (counter_id, key, delta, at, src), the keys (per src)
+ * whose fold would fail, with the reason, computed in numeric and epoch
+ * seconds so that the diagnosis itself cannot fail: the sum of the key's
+ * rows (per second, and in all) outside bigint; this node's incremented
+ * or decremented count of its total, or the total, leaving bigint; a
+ * rollup bucket leaving bigint; a bucket's start (date_bin of the second,
+ * origin 2000-01-01 = epoch 946684800) before the earliest timestamp.
+ */
+#define I8_OUT(X) " (" X " NOT BETWEEN -9223372036854775808 AND 9223372036854775807)"
+#define DIAGNOSE_MOVED \
+", dsec AS (SELECT m.counter_id, m.key, m.src," \
+"                  date_bin('1 second', m.at, timestamptz '2000-01-01 00:00:00+00') AS at," \
+"                  sum(m.delta) AS d" \
+"             FROM moved m GROUP BY 1, 2, 3, 4)" \
+", dagg AS (SELECT s.counter_id, s.key, s.src, sum(s.d) AS d, bool_or(" I8_OUT("s.d") ") AS over" \
+"             FROM dsec s GROUP BY 1, 2, 3)" \
+", dbin AS (SELECT s.counter_id, s.key, s.src, g.g, s.d," \
+"                  CASE WHEN NOT isfinite(s.at) OR" \
+"                            floor((extract(epoch FROM s.at) - 946684800) / extract(epoch FROM g.g))" \
+"                            * extract(epoch FROM g.g) + 946684800" \
+"                            >= extract(epoch FROM timestamptz '4714-11-24 00:00:00+00 BC')" \
+"                       THEN date_bin(g.g, s.at, timestamptz '2000-01-01 00:00:00+00') END AS bucket" \
+"             FROM dsec s JOIN counter.counters c ON c.id = s.counter_id, unnest(c.rollups) AS g(g))" \
+", droll AS (SELECT b.counter_id, b.key, b.src, bool_or(b.bucket IS NULL) AS range," \
+"                   bool_or(b.bucket IS NOT NULL AND" \
+"                           (" I8_OUT("b.d") " OR " I8_OUT("b.d + coalesce(r.value, 0)") ")) AS over" \
+"              FROM (SELECT b.counter_id, b.key, b.src, b.g, b.bucket, sum(b.d) AS d" \
+"                      FROM dbin b GROUP BY 1, 2, 3, 4, 5) b" \
+"              LEFT JOIN counter.rollups r ON r.counter_id = b.counter_id AND r.key = b.key" \
+"                    AND r.granularity = b.g AND r.bucket = b.bucket" \
+"             GROUP BY 1, 2, 3)" \
+", dtot AS (SELECT a.counter_id, a.key, a.src, a.over OR " I8_OUT("a.d") " AS sum_over," \
+"                  coalesce(t.inc, 0) + greatest(a.d, 0) > 9223372036854775807" \
+"                  OR coalesce(t.dec, 0) - least(a.d, 0) > 9223372036854775807" \
+"                  OR " I8_OUT("coalesce(t.net, 0) + a.d") " AS tot_over" \
+"             FROM dagg a JOIN counter.counters c ON c.id = a.counter_id" \
+"             LEFT JOIN LATERAL (" \
+"                  SELECT sum(x.incremented) FILTER (WHERE x.shard = $2) AS inc," \
+"                         sum(x.decremented) FILTER (WHERE x.shard = $2) AS dec," \
+"                         sum(x.incremented::numeric - x.decremented) AS net" \
+"                    FROM counter.totals t, counter.shards(t.state) x" \
+"                   WHERE t.counter = c.name AND t.key = a.key AND t.node = $2) t ON true)" \
+", bad AS (SELECT t.counter_id, t.key, t.src," \
+"                 CASE WHEN t.sum_over THEN 'the sum of its deltas is out of range for type bigint'" \
+"                      WHEN t.tot_over THEN 'its total on node ' || $2 || ' would be out of range for type bigint'" \
+"                      WHEN r.over THEN 'a rollup bucket would be out of range for type bigint'" \
+"                      ELSE 'a rollup bucket would start before the earliest timestamp' END AS reason" \
+"            FROM dtot t LEFT JOIN droll r" \
+"              ON r.counter_id = t.counter_id AND r.key = t.key AND r.src = t.src" \
+"           WHERE t.sum_over OR t.tot_over OR r.over OR r.range)"
+
+/* quarantine the keys of CTE "bad"; return each new one (counter name, key, reason) */
+#define QUARANTINE_BAD \
+", ins AS (INSERT INTO counter.quarantine (counter_id, key, source, reason)" \
+"           SELECT b.counter_id, b.key, b.src, b.reason FROM bad b" \
+"           ON CONFLICT DO NOTHING" \
+"           RETURNING counter_id, key, reason)" \
+" SELECT c.name, i.key, i.reason FROM ins i JOIN counter.counters c ON c.id = i.counter_id" \
+"  ORDER BY 1, 2"
+
+/* the diagnosis of each batch statement, with the same parameters */
+#define EVENTS_DIAGNOSE(TABLE) \
+{ \
+"WITH moved AS (SELECT e.counter_id, e.key, e.delta, e.at, 'events' AS src FROM " TABLE " e" \
+"                WHERE ($3 = 0 OR e.counter_id = $3)" NOT_QUARANTINED("e") ")" \
+DIAGNOSE_MOVED QUARANTINE_BAD, \
+3, {INT4OID, INT4OID, INT4OID} \
+}
+
+static CounterStmt events_diagnose_stmt[2] = {
+	EVENTS_DIAGNOSE("counter.events"), EVENTS_DIAGNOSE("counter.events_1")
+};
+
+static CounterStmt slots_diagnose_stmt = {
+"WITH moved AS (SELECT x.counter_id, x.key, x.value AS delta, now() AS at, 'slots' AS src"
+"                 FROM counter.slots x"
+"                WHERE ($3 = 0 OR x.counter_id = $3) AND x.value <> 0" NOT_QUARANTINED("x") ")"
+DIAGNOSE_MOVED QUARANTINE_BAD,
+3, {INT4OID, INT4OID, INT4OID}
+};
+
+static CounterStmt buffered_diagnose_stmt = {
+BUFFERED_TAKEN
+" moved AS (SELECT m.*, 'buffered' AS src FROM taken m WHERE true" NOT_QUARANTINED("m") ")"
+DIAGNOSE_MOVED QUARANTINE_BAD,
 5, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID}
+};
+
+/*
+ * $2 node, $3 counter id or 0: release the quarantined keys that fold
+ * again, each tried with what waits for it where compaction will take it
+ * (events of the live tables for 'events' and 'buffered', slot values for
+ * 'slots'): after an add of the opposite amount, say, or counter.reset().
+ * Returns each released key.
+ */
+#define RELEASE_EVENTS(TABLE, TAB) \
+"   SELECT e.counter_id, e.key, e.delta, e.at, 'events' AS src" \
+"     FROM (SELECT DISTINCT q.counter_id, q.key FROM counter.quarantine q) q," \
+"          LATERAL (SELECT e.* FROM " TABLE " e" \
+"                    WHERE e.counter_id = q.counter_id AND e.key = q.key) e" \
+"    WHERE counter._event_table_live(" TAB ")"
+
+static CounterStmt release_stmt = {
+"WITH moved AS (" RELEASE_EVENTS("counter.events", "0")
+"   UNION ALL" RELEASE_EVENTS("counter.events_1", "1")
+"   UNION ALL"
+"   SELECT s.counter_id, s.key, s.value, now(), 'slots'"
+"     FROM (SELECT DISTINCT q.counter_id, q.key FROM counter.quarantine q) q,"
+"          LATERAL (SELECT s.* FROM counter.slots s"
+"                    WHERE s.counter_id = q.counter_id AND s.key = q.key AND s.value <> 0) s)"
+DIAGNOSE_MOVED
+", gone AS (DELETE FROM counter.quarantine q"
+"   WHERE ($3 = 0 OR q.counter_id = $3)"
+"     AND NOT EXISTS (SELECT 1 FROM bad b WHERE b.counter_id = q.counter_id AND b.key = q.key"
+"                        AND b.src = CASE q.source WHEN 'slots' THEN 'slots' ELSE 'events' END)"
+"   RETURNING q.counter_id, q.key)"
+" SELECT DISTINCT c.name, g.key FROM gone g JOIN counter.counters c ON c.id = g.counter_id",
+3, {INT4OID, INT4OID, INT4OID}
 };
 
 /* $1 idle seconds, $2 counter id or 0: empty slot rows idle long enough */
@@ -144,18 +321,29 @@ static CounterStmt fold_stmt = {
 2, {INT4OID, INT4OID}
 };
 
-/* buckets past retention: their sum moves into the -infinity bucket */
+/*
+ * Buckets past retention: their sum moves into the -infinity bucket; a key
+ * whose -infinity bucket would leave bigint keeps its buckets (its reads
+ * stay exact) until it fits.
+ */
 static CounterStmt retention_stmt = {
 "WITH c AS (SELECT id, u.g, u.r FROM counter.counters,"
 "                  unnest(rollups, retention) AS u(g, r)"
 "            WHERE u.r IS NOT NULL AND ($1 = 0 OR id = $1)),"
-" old AS (DELETE FROM counter.rollups r USING c"
+" due AS (SELECT r.counter_id, r.key, r.granularity, sum(r.value) AS v"
+"           FROM counter.rollups r JOIN c ON r.counter_id = c.id AND r.granularity = c.g"
+"          WHERE r.bucket > '-infinity' AND r.bucket < now() - c.r"
+"          GROUP BY 1, 2, 3),"
+" fits AS (SELECT d.* FROM due d"
+"            LEFT JOIN counter.rollups i ON i.counter_id = d.counter_id AND i.key = d.key"
+"                  AND i.granularity = d.granularity AND i.bucket = '-infinity'"
+"           WHERE d.v + coalesce(i.value, 0) BETWEEN -9223372036854775808 AND 9223372036854775807),"
+" old AS (DELETE FROM counter.rollups r USING c, fits f"
 "          WHERE r.counter_id = c.id AND r.granularity = c.g"
-"            AND r.bucket > '-infinity' AND r.bucket < now() - c.r"
-"         RETURNING r.counter_id, r.key, r.granularity, r.value)"
+"            AND f.counter_id = r.counter_id AND f.key = r.key AND f.granularity = r.granularity"
+"            AND r.bucket > '-infinity' AND r.bucket < now() - c.r)"
 " INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)"
-" SELECT counter_id, key, granularity, '-infinity', sum(value)::int8 FROM old"
-"  GROUP BY 1, 2, 3"
+" SELECT counter_id, key, granularity, '-infinity', v::int8 FROM fits"
 " ON CONFLICT (counter_id, key, granularity, bucket)"
 " DO UPDATE SET value = r.value + excluded.value",
 1, {INT4OID}
@@ -211,17 +399,110 @@ CounterCompactLock(bool wait)
 }
 
 /*
- * Run a compaction statement.  For a batch statement, hand its keys to the
- * change feed and return the rows it moved; else the rows it touched.
+ * One batch statement to run: with its diagnosis when the quarantine
+ * exists (version 1.4), the carry of quarantined rows before a whole
+ * table's fold, and whether it folds a whole table (planner settings).
+ */
+typedef struct Batch
+{
+	CounterStmt *stmt;
+	CounterStmt *diagnose;		/* NULL: an error fails the round */
+	CounterStmt *carry;			/* run first, in the same subtransaction */
+	bool		whole;
+	Datum	   *values;
+} Batch;
+
+/*
+ * Run a batch statement (a CounterInSubxact callback, or called alone).
+ * A whole table, whatever its statistics (it was empty when last analyzed,
+ * or never), is folded by a sequential scan and hash aggregation: the
+ * settings that make the planner choose them are in force while the fold
+ * statement alone is planned and run, never for a statement run after it
+ * (the change feed's, whose kept plan would scan totals once per key).
+ */
+static void
+exec_batch(void *arg)
+{
+	Batch	   *b = arg;
+	int			nest;
+
+	if (b->carry != NULL)
+		CounterExec(b->carry, NULL, NULL, false);
+	if (!b->whole)
+	{
+		CounterExec(b->stmt, b->values, NULL, false);
+		return;
+	}
+	nest = NewGUCNestLevel();
+	set_config_option("enable_indexscan", "off", PGC_USERSET, PGC_S_SESSION,
+					  GUC_ACTION_SAVE, true, 0, false);
+	set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+					  GUC_ACTION_SAVE, true, 0, false);
+	set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+					  GUC_ACTION_SAVE, true, 0, false);
+	CounterExec(b->stmt, b->values, NULL, false);
+	AtEOXact_GUC(true, nest);
+}
+
+/*
+ * After batch b failed with edata (a data exception): quarantine the keys
+ * it cannot move, with one WARNING for each.  Returns how many were new.
+ */
+static uint64
+quarantine(Batch *b, ErrorData *edata)
+{
+	uint64		n;
+	uint64		i;
+
+	CounterExec(b->diagnose, b->values, NULL, false);
+	n = SPI_processed;
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("counter: key \"%s\" of counter \"%s\" cannot be compacted: %s",
+						SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 1),
+						SPI_getvalue(tup, desc, 3)),
+				 errdetail("The key is quarantined; every other key keeps moving. The compaction failed with: %s",
+						   edata->message),
+				 errhint("Its amount stays pending and counted by every read; see counter.quarantine. It is tried again at every maintenance round, and released once it folds (after an add of the opposite amount, say).")));
+	}
+	return n;
+}
+
+/*
+ * Run a batch statement, hand its keys to the change feed and return the
+ * rows it moved.  With a diagnosis, the statement runs in a subtransaction:
+ * when it fails with a data exception, the keys it cannot move are
+ * quarantined and it runs again without them, until it succeeds; an error
+ * of another kind, or one no key explains, fails the round as before.
  */
 static int64
-run(CounterStmt *stmt, Datum *values)
+run(Batch *b)
 {
 	int64		n = 0;
 	uint64		i;
 
-	if (CounterExec(stmt, values, NULL, false) != SPI_OK_SELECT)
-		return (int64) SPI_processed;
+	for (;;)
+	{
+		ErrorData  *edata;
+
+		if (b->diagnose == NULL)
+		{
+			exec_batch(b);
+			break;
+		}
+		edata = CounterInSubxact(exec_batch, b);
+		if (edata == NULL)
+			break;
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION ||
+			quarantine(b, edata) == 0)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+	}
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -239,7 +520,7 @@ run(CounterStmt *stmt, Datum *values)
  * visible rows of each table still live.  Returns the events moved.
  */
 static int64
-compact_events(Datum *values)
+compact_events(Datum *values, bool q)
 {
 	static bool idle = false;	/* our last call moved no event */
 	int			folded = CounterEventsSync();
@@ -250,25 +531,22 @@ compact_events(Datum *values)
 
 	if (old >= 0)
 	{
-		int			nest = NewGUCNestLevel();
+		/* every counter's rows: diagnosed for every counter */
+		Datum		all[3] = {values[0], values[1], Int32GetDatum(0)};
+		Batch		b = {&events_fold_stmt[q][old], q ? &events_diagnose_stmt[old] : NULL,
+		q ? &events_carry_stmt[old] : NULL, true, all};
 
-		/*
-		 * The whole table, whatever its statistics (it was empty when last
-		 * analyzed, or never): a sequential scan and hash aggregation.
-		 */
-		set_config_option("enable_indexscan", "off", PGC_USERSET, PGC_S_SESSION,
-						  GUC_ACTION_SAVE, true, 0, false);
-		set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
-						  GUC_ACTION_SAVE, true, 0, false);
-		set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-						  GUC_ACTION_SAVE, true, 0, false);
-		n += run(&events_fold_stmt[old], values);
-		AtEOXact_GUC(true, nest);
+		n += run(&b);
 		folded |= 1 << old;
 	}
 	for (t = 0; t < ntables; t++)
 		if ((folded & (1 << t)) == 0)
-			n += run(&events_delete_stmt[t], values);
+		{
+			Batch		b = {&events_delete_stmt[q][t], q ? &events_diagnose_stmt[t] : NULL,
+			NULL, false, values};
+
+			n += run(&b);
+		}
 	idle = (n == 0);
 	return n;
 }
@@ -276,15 +554,17 @@ compact_events(Datum *values)
 /*
  * One batch, in the caller's transaction (which holds the compaction lock):
  * every visible event and up to batch_size slot rows, with flush every
- * buffered entry of the database; with maintenance, also
- * fold idle slot rows, apply retention and purge idempotency keys.  Adds
- * what it moved to *moved; returns true when the slot statement filled its
- * batch (more may be waiting).
+ * buffered entry of the database; with maintenance, first release the
+ * quarantined keys that fold again, and after the batch fold idle slot
+ * rows, apply retention and purge idempotency keys.  Adds what it moved
+ * to *moved; returns true when the slot statement filled its batch (more
+ * may be waiting).
  */
 bool
 CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
 					CounterMoved *moved)
 {
+	bool		q = OidIsValid(CounterGetRels()->quarantine);
 	Datum		values[5];
 	int64		slots;
 
@@ -293,23 +573,33 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
 	values[2] = Int32GetDatum(counter_id);
 
 	SPI_connect();
-	moved->events += compact_events(values);
-	slots = run(&slots_stmt, values);
+	if (maintenance && q)
+		CounterExec(&release_stmt, values, NULL, false);
+	moved->events += compact_events(values, q);
+	{
+		Batch		b = {&slots_stmt[q], q ? &slots_diagnose_stmt : NULL, NULL, false, values};
+
+		slots = run(&b);
+	}
 	moved->slot_rows += slots;
 	if (flush && CounterBufferTake(values) > 0)
 	{
+		/* quarantined keys' amounts go to the table adds write */
+		Batch		b = {&buffered_stmt[q ? 1 + CounterEventsTableForAdd(CounterGetRels()) : 0],
+		q ? &buffered_diagnose_stmt : NULL, NULL, false, values};
+
 		values[1] = Int32GetDatum(counter_node_id);
-		moved->buffered_keys += run(&buffered_stmt, values);
+		moved->buffered_keys += run(&b);
 	}
 	if (maintenance)
 	{
 		values[0] = Int32GetDatum(counter_fold_after);
 		values[1] = Int32GetDatum(counter_id);
-		run(&fold_stmt, values);
+		CounterExec(&fold_stmt, values, NULL, false);
 		values[0] = Int32GetDatum(counter_id);
-		run(&retention_stmt, values);
+		CounterExec(&retention_stmt, values, NULL, false);
 		values[0] = Int32GetDatum(counter_idempotency_window);
-		run(&idempotency_stmt, values);
+		CounterExec(&idempotency_stmt, values, NULL, false);
 	}
 	SPI_finish();
 

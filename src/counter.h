@@ -109,6 +109,7 @@ typedef struct CounterRels
 	Oid			members;		/* InvalidOid before version 1.1 */
 	Oid			wal_state;		/* InvalidOid before version 1.3 */
 	AttrNumber	feed_channel;	/* of counters; InvalidAttrNumber before 1.4 */
+	Oid			quarantine;		/* InvalidOid before version 1.4 */
 } CounterRels;
 
 /*
@@ -152,6 +153,7 @@ extern void CounterSwitchToOwner(Oid *save_userid, int *save_sec_context);
 extern void CounterRestoreUser(Oid save_userid, int save_sec_context);
 extern int	CounterExec(CounterStmt *stmt, Datum *values, const char *nulls,
 						bool read_only);
+extern ErrorData *CounterInSubxact(void (*fn) (void *), void *arg);
 
 /* events.c */
 extern int	CounterEventsTableForAdd(CounterRels *r);

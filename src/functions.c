@@ -93,10 +93,18 @@ CounterArgCounter(FunctionCallInfo fcinfo, int privs)
 }
 
 /*
+ * The longest granularity or retention: 100 years as days.  With it, the
+ * bucket of every time an add accepts (check_at) is a timestamp, and so is
+ * now() minus any retention.
+ */
+#define MAX_INTERVAL_DAYS		36525
+
+/*
  * Validate a granularity or retention array: one dimension, no NULLs unless
- * allow_nulls, every interval positive and, for granularities, without
- * months or years (buckets are date_bin()'d) and in whole seconds
- * (compaction sums rows per second first).  Returns the element count.
+ * allow_nulls, every interval positive and at most MAX_INTERVAL_DAYS days
+ * (a month counting 30) and, for granularities, without months or years
+ * (buckets are date_bin()'d) and in whole seconds (compaction sums rows
+ * per second first).  Returns the element count.
  */
 static int
 check_intervals(ArrayType *arr, const char *what, bool allow_nulls, bool binnable)
@@ -130,6 +138,13 @@ check_intervals(ArrayType *arr, const char *what, bool allow_nulls, bool binnabl
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s must contain positive intervals", what)));
+		if ((int128) iv->month * DAYS_PER_MONTH * USECS_PER_DAY +
+			(int128) iv->day * USECS_PER_DAY + iv->time >
+			(int128) MAX_INTERVAL_DAYS * USECS_PER_DAY)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must contain intervals of at most %d days", what,
+							MAX_INTERVAL_DAYS)));
 		if (binnable && iv->month != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -631,6 +646,32 @@ read_own_value(CounterMeta *meta, text *key)
 }
 
 /*
+ * Check the time of a back-dated add: finite, and at least the longest
+ * granularity after the earliest timestamp, so that its bucket in every
+ * rollup a counter can have is a timestamp too (22008).
+ */
+static TimestampTz
+check_at(TimestampTz at)
+{
+	TimestampTz earliest = MIN_TIMESTAMP + (int64) MAX_INTERVAL_DAYS * USECS_PER_DAY;
+	struct pg_tm tm;
+	fsec_t		fsec;
+	char		buf[MAXDATELEN + 1];
+
+	if (!TIMESTAMP_NOT_FINITE(at) && at >= earliest)
+		return at;
+	if (timestamp2tm(earliest, NULL, &tm, &fsec, NULL, NULL) != 0)
+		elog(ERROR, "timestamp out of range");
+	EncodeDateTime(&tm, fsec, false, 0, NULL, USE_ISO_DATES, buf);
+	ereport(ERROR,
+			(errcode(ERRCODE_DATETIME_FIELD_OVERFLOW),
+			 errmsg("at must be finite and not before %s UTC", buf),
+			 errdetail("Its bucket in a rollup of up to %d days must be a timestamp too.",
+					   MAX_INTERVAL_DAYS)));
+	return 0;					/* keep compiler quiet */
+}
+
+/*
  * Shared body of add, add_and_get and try_add: parse (name, key, delta,
  * idempotency_key[, at]), check rights (read too when the value is
  * returned), apply.
@@ -648,7 +689,7 @@ add_common(FunctionCallInfo fcinfo, int privs, bool with_at, CounterMeta **meta,
 	delta = arg_int8(fcinfo, 2, "delta");
 	idem = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
 	return CounterApply(*meta, *key, delta, idem, has_at,
-						 has_at ? PG_GETARG_TIMESTAMPTZ(4) : 0);
+						 has_at ? check_at(PG_GETARG_TIMESTAMPTZ(4)) : 0);
 }
 
 /* counter.add(name, key, delta, idempotency_key, at): the hot path. */

@@ -62,7 +62,6 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
-#include "utils/resowner.h"
 
 #define WAL_PREFIX				"counter.wal"
 #define WAL_FORMAT				1
@@ -697,45 +696,14 @@ arm(bool may_arm)
 	return true;
 }
 
-/*
- * Run fn(arg) in a subtransaction.  On an error, roll the subtransaction
- * back and return a copy of the error (the caller's memory context and
- * resource owner are as before); NULL on success.
- */
-static ErrorData *
-in_subxact(void (*fn) (void *), void *arg)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *edata = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return edata;
-}
-
-/* arm()'s arguments and result, through in_subxact */
+/* arm()'s arguments and result, through CounterInSubxact */
 typedef struct ArmCall
 {
 	bool		may_arm;
 	bool		armed;
 } ArmCall;
 
-/* in_subxact callback: arm(). */
+/* CounterInSubxact callback: arm(). */
 static void
 arm_call(void *arg)
 {
@@ -744,7 +712,7 @@ arm_call(void *arg)
 	call->armed = arm(call->may_arm);
 }
 
-/* in_subxact callback: replay(). */
+/* CounterInSubxact callback: replay(). */
 static void
 replay_call(void *arg)
 {
@@ -766,7 +734,7 @@ static CounterStmt skip_stmt = {
 static void
 replay_or_skip(void)
 {
-	ErrorData  *edata = in_subxact(replay_call, NULL);
+	ErrorData  *edata = CounterInSubxact(replay_call, NULL);
 
 	if (edata == NULL)
 		return;
@@ -797,7 +765,7 @@ arm_safely(bool may_arm)
 
 	if (!CounterWalPossible())
 		return false;
-	edata = in_subxact(arm_call, &call);
+	edata = CounterInSubxact(arm_call, &call);
 	if (edata == NULL)
 		return call.armed;
 	if (!warned)

@@ -1,0 +1,107 @@
+# Proves that the background worker keeps compacting other counters while a key it cannot move exists (quarantined once, with one WARNING, with counter.rotate_size = -1: row by row only), releases the key once an opposite add lets it fold with nothing lost, and that the change feed's plan, first prepared while a rotation folds more than FEED_MAX_KEYS distinct keys, never scans counter.totals sequentially (auto_explain of the nested statements).
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use CounterTest;
+
+my $db   = 'postgres';
+my $node = counter_node('overflow', qq(
+counter.rotate_size = -1
+));
+$node->safe_psql($db, q{
+	CREATE EXTENSION counter;
+	SELECT counter.create('bad', mode => 'events');
+	SELECT counter.create('good', mode => 'events');
+	SELECT counter.add('bad', 'max', 9223372036854775807);
+});
+
+sub pending
+{
+	my ($name) = @_;
+	return $node->safe_psql($db,
+		"SELECT pending_events FROM counter.stats WHERE name = '$name'");
+}
+
+ok($node->poll_query_until($db,
+		"SELECT pending_events = 0 FROM counter.stats WHERE name = 'bad'"),
+	'the worker compacts INT64_MAX');
+
+# the +1 cannot be folded into that total: the worker quarantines the key
+my $log_offset = -s $node->logfile;
+$node->safe_psql($db, q{
+	SELECT counter.add('bad', 'max', 1);
+	SELECT counter.add('good', 'g' || i, i) FROM generate_series(1, 10) AS i;
+});
+ok($node->poll_query_until($db,
+		"SELECT pending_events = 0 FROM counter.stats WHERE name = 'good'"),
+	'the worker compacts another counter while the bad key waits');
+is($node->safe_psql($db, 'SELECT key, source FROM counter.quarantine'),
+	'max|events', 'the bad key is quarantined');
+
+# more rounds: the good counter keeps moving, the bad key is warned of once
+foreach my $round (1 .. 3)
+{
+	$node->safe_psql($db,
+		"SELECT counter.add('good', 'g' || i, 1) FROM generate_series(1, 10) AS i");
+	ok($node->poll_query_until($db,
+			"SELECT pending_events = 0 FROM counter.stats WHERE name = 'good'"),
+		"round $round: the other counter is compacted again");
+}
+is(pending('bad'), '1', 'the bad key\'s event stays pending');
+my $log = slurp_file($node->logfile, $log_offset);
+my @warnings = $log =~ /WARNING:  counter: key "max" of counter "bad" cannot be compacted/g;
+is(scalar(@warnings), 1, 'one WARNING for the newly quarantined key, from the worker');
+my ($ret, $out, $err) = $node->psql($db, "SELECT counter.value('bad', 'max')");
+like($err, qr/out of range for bigint/, 'its exact value, outside bigint, reads as 22003');
+is($node->safe_psql($db, "SELECT sum(value) FROM counter.totals WHERE counter = 'good'"),
+	'85', 'the other counter\'s totals are exact');
+
+# fixed by the opposite add: released at a maintenance round, folded
+$node->safe_psql($db, "SELECT counter.add('bad', 'max', -1)");
+ok($node->poll_query_until($db,
+		"SELECT NOT EXISTS (SELECT 1 FROM counter.quarantine)"
+		  . " AND (SELECT pending_events = 0 FROM counter.stats WHERE name = 'bad')"),
+	'the worker releases and folds the key');
+is($node->safe_psql($db, "SELECT counter.value('bad', 'max')"),
+	'9223372036854775807', 'nothing lost');
+is($node->safe_psql($db,
+		"SELECT sum(drift) FROM counter.verify('bad')"), '0', 'no drift');
+
+# The feed: a fresh backend whose first feed flush happens while the
+# rotation's fold of more than 10,000 keys runs; the worker stays off so
+# that this backend compacts, and the rotation folds the whole table.
+$node->append_conf('postgresql.conf', qq(
+counter.rotate_size = 0
+counter.worker_enabled = off
+));
+$node->reload;
+ok($node->poll_query_until($db,
+		"SELECT setting = 'off' FROM pg_settings WHERE name = 'counter.worker_enabled'"),
+	'worker off');
+$node->safe_psql($db, q{
+	SELECT counter.create('feed', mode => 'events');
+	SELECT counter.add('feed', 'k' || i, 1) FROM generate_series(1, 12000) AS i;
+});
+$log_offset = -s $node->logfile;
+my $moved = $node->safe_psql($db, q{
+	LOAD 'auto_explain';
+	SET auto_explain.log_min_duration = 0;
+	SET auto_explain.log_nested_statements = on;
+	SELECT counter.compact();
+});
+is($moved, '12000', 'one compaction folds the 12,000 events');
+is($node->safe_psql($db,
+		"SELECT count(*) FROM counter.event_tables WHERE folded IS NOT NULL"),
+	'1', 'through the rotation\'s fold');
+$log = slurp_file($node->logfile, $log_offset);
+my @plans = grep { /json_build_object/ } split /Query Text:/, $log;
+cmp_ok(scalar(@plans), '>=', 2, 'the feed flushed at least twice, nested');
+my @seqscans = grep { /Seq Scan on totals/ } @plans;
+is(scalar(@seqscans), 0, 'no feed plan scans totals sequentially');
+
+$node->stop;
+done_testing();
