@@ -20,6 +20,18 @@
  * Readers add totals, slots and events in one snapshot, which sees a batch
  * either wholly before or wholly after its commit.
  *
+ * One key must never stop the others.  From version 1.4 each batch
+ * statement runs in a subtransaction; when it fails with a data exception
+ * (a total, a rollup bucket or a bucket's start out of range), a diagnosis
+ * recomputes its fold in numeric and epoch seconds, puts exactly the keys
+ * that fail into counter.quarantine (one WARNING each), and the statement
+ * runs again without them.  Their amounts stay where reads count them:
+ * events and slot values are left in place, a whole table's fold first
+ * copies their events to the current table, and a buffered flush stores
+ * their amounts as events.  Each maintenance round first releases the
+ * quarantined keys that fold again.  An error no key explains fails the
+ * round, which the worker tries again after its naptime.
+ *
  *-------------------------------------------------------------------------
  */
 #include "counter.h"
