@@ -53,6 +53,7 @@
 #include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
+#include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -468,16 +469,45 @@ worker_compact(CounterDbWorker *w, bool maintenance, bool flush, bool notify)
 }
 
 /*
+ * The pids of the other backends of this database now (not this worker), in
+ * *pids; returns how many.
+ */
+static int
+database_backends(pid_t **pids)
+{
+	int			n = 0;
+	int			i;
+	int			nbe;
+
+	pgstat_clear_backend_activity_snapshot();
+	nbe = pgstat_fetch_stat_numbackends();
+	*pids = palloc(sizeof(pid_t) * Max(nbe, 1));
+	for (i = 1; i <= nbe; i++)
+	{
+		PgBackendStatus *be = &pgstat_fetch_stat_local_beentry(i)->backendStatus;
+
+		if (be->st_databaseid == MyDatabaseId && be->st_procpid != MyProcPid &&
+			be->st_procpid != 0)
+			(*pids)[n++] = be->st_procpid;
+	}
+	pgstat_clear_backend_activity_snapshot();
+	return n;
+}
+
+/*
  * SIGTERM came (see the file header): leave at once if stop_worker() asked
  * or the worker is disabled (then nothing flushes, as documented); else
- * flush, wait while the other backends of the database are leaving (the
- * limits above), flush again, and leave.
+ * flush, wait while the backends of the database connected at that moment
+ * are leaving (the limits above; a backend connected later cannot be of a
+ * fast shutdown, which admits none), flush again, and leave.  A backend
+ * leaves the proc array only after its commit has applied its adds.
  */
 static void
 worker_stop(CounterDbWorker *w)
 {
 	TimestampTz start = GetCurrentTimestamp();
 	TimestampTz last_left = start;
+	pid_t	   *pids;
 	int			others;
 	bool		wanted;
 
@@ -488,23 +518,28 @@ worker_stop(CounterDbWorker *w)
 		proc_exit(0);
 
 	worker_compact(w, false, true, false);
-	others = CountDBBackends(MyDatabaseId) - 1;	/* not counting this worker */
+	others = database_backends(&pids);
 	if (others == 0)
 		proc_exit(0);
-	while (others > 0)
+	for (;;)
 	{
 		TimestampTz now;
-		int			n;
+		int			left = 0;
+		int			i;
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 SHUTDOWN_POLL_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		now = GetCurrentTimestamp();
-		n = CountDBBackends(MyDatabaseId) - 1;
-		if (n < others)
+		for (i = 0; i < others; i++)
+			if (BackendPidGetProc(pids[i]) != NULL)
+				pids[left++] = pids[i];
+		if (left < others)
 			last_left = now;
-		others = n;
-		if (others > 0 && TimestampDifferenceExceeds(start, now, SHUTDOWN_WAIT_MS))
+		others = left;
+		if (others == 0 || TimestampDifferenceExceeds(last_left, now, SHUTDOWN_STALL_MS))
+			break;
+		if (TimestampDifferenceExceeds(start, now, SHUTDOWN_WAIT_MS))
 		{
 			ereport(LOG,
 					(errmsg("counter worker: leaving while %d other backends of the database are still connected",
@@ -512,8 +547,6 @@ worker_stop(CounterDbWorker *w)
 					 errdetail("Buffered adds they commit from now on are not flushed before the worker exits.")));
 			break;
 		}
-		if (TimestampDifferenceExceeds(last_left, now, SHUTDOWN_STALL_MS))
-			break;
 	}
 	worker_compact(w, false, true, false);
 	proc_exit(0);
