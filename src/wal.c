@@ -43,10 +43,21 @@
  * wal-mode counter exists; its slot is dropped with the extension or the
  * database.
  *
+ * A promoted standby has the primary's counter.wal_state but not its slot
+ * (PostgreSQL 15 keeps slots on the node that made them), and its shared
+ * memory has none of the primary's entries: its worker replays from
+ * start_lsn as after a restart, with the WAL the standby received.  Reads
+ * wait for that replay wherever start_lsn is set, never on a hot standby
+ * (no worker runs there; it reads what the primary flushed).  A missing
+ * slot with start_lsn before the start of this node's timeline was never
+ * on this node (a promotion, or a point-in-time recovery) and is made again
+ * quietly; one missing otherwise was dropped by hand, which is warned of.
+ *
  *-------------------------------------------------------------------------
  */
 #include "counter.h"
 
+#include "access/timeline.h"
 #include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -220,40 +231,68 @@ slot_name(Oid dboid)
 	return psprintf("counter_wal_%u", dboid);
 }
 
+static CounterStmt armed_stmt = {
+	"SELECT start_lsn IS NOT NULL FROM counter.wal_state", 0, {0}
+};
+
+/*
+ * Whether counter.wal_state says the database is armed (start_lsn set),
+ * in the caller's snapshot; false without the table (before 1.3).
+ */
+static bool
+database_armed(void)
+{
+	bool		armed = false;
+	bool		isnull;
+
+	if (!OidIsValid(CounterGetRels()->wal_state))
+		return false;
+	SPI_connect();
+	CounterExec(&armed_stmt, NULL, NULL, true);
+	if (SPI_processed == 1)
+		armed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										   &isnull));
+	SPI_finish();
+	return armed;
+}
+
 /*
  * Before a read: wait (up to WAL_READY_WAIT_MS) while the worker has yet to
- * replay the WAL of this database after a restart; 55000 after that.  The
- * replay puts the adds back into shared memory, which every snapshot sees,
- * so once it is done any read is exact.  A database without a slot has
- * nothing to replay (and a slot made later comes with no replay to wait
- * for: arming happens ready).
+ * replay the WAL of this database after a restart or a promotion; 55000
+ * after that.  The replay puts the adds back into shared memory, which
+ * every snapshot sees, so once it is done any read is exact.  Only an armed
+ * database has anything to replay (and one armed later comes with no
+ * replay to wait for: arming happens ready).  A hot standby waits for
+ * nothing, and remembers nothing: it may be promoted under this backend.
  */
 void
 CounterWalWaitReady(void)
 {
 	static bool ready = false;	/* once seen, for the life of the backend */
 	WalDb	   *db;
-	char	   *name;
 	int			waited;
 
-	if (ready || wal_shared == NULL)
+	if (ready || wal_shared == NULL || RecoveryInProgress())
 		return;
-	name = slot_name(MyDatabaseId);
+	if (!database_armed())
+	{
+		ready = true;
+		return;
+	}
 	for (waited = 0;; waited += 10)
 	{
 		db = my_db();
-		if ((db != NULL && db->ready) || SearchNamedReplicationSlot(name, true) == NULL)
+		if (db != NULL && db->ready)
 			break;
 		if (waited >= WAL_READY_WAIT_MS)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("wal-mode adds of this database are not replayed yet"),
-					 errdetail("The counter worker replays them from the WAL after a restart; until then no value is exact."),
+					 errdetail("The counter worker replays them from the WAL after a restart or a promotion; until then no value is exact."),
 					 errhint("Check that the counter worker of this database runs (counter.worker_enabled, the server log).")));
 		CHECK_FOR_INTERRUPTS();
 		pg_usleep(10000L);
 	}
-	pfree(name);
 	pg_memory_barrier();
 	ready = true;
 }
@@ -646,10 +685,6 @@ static CounterStmt arm_stmt = {
 	1, {TEXTOID}
 };
 
-static CounterStmt armed_stmt = {
-	"SELECT start_lsn IS NOT NULL FROM counter.wal_state", 0, {0}
-};
-
 static CounterStmt advance_stmt = {
 	"SELECT pg_catalog.pg_replication_slot_advance($1, w.start_lsn)"
 	"  FROM counter.wal_state w, pg_catalog.pg_replication_slots r"
@@ -658,10 +693,45 @@ static CounterStmt advance_stmt = {
 };
 
 /*
+ * Set by the worker's first round after a restart or a promotion, before
+ * its replay (which may move start_lsn when the WAL is gone): the slot is
+ * not on this node because it never was (see recorded_elsewhere).
+ */
+static bool slot_elsewhere = false;
+
+/*
+ * Whether the replay position in counter.wal_state (SPI connected) lies
+ * before the start of this node's timeline: it was recorded on the node
+ * this one was a standby of until promoted (or before a point-in-time
+ * recovery), and the slot that kept it stayed there.  timeline_out gets
+ * this node's timeline.
+ */
+static bool
+recorded_elsewhere(TimeLineID *timeline_out)
+{
+	TimeLineID	tli = GetWALInsertionTimeLine();
+	List	   *history = readTimeLineHistory(tli);
+	XLogRecPtr	begin = ((TimeLineHistoryEntry *) linitial(history))->begin;
+	bool		isnull;
+	Datum		d;
+
+	list_free_deep(history);
+	if (timeline_out != NULL)
+		*timeline_out = tli;
+	CounterExec(&state_stmt, NULL, NULL, true);
+	if (SPI_processed != 1)
+		return false;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return !isnull && DatumGetLSN(d) < begin;
+}
+
+/*
  * Arm the database (SPI connected) when it has a wal-mode counter and is
  * not armed yet: create its slot, start the replay position at the slot's.
- * An armed database's slot is advanced to start_lsn instead.  Returns
- * whether the database is armed once this transaction commits.
+ * An armed database's slot is advanced to start_lsn instead, and made again
+ * if missing: quietly after a promotion, with a warning when it was dropped
+ * by hand.  Returns whether the database is armed once this transaction
+ * commits.
  */
 static bool
 arm(bool may_arm)
@@ -674,14 +744,23 @@ arm(bool may_arm)
 	if (SPI_processed == 1 &&
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 	{
+		TimeLineID	tli;
+
 		if (SearchNamedReplicationSlot(name, true) == NULL)
 		{
-			ereport(WARNING,
-					(errmsg("replication slot \"%s\" of the counter extension was dropped", name),
-					 errdetail("Wal-mode adds not flushed when the WAL they are in was removed cannot be replayed after a crash."),
-					 errhint("Leave the slot to the extension: it creates, advances and drops it.")));
+			if (recorded_elsewhere(&tli) || slot_elsewhere)
+				ereport(LOG,
+						(errmsg("counter: creating replication slot \"%s\" on this promoted node", name),
+						 errdetail("The slot stayed on the node where the last flush was recorded, before timeline %u of this node began.",
+								   tli)));
+			else
+				ereport(WARNING,
+						(errmsg("replication slot \"%s\" of the counter extension was dropped", name),
+						 errdetail("Wal-mode adds not flushed when the WAL they are in was removed cannot be replayed after a crash."),
+						 errhint("Leave the slot to the extension: it creates, advances and drops it.")));
 			CounterExec(&create_slot_stmt, &arg, NULL, false);
 		}
+		slot_elsewhere = false;
 		CounterExec(&advance_stmt, &arg, NULL, false);
 		return true;
 	}
@@ -798,6 +877,7 @@ CounterWalRound(bool may_arm)
 				 errmsg("more than %d databases use the counter extension", COUNTER_MAX_DATABASES)));
 	if (!db->ready)
 	{
+		slot_elsewhere = recorded_elsewhere(NULL);
 		replay_or_skip();
 		/* when there was nothing to put back */
 		CounterWalReplayBegin();

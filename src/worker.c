@@ -15,9 +15,20 @@
  * crash loop faster than that.  A worker exits by itself once DROP EXTENSION
  * has removed the extension from its database.
  *
- * Both use the core signal handlers (SIGHUP reloads the configuration,
- * SIGTERM ends them) and WaitLatch with WL_EXIT_ON_PM_DEATH, so they never
- * outlive the postmaster.  Neither starts during binary upgrade.
+ * Both use the core signal handlers (SIGHUP reloads the configuration) and
+ * WaitLatch with WL_EXIT_ON_PM_DEATH, so they never outlive the postmaster.
+ * Neither starts during binary upgrade.  SIGTERM ends the launcher at once
+ * (die).  A worker only notes it (SignalHandlerForShutdownRequest) and
+ * leaves between two compaction transactions: at once when stop_worker()
+ * asked (its database is being dropped or renamed; buffered entries are
+ * kept by database oid, so a renamed database's worker flushes them later),
+ * else (a smart or fast shutdown, or pg_terminate_backend) after a final
+ * flush of buffered and wal adds, so that a clean shutdown loses none.  In a
+ * fast shutdown every backend is signalled at once, and one that has
+ * written its commit record applies its buffered adds at commit,
+ * uninterruptibly, before it can exit; so the worker flushes, waits while
+ * other backends of its database are still leaving, and flushes again once
+ * they are gone.  In a smart shutdown the clients are gone already.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,8 +50,10 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
+#include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -53,6 +66,18 @@ PG_FUNCTION_INFO_V1(counter_wake_launcher);
 #define RESTART_DELAY_MS		1000
 #define RESCAN_INTERVAL_MS		(60 * 1000)
 #define MAINTENANCE_INTERVAL_MS	(10 * 1000)
+
+/*
+ * At a worker's stop, how long it waits for the other backends of its
+ * database to leave before its last flush: at most SHUTDOWN_WAIT_MS in all
+ * (a backend that has committed applies its adds within milliseconds; this
+ * bounds a shutdown whose backends hang, well within pg_ctl's 60 s), and
+ * no longer once none has left for SHUTDOWN_STALL_MS (they are not shutting
+ * down: pg_terminate_backend of the worker alone).
+ */
+#define SHUTDOWN_WAIT_MS		5000
+#define SHUTDOWN_STALL_MS		1000
+#define SHUTDOWN_POLL_MS		10
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
@@ -221,14 +246,14 @@ launcher_start_worker(Oid dboid)
 
 /*
  * Start of both kinds of process: core signal handlers (SIGHUP reloads the
- * configuration, SIGTERM ends the process), and nothing to do during a
- * binary upgrade.
+ * configuration, SIGTERM runs on_term), and nothing to do during a binary
+ * upgrade.
  */
 static void
-process_start(void)
+process_start(pqsigfunc on_term)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, on_term);
 	BackgroundWorkerUnblockSignals();
 
 	if (IsBinaryUpgrade)
@@ -243,7 +268,7 @@ counter_launcher_main(Datum arg)
 	TimestampTz started[COUNTER_MAX_DATABASES];
 	TimestampTz last_scan = 0;
 
-	process_start();
+	process_start(die);
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("counter launcher");
 	memset(handles, 0, sizeof(handles));
@@ -432,6 +457,101 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 	return full;
 }
 
+/* Compaction transactions until no batch is full; flush with the first. */
+static void
+worker_compact(CounterDbWorker *w, bool maintenance, bool flush, bool notify)
+{
+	while (worker_compact_once(w, maintenance, flush, notify) && !ShutdownRequestPending)
+	{
+		CHECK_FOR_INTERRUPTS();
+		maintenance = flush = notify = false;
+	}
+}
+
+/*
+ * The pids of the other backends of this database now (not this worker), in
+ * *pids; returns how many.
+ */
+static int
+database_backends(pid_t **pids)
+{
+	int			n = 0;
+	int			i;
+	int			nbe;
+
+	pgstat_clear_backend_activity_snapshot();
+	nbe = pgstat_fetch_stat_numbackends();
+	*pids = palloc(sizeof(pid_t) * Max(nbe, 1));
+	for (i = 1; i <= nbe; i++)
+	{
+		PgBackendStatus *be = &pgstat_fetch_stat_local_beentry(i)->backendStatus;
+
+		if (be->st_databaseid == MyDatabaseId && be->st_procpid != MyProcPid &&
+			be->st_procpid != 0)
+			(*pids)[n++] = be->st_procpid;
+	}
+	pgstat_clear_backend_activity_snapshot();
+	return n;
+}
+
+/*
+ * SIGTERM came (see the file header): leave at once if stop_worker() asked
+ * or the worker is disabled (then nothing flushes, as documented); else
+ * flush, wait while the backends of the database connected at that moment
+ * are leaving (the limits above; a backend connected later cannot be of a
+ * fast shutdown, which admits none), flush again, and leave.  A backend
+ * leaves the proc array only after its commit has applied its adds.
+ */
+static void
+worker_stop(CounterDbWorker *w)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz last_left = start;
+	pid_t	   *pids;
+	int			others;
+	bool		wanted;
+
+	LWLockAcquire(counter_shared->lock, LW_SHARED);
+	wanted = (w->wanted && w->dboid == MyDatabaseId && w->pid == MyProcPid);
+	LWLockRelease(counter_shared->lock);
+	if (!wanted || !counter_worker_enabled)
+		proc_exit(0);
+
+	worker_compact(w, false, true, false);
+	others = database_backends(&pids);
+	if (others == 0)
+		proc_exit(0);
+	for (;;)
+	{
+		TimestampTz now;
+		int			left = 0;
+		int			i;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 SHUTDOWN_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		now = GetCurrentTimestamp();
+		for (i = 0; i < others; i++)
+			if (BackendPidGetProc(pids[i]) != NULL)
+				pids[left++] = pids[i];
+		if (left < others)
+			last_left = now;
+		others = left;
+		if (others == 0 || TimestampDifferenceExceeds(last_left, now, SHUTDOWN_STALL_MS))
+			break;
+		if (TimestampDifferenceExceeds(start, now, SHUTDOWN_WAIT_MS))
+		{
+			ereport(LOG,
+					(errmsg("counter worker: leaving while %d other backends of the database are still connected",
+							others),
+					 errdetail("Buffered adds they commit from now on are not flushed before the worker exits.")));
+			break;
+		}
+	}
+	worker_compact(w, false, true, false);
+	proc_exit(0);
+}
+
 /* Entry point of a database's worker. */
 void
 counter_worker_main(Datum arg)
@@ -442,7 +562,7 @@ counter_worker_main(Datum arg)
 	TimestampTz last_notify = 0;
 	TimestampTz last_flush = 0;
 
-	process_start();
+	process_start(SignalHandlerForShutdownRequest);
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("counter worker");
 
@@ -464,6 +584,8 @@ counter_worker_main(Datum arg)
 		bool		mine;
 
 		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			worker_stop(w);
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -493,11 +615,7 @@ counter_worker_main(Datum arg)
 				last_notify = now;
 			if (flush)
 				last_flush = now;
-			while (worker_compact_once(w, maintenance, flush, notify))
-			{
-				CHECK_FOR_INTERRUPTS();
-				maintenance = flush = notify = false;
-			}
+			worker_compact(w, maintenance, flush, notify);
 		}
 		else
 			leave_if_not_installed(w);	/* a dropped extension's slot must go */
