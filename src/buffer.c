@@ -537,16 +537,22 @@ make_entry(CounterMeta *meta, text *key, BufferKey *bk, bool for_replay,
 		int64		f;
 		bool		found;
 
+		if (pg_atomic_read_u32(&buffer_shared->nentries) >= counter_buffered_keys &&
+			!for_replay)
+			return false;
+		snapshot = RegisterSnapshot(GetLatestSnapshot());
+		f = read_flushed(meta, key, snapshot);
+		UnregisterSnapshot(snapshot);
+
+		/* counted from here on, where nothing can raise an error */
+		LWLockAcquire(lock, LW_EXCLUSIVE);
 		if (pg_atomic_fetch_add_u32(&buffer_shared->nentries, 1) >= counter_buffered_keys &&
 			!for_replay)
 		{
 			pg_atomic_fetch_sub_u32(&buffer_shared->nentries, 1);
+			LWLockRelease(lock);
 			return false;
 		}
-		snapshot = RegisterSnapshot(GetLatestSnapshot());
-		f = read_flushed(meta, key, snapshot);
-		UnregisterSnapshot(snapshot);
-		LWLockAcquire(lock, LW_EXCLUSIVE);
 		e = hash_search_with_hash_value(buffer_hash, bk, hashcode,
 										HASH_ENTER_NULL, &found);
 		if (e != NULL && !found)
@@ -560,21 +566,10 @@ make_entry(CounterMeta *meta, text *key, BufferKey *bk, bool for_replay,
 		}
 		if (e == NULL || found)
 			pg_atomic_fetch_sub_u32(&buffer_shared->nentries, 1);
-		/* released before an error of reserve_delta: nothing is held then */
+		/* an error of reserve_delta releases the lock with the abort */
 		if (e != NULL && reserve)
-		{
-			PG_TRY();
-			{
-				reserve_delta(e, meta, key, delta);
-			}
-			PG_FINALLY();
-			{
-				LWLockRelease(lock);
-			}
-			PG_END_TRY();
-		}
-		else
-			LWLockRelease(lock);
+			reserve_delta(e, meta, key, delta);
+		LWLockRelease(lock);
 	}
 	return e != NULL;
 }
@@ -597,7 +592,11 @@ CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
 		!make_key(&bk, meta, key))
 		return false;
 
-	/* the list entry first: once reserved, an abort must find the add */
+	/*
+	 * Allocated before the reservation, so that after it only the list
+	 * append remains to be done; the add joins the list only once reserved,
+	 * as an abort gives back the reservation of every add in the list.
+	 */
 	register_callbacks();
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	p = palloc(sizeof(PendingAdd));

@@ -661,7 +661,9 @@ check_at(TimestampTz at)
 	if (!TIMESTAMP_NOT_FINITE(at) && at >= earliest)
 		return at;
 	if (timestamp2tm(earliest, NULL, &tm, &fsec, NULL, NULL) != 0)
-		elog(ERROR, "timestamp out of range");
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg_internal("earliest time of a back-dated add out of range")));
 	EncodeDateTime(&tm, fsec, false, 0, NULL, USE_ISO_DATES, buf);
 	ereport(ERROR,
 			(errcode(ERRCODE_DATETIME_FIELD_OVERFLOW),
