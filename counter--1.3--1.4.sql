@@ -85,3 +85,12 @@ DROP INDEX counter.totals_top;
 CREATE INDEX totals_top ON counter.totals (counter, node, value DESC, key);
 
 -- == end section: misc ==
+
+-- == section: nodes (add_node / remove_node / counter.nodes) ==
+-- == end section: nodes ==
+
+-- == section: get (last update time: counter.get, updated_at) ==
+-- == end section: get ==
+
+-- == section: internal (version-dependent SQL as internal functions) ==
+-- == end section: internal ==
