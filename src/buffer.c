@@ -49,7 +49,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "counter.h"
+#include "postgres.h"
 
 #include "access/genam.h"
 #include "access/table.h"
@@ -68,6 +68,11 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+
+#include "buffer.h"
+#include "catalog.h"
+#include "guc.h"
+#include "wal.h"
 
 #define BUFFER_KEY_MAX			64
 #define BUFFER_PARTITIONS		16

@@ -40,7 +40,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "counter.h"
+#include "postgres.h"
 
 #include "access/genam.h"
 #include "access/table.h"
@@ -64,6 +64,8 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+
+#include "catalog.h"
 
 /* attribute numbers of counter.counters and counter.grants */
 #define Anum_counters_id		1
@@ -253,24 +255,6 @@ CounterParseMode(const char *mode)
 			 errmsg("invalid counter mode \"%s\"", mode),
 			 errhint("Valid modes are \"slots\", \"events\", \"buffered\" and \"wal\".")));
 	return COUNTER_MODE_SLOTS;	/* keep compiler quiet */
-}
-
-/* The name of a mode, as stored. */
-const char *
-CounterModeName(CounterMode mode)
-{
-	switch (mode)
-	{
-		case COUNTER_MODE_SLOTS:
-			return "slots";
-		case COUNTER_MODE_EVENTS:
-			return "events";
-		case COUNTER_MODE_BUFFERED:
-			return "buffered";
-		case COUNTER_MODE_WAL:
-			return "wal";
-	}
-	return "slots";
 }
 
 /* Read the grants of one counter into CacheMemoryContext. */
@@ -712,4 +696,43 @@ CounterInSubxact(void (*fn) (void *), void *arg)
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
 	return edata;
+}
+
+/*
+ * Look up the counter named by argument 0 and check the caller's rights
+ * (and, for an add, that the transaction may write).
+ */
+CounterMeta *
+CounterArgCounter(FunctionCallInfo fcinfo, int privs)
+{
+	CounterMeta *meta;
+
+	/*
+	 * Adds write by direct heap access or into shared memory, which no
+	 * executor check covers: refuse them in a read-only transaction (and so
+	 * on a hot standby) ourselves.
+	 */
+	if ((privs & COUNTER_PRIV_ADD) && XactReadOnly)
+		PreventCommandIfReadOnly(psprintf("counter.%s()",
+										   get_func_name(fcinfo->flinfo->fn_oid)));
+	meta = CounterLookup(CounterArgName(fcinfo, 0), false);
+
+	CounterCheckPrivs(meta, privs);
+	return meta;
+}
+
+/* Fill scan keys (counter_id int4, key text[, third int4]) for our indexes. */
+int
+CounterScanKeys(ScanKey keys, int32 id, text *key, bool with_slot, int32 slot)
+{
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(id));
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
+				PointerGetDatum(key));
+	keys[1].sk_collation = C_COLLATION_OID;
+	if (!with_slot)
+		return 2;
+	ScanKeyInit(&keys[2], 3, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(slot));
+	return 3;
 }

@@ -34,7 +34,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "counter.h"
+#include "postgres.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -42,6 +42,13 @@
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+
+#include "compact.h"
+#include "buffer.h"
+#include "catalog.h"
+#include "events.h"
+#include "feed.h"
+#include "guc.h"
 
 /* advisory lock (two int4 keys) taken by every compaction of a database */
 #define COMPACT_LOCK_KEY1		0x636f756e	/* "coun" */

@@ -35,8 +35,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "counter.h"
+#include "postgres.h"
 
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -53,6 +54,11 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/xid8.h"
+
+#include "events.h"
+#include "catalog.h"
+#include "guc.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(counter_event_table_live);
 
@@ -446,4 +452,38 @@ CounterEventsTruncate(void)
 		emptied = true;
 	}
 	return emptied;
+}
+
+/*
+ * Append one event row to the current events table: one heap_insert and one
+ * index insertion, no lock on any row, nothing shared is updated.
+ */
+void
+CounterEventsInsert(CounterMeta *meta, text *key, int64 delta,
+					TimestampTz at)
+{
+	CounterRels *r = CounterGetRels();
+	Relation	rel;
+	Relation	idx;
+	Datum		values[Natts_events];
+	bool		nulls[Natts_events] = {false, false, false, false};
+	HeapTuple	tup;
+	int			t = CounterEventsTableForAdd(r);
+
+	/* locked until commit: a rotation waits for this add before folding */
+	rel = table_open(r->events[t], NoLock);
+	idx = index_open(r->events_key[t], RowExclusiveLock);
+
+	values[Anum_events_counter_id - 1] = Int32GetDatum(meta->id);
+	values[Anum_events_key - 1] = PointerGetDatum(key);
+	values[Anum_events_delta - 1] = Int64GetDatum(delta);
+	values[Anum_events_at - 1] = TimestampTzGetDatum(at);
+	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
+	index_insert(idx, values, nulls, &tup->t_self, rel,
+				 UNIQUE_CHECK_NO, false, NULL);
+	heap_freetuple(tup);
+
+	index_close(idx, RowExclusiveLock);
+	table_close(rel, NoLock);
 }

@@ -22,7 +22,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "counter.h"
+#include "postgres.h"
 
 #include "catalog/pg_type.h"
 #include "commands/async.h"
@@ -30,6 +30,9 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+
+#include "feed.h"
+#include "catalog.h"
 
 /* Flush before holding more keys than this. */
 #define FEED_MAX_KEYS	10000

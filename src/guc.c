@@ -5,10 +5,14 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "counter.h"
+#include "postgres.h"
+
+#include <limits.h>
 
 #include "miscadmin.h"
 #include "utils/guc.h"
+
+#include "guc.h"
 
 int			counter_naptime = 1000;
 int			counter_batch_size = 1000000;

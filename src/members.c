@@ -14,11 +14,14 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "counter.h"
+#include "postgres.h"
 
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+
+#include "apply.h"
+#include "catalog.h"
 
 PG_FUNCTION_INFO_V1(counter_like);
 PG_FUNCTION_INFO_V1(counter_unlike);

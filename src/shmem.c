@@ -12,40 +12,32 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "counter.h"
+#include "postgres.h"
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 
+#include "shmem.h"
+
 CounterShared *counter_shared = NULL;
 
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-/* Ask for our shared memory and lock. */
-static void
-counter_shmem_request(void)
+/* Shared memory of the state below. */
+Size
+CounterShmemSize(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(add_size(MAXALIGN(sizeof(CounterShared)),
-											 CounterBufferShmemSize()),
-									CounterWalShmemSize()));
-	/* the shared state's lock, and wal mode's apply lock */
-	RequestNamedLWLockTranche("counter", 2);
+	return MAXALIGN(sizeof(CounterShared));
 }
 
-/* Create or attach to our shared memory. */
-static void
-counter_shmem_startup(void)
+/*
+ * Create or attach to the shared state; called from the shmem startup hook
+ * under AddinShmemInitLock.
+ */
+void
+CounterShmemInit(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	counter_shared = ShmemInitStruct("counter", sizeof(CounterShared), &found);
 	if (!found)
 	{
@@ -56,19 +48,6 @@ counter_shmem_startup(void)
 		for (i = 0; i < COUNTER_MAX_DATABASES; i++)
 			pg_atomic_init_u32(&counter_shared->events[i].bits, 0);
 	}
-	CounterBufferShmemInit();
-	CounterWalShmemInit(&(GetNamedLWLockTranche("counter"))[1].lock);
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Install the shared memory hooks; called from _PG_init when preloaded. */
-void
-CounterShmemInit(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = counter_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = counter_shmem_startup;
 }
 
 /*

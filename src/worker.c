@@ -19,7 +19,7 @@
  * WaitLatch with WL_EXIT_ON_PM_DEATH, so they never outlive the postmaster.
  * Neither starts during binary upgrade.  SIGTERM ends the launcher at once
  * (die).  A worker only notes it (SignalHandlerForShutdownRequest) and
- * leaves between two compaction transactions: at once when stop_worker()
+ * leaves between two compaction transactions: at once when CounterWorkerStop()
  * asked (its database is being dropped or renamed; buffered entries are
  * kept by database oid, so a renamed database's worker flushes them later),
  * else (a smart or fast shutdown, or pg_terminate_backend) after a final
@@ -32,7 +32,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "counter.h"
+#include "postgres.h"
 
 #include "access/heapam.h"
 #include "access/htup_details.h"
@@ -59,6 +59,14 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "worker.h"
+#include "compact.h"
+#include "events.h"
+#include "feed.h"
+#include "guc.h"
+#include "shmem.h"
+#include "walreplay.h"
+
 PG_FUNCTION_INFO_V1(counter_worker_status);
 PG_FUNCTION_INFO_V1(counter_wake_launcher);
 
@@ -79,16 +87,14 @@ PG_FUNCTION_INFO_V1(counter_wake_launcher);
 #define SHUTDOWN_STALL_MS		1000
 #define SHUTDOWN_POLL_MS		10
 
-static ProcessUtility_hook_type prev_ProcessUtility = NULL;
-
 /*
  * Stop the worker of a database for good (until the launcher's next
  * rescan): DROP DATABASE and ALTER DATABASE RENAME refuse to run while any
  * session, our worker included, is connected, and wait a few seconds for
  * sessions to leave.
  */
-static void
-stop_worker(Oid dboid)
+void
+CounterWorkerStop(Oid dboid)
 {
 	CounterDbWorker *w;
 	pid_t		pid = 0;
@@ -107,41 +113,7 @@ stop_worker(Oid dboid)
 		kill(pid, SIGTERM);
 }
 
-/*
- * Utility hook: let DROP DATABASE and RENAME of a database proceed, and
- * drop a dropped database's wal-mode slot.
- */
-static void
-counter_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
-					   bool readOnlyTree, ProcessUtilityContext context,
-					   ParamListInfo params, QueryEnvironment *queryEnv,
-					   DestReceiver *dest, QueryCompletion *qc)
-{
-	Node	   *parsetree = pstmt->utilityStmt;
-	Oid			dropped = InvalidOid;
-
-	if (IsA(parsetree, DropdbStmt))
-	{
-		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
-		stop_worker(dropped);
-	}
-	else if (IsA(parsetree, RenameStmt) &&
-			 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
-		stop_worker(get_database_oid(((RenameStmt *) parsetree)->subname, true));
-
-	if (prev_ProcessUtility)
-		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-							queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
-
-	/* the dropped database's replication slot would keep WAL forever */
-	if (OidIsValid(dropped))
-		CounterWalDisarm(dropped, true);
-}
-
-/* Register the launcher and the utility hook; called from _PG_init when preloaded. */
+/* Register the launcher; called from _PG_init when preloaded. */
 void
 CounterWorkerRegister(void)
 {
@@ -156,9 +128,6 @@ CounterWorkerRegister(void)
 	strlcpy(bgw.bgw_name, "counter launcher", BGW_MAXLEN);
 	strlcpy(bgw.bgw_type, "counter launcher", BGW_MAXLEN);
 	RegisterBackgroundWorker(&bgw);
-
-	prev_ProcessUtility = ProcessUtility_hook;
-	ProcessUtility_hook = counter_ProcessUtility;
 }
 
 /* Claim a status entry for every connectable, non-template database. */
@@ -495,7 +464,7 @@ database_backends(pid_t **pids)
 }
 
 /*
- * SIGTERM came (see the file header): leave at once if stop_worker() asked
+ * SIGTERM came (see the file header): leave at once if CounterWorkerStop() asked
  * or the worker is disabled (then nothing flushes, as documented); else
  * flush, wait while the backends of the database connected at that moment
  * are leaving (the limits above; a backend connected later cannot be of a

@@ -27,9 +27,10 @@ counter
 api members
 worker
 walreplay compact
-apply read
-commit
-slots feed
+apply
+slots
+read
+feed
 events buffer
 wal
 shmem

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
- * storage.c
- *	  The hot paths: adding to slot rows, inserting events, and reading a
- *	  key's exact value, all by direct heap and index access.
+ * slots.c
+ *	  Slots mode's hot path: adding to slot rows by direct heap and index
+ *	  access, and the escrow shares that keep a bounded counter's bounds
+ *	  exact.
  *
  * Slots.  A backend owns the slot number MyBackendId: no two live backends
  * own the same number, so a backend may insert its own slot row without any
@@ -18,17 +19,9 @@
  * version, so an add works the same under every isolation level: an add is
  * blind (it never depends on the value it reads).
  *
- * Events.  One heap_insert and one index insertion into the current events
- * table (events.c), no lock on any row.
- *
- * Reads.  totals + slots + the events tables live in the snapshot, each
- * scanned through its index with the one snapshot the caller passes, + what
- * buffered adds hold in shared memory beyond what that snapshot sees flushed
- * (buffer.c).
- *
  *-------------------------------------------------------------------------
  */
-#include "counter.h"
+#include "postgres.h"
 
 #include "access/genam.h"
 #include "access/heapam.h"
@@ -56,24 +49,9 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-/* attribute numbers of counter.slots, counter.events and counter.totals */
-#define Anum_slots_counter_id	1
-#define Anum_slots_key			2
-#define Anum_slots_slot			3
-#define Anum_slots_value		4
-#define Anum_slots_lo			5
-#define Anum_slots_hi			6
-#define Anum_slots_touched		7
-#define Anum_slots_pad			8
-#define Natts_slots				8
-
-#define Anum_events_counter_id	1
-#define Anum_events_key			2
-#define Anum_events_delta		3
-#define Anum_events_at			4
-#define Natts_events			4
-
-#define Anum_totals_value		5
+#include "slots.h"
+#include "catalog.h"
+#include "read.h"
 
 /*
  * Width of the pad column: with fillfactor 10, a row this wide leaves too
@@ -86,22 +64,6 @@
 #define SLOT_SCAN_MAX			1024
 
 static text *slot_pad = NULL;
-
-/* Fill scan keys (counter_id int4, key text[, third int4]) for our indexes. */
-static int
-init_keys(ScanKey keys, int32 id, text *key, bool with_slot, int32 slot)
-{
-	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
-				Int32GetDatum(id));
-	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
-				PointerGetDatum(key));
-	keys[1].sk_collation = C_COLLATION_OID;
-	if (!with_slot)
-		return 2;
-	ScanKeyInit(&keys[2], 3, BTEqualStrategyNumber, F_INT4EQ,
-				Int32GetDatum(slot));
-	return 3;
-}
 
 /*
  * Collect the TIDs of the index entries matching keys, visible to snapshot.
@@ -422,7 +384,7 @@ escrow_tids(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	ScanKeyData keys[3];
 	int			n;
 
-	init_keys(keys, meta->id, key, false, 0);
+	CounterScanKeys(keys, meta->id, key, false, 0);
 	n = collect_tids(rel, idx, snapshot, keys, 2, tids, SLOT_SCAN_MAX);
 	UnregisterSnapshot(snapshot);
 	return n;
@@ -628,7 +590,7 @@ count_rows(Relation rel, Relation idx, CounterMeta *meta, text *key,
 
 	*inserting = InvalidTransactionId;
 	InitDirtySnapshot(dirty);
-	init_keys(keys, meta->id, key, false, 0);
+	CounterScanKeys(keys, meta->id, key, false, 0);
 	for (pass = 0; pass < 2; pass++)
 	{
 		IndexScanDesc scan = index_beginscan(rel, idx, pass == 0 ? &dirty : latest, 2, 0);
@@ -713,7 +675,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 									GetLatestSnapshot());
 
 		/* 1. the row this backend used last time */
-		init_keys(keys, meta->id, key, true, meta->last_slot);
+		CounterScanKeys(keys, meta->id, key, true, meta->last_slot);
 		have_first = collect_tids(rel, idx, snapshot, keys, 3, &first, 1) == 1;
 		result = have_first ?
 			slot_try(rel, idx, &first, meta, key, delta, LockWaitSkip, &held) : SLOT_BUSY;
@@ -723,7 +685,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		/* 2. any other row of the key that nobody holds */
 		if (result == SLOT_BUSY)
 		{
-			init_keys(keys, meta->id, key, false, 0);
+			CounterScanKeys(keys, meta->id, key, false, 0);
 			nall = collect_tids(rel, idx, snapshot, keys, 2, tids, SLOT_SCAN_MAX);
 			for (i = 0; i < nall && result == SLOT_BUSY; i++)
 			{
@@ -811,120 +773,4 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 	index_close(idx, RowExclusiveLock);
 	table_close(rel, RowExclusiveLock);
 	return ok;
-}
-
-/* Append one event row: no row lock, nothing shared is updated. */
-void
-CounterEventsInsert(CounterMeta *meta, text *key, int64 delta,
-					TimestampTz at)
-{
-	CounterRels *r = CounterGetRels();
-	Relation	rel;
-	Relation	idx;
-	Datum		values[Natts_events];
-	bool		nulls[Natts_events] = {false, false, false, false};
-	HeapTuple	tup;
-	int			t = CounterEventsTableForAdd(r);
-
-	/* locked until commit: a rotation waits for this add before folding */
-	rel = table_open(r->events[t], NoLock);
-	idx = index_open(r->events_key[t], RowExclusiveLock);
-
-	values[Anum_events_counter_id - 1] = Int32GetDatum(meta->id);
-	values[Anum_events_key - 1] = PointerGetDatum(key);
-	values[Anum_events_delta - 1] = Int64GetDatum(delta);
-	values[Anum_events_at - 1] = TimestampTzGetDatum(at);
-	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
-	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
-	index_insert(idx, values, nulls, &tup->t_self, rel,
-				 UNIQUE_CHECK_NO, false, NULL);
-	heap_freetuple(tup);
-
-	index_close(idx, RowExclusiveLock);
-	table_close(rel, NoLock);
-}
-
-/*
- * Sum column attnum (int8) over the rows of relid that match keys.  With
- * hold, the locks are kept to the end of the transaction, as readers
- * usually do: a later read in it finds them in the local lock table.  The
- * events tables' locks are not held: the worker's TRUNCATE of a folded one
- * needs it unlocked.
- */
-static int128
-sum_rows(Oid relid, Oid indexid, ScanKey keys, int nkeys, AttrNumber attnum,
-		 Snapshot snapshot, bool hold)
-{
-	Relation	rel = table_open(relid, AccessShareLock);
-	Relation	idx = index_open(indexid, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	IndexScanDesc scan;
-	int128		sum = 0;
-
-	scan = index_beginscan(rel, idx, snapshot, nkeys, 0);
-	index_rescan(scan, keys, nkeys, NULL, 0);
-	while (index_getnext_slot(scan, ForwardScanDirection, slot))
-	{
-		bool		isnull;
-		Datum		d = slot_getattr(slot, attnum, &isnull);
-
-		if (!isnull)
-			sum += DatumGetInt64(d);
-	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(idx, hold ? NoLock : AccessShareLock);
-	table_close(rel, hold ? NoLock : AccessShareLock);
-	return sum;
-}
-
-/*
- * Whether an events table has no block at all, as it has once rotated and
- * emptied (events.c): a row any snapshot taken before this check could see
- * would have extended it already.  An lseek, cheaper than an index scan.
- */
-static bool
-events_empty(Oid relid)
-{
-	Relation	rel = table_open(relid, AccessShareLock);
-	bool		empty = RelationGetNumberOfBlocks(rel) == 0;
-
-	table_close(rel, AccessShareLock);
-	return empty;
-}
-
-/* The exact value of (counter, key) in snapshot: every source summed. */
-int64
-CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot)
-{
-	CounterRels *r = CounterGetRels();
-	ScanKeyData keys[3];
-	int128		sum;
-	int			live;
-	int			t;
-
-	/* totals: keyed by counter name */
-	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
-				CStringGetTextDatum(meta->name));
-	keys[0].sk_collation = C_COLLATION_OID;
-	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
-				PointerGetDatum(key));
-	keys[1].sk_collation = C_COLLATION_OID;
-	sum = sum_rows(r->totals, r->totals_pkey, keys, 2, Anum_totals_value, snapshot, true);
-
-	init_keys(keys, meta->id, key, false, 0);
-	sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot, true);
-	live = CounterEventsLive(r, snapshot);
-	for (t = 0; t < 2; t++)
-		if (live & (1 << t) && !events_empty(r->events[t]))
-			sum += sum_rows(r->events[t], r->events_key[t], keys, 2,
-							Anum_events_delta, snapshot, false);
-	sum += CounterBufferPending(meta, key, snapshot);
-
-	if (sum > PG_INT64_MAX || sum < PG_INT64_MIN)
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("value of counter \"%s\" key \"%s\" is out of range for bigint",
-						meta->name, text_to_cstring(key))));
-	return (int64) sum;
 }

@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.h
+ *	  The extension's settings (counter.*).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COUNTER_GUC_H
+#define COUNTER_GUC_H
+
+#include "postgres.h"
+
+extern int	counter_naptime;
+extern int	counter_batch_size;
+extern bool counter_worker_enabled;
+extern int	counter_node_id;
+extern int	counter_fold_after;
+extern int	counter_idempotency_window;
+extern int	counter_notify_interval;
+extern int	counter_buffered_keys;
+extern int	counter_flush_interval;
+extern int	counter_rotate_size;
+extern void CounterGucInit(void);
+
+#endif							/* COUNTER_GUC_H */
