@@ -30,7 +30,9 @@
 #include "utils/snapmgr.h"
 
 #include "apply.h"
+#include "buffer.h"
 #include "catalog.h"
+#include "commit.h"
 #include "compact.h"
 #include "guc.h"
 #include "read.h"
@@ -56,6 +58,8 @@ PG_FUNCTION_INFO_V1(counter_compact);
 PG_FUNCTION_INFO_V1(counter_verify);
 PG_FUNCTION_INFO_V1(counter_can_read);
 PG_FUNCTION_INFO_V1(counter_channel);
+PG_FUNCTION_INFO_V1(counter_buffered);
+PG_FUNCTION_INFO_V1(counter_buffered_unflushed);
 
 /* Parameters ($1 id, $2 name, $3 this node) of statements on one counter. */
 static void
@@ -988,4 +992,45 @@ Datum
 counter_can_read(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(CounterCanRead(text_to_cstring(PG_GETARG_TEXT_PP(0))));
+}
+
+/*
+ * counter._buffered(name): (key, base + added) of the counter's entries,
+ * with this transaction's own pending adds: what top() adds to totals,
+ * less the flushed amounts its snapshot sees.
+ */
+Datum
+counter_buffered(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	CounterBufferEntry *entries;
+	int			n;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	entries = CounterBufferEntries(meta, &n);
+	for (i = 0; i < n; i++)
+	{
+		CounterBufferEntry *e = &entries[i];
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		values[0] = PointerGetDatum(cstring_to_text_with_len(e->key.key, e->key.keylen));
+		values[1] = Int64GetDatum(e->sum + CounterCommitPendingKey(&e->key));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* counter._buffered_unflushed(name): for counter.stats; NULL if unreadable. */
+Datum
+counter_buffered_unflushed(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta;
+
+	if (!CounterCanRead(text_to_cstring(PG_GETARG_TEXT_PP(0))))
+		PG_RETURN_NULL();
+	meta = CounterLookup(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	PG_RETURN_INT64(CounterBufferUnflushed(meta));
 }

@@ -14,8 +14,8 @@
 #include "utils/builtins.h"
 
 #include "apply.h"
-#include "buffer.h"
 #include "catalog.h"
+#include "commit.h"
 #include "events.h"
 #include "guc.h"
 #include "slots.h"
@@ -116,7 +116,7 @@ CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
 	{
 		if ((meta->mode == COUNTER_MODE_BUFFERED ||
 			 (meta->mode == COUNTER_MODE_WAL && CounterWalArmed())) &&
-			!bounded && !has_at && CounterBufferAdd(meta, key, delta))
+			!bounded && !has_at && CounterCommitAdd(meta, key, delta))
 			return APPLY_DONE;	/* nothing in the heap: no CCI needed */
 		if (has_at || (meta->mode != COUNTER_MODE_SLOTS && !bounded))
 			CounterEventsInsert(meta, key, delta,

@@ -4,8 +4,9 @@
  *	  Buffered mode: adds held in shared memory, flushed by the worker.
  *
  * An add of a buffered counter writes neither heap nor WAL: it is kept in
- * backend memory until its transaction commits, then added with one atomic
- * operation to the key's entry in a shared hash (a rolled-back or
+ * backend memory until its transaction commits (commit.c, which calls the
+ * functions here from its transaction callbacks), then added with one
+ * atomic operation to the key's entry in a shared hash (a rolled-back or
  * subtransaction-aborted add never arrives).  The worker flushes entries
  * into totals and rollups, like a compaction, at its first round once
  * counter.flush_interval has passed.  A crash loses what was not flushed
@@ -44,7 +45,7 @@
  *
  * Entries are keyed by database, counter id and creation time (one id can
  * come back after DROP EXTENSION), and key; keys longer than
- * BUFFER_KEY_MAX bytes go to events.  A flush removes, once it commits, the
+ * COUNTER_BUFFER_KEY_MAX bytes go to events.  A flush removes, once it commits, the
  * entries of counters that no longer exist.
  *
  *-------------------------------------------------------------------------
@@ -74,22 +75,11 @@
 #include "guc.h"
 #include "wal.h"
 
-#define BUFFER_KEY_MAX			64
 #define BUFFER_PARTITIONS		16
-
-/* hash key of an entry: zero-padded, compared bytewise */
-typedef struct BufferKey
-{
-	Oid			dboid;
-	int32		counter_id;
-	TimestampTz created;
-	int32		keylen;
-	char		key[BUFFER_KEY_MAX];
-} BufferKey;
 
 typedef struct BufferEntry
 {
-	BufferKey	key;
+	CounterBufferKey	key;
 	int64		base;
 	int64		shadow;			/* the flusher's own field */
 	slock_t		mutex;			/* protects the three below */
@@ -105,31 +95,17 @@ typedef struct BufferShared
 	pg_atomic_uint32 nentries;
 } BufferShared;
 
-/* an add of this transaction, reserved in its entry, applied at commit */
-typedef struct PendingAdd
-{
-	BufferKey	key;
-	int64		delta;
-	SubTransactionId subxid;
-	bool		logged;			/* of a wal-mode counter: goes into the WAL */
-} PendingAdd;
-
 /* an entry taken by a flush of this transaction */
 typedef struct Taken
 {
-	BufferKey	key;
+	CounterBufferKey	key;
 	int64		amount;			/* moved into the shadow at the take */
 	SubTransactionId subxid;
 	bool		gone;			/* its counter is dropped: remove at commit */
 } Taken;
 
-PG_FUNCTION_INFO_V1(counter_buffered);
-PG_FUNCTION_INFO_V1(counter_buffered_unflushed);
-
 static HTAB *buffer_hash = NULL;
 static BufferShared *buffer_shared = NULL;
-static List *pending = NIL;		/* of PendingAdd, in TopTransactionContext */
-static bool callbacks_registered = false;
 
 /* entries taken by this transaction's flushes, in TopTransactionContext */
 static Taken *taken = NULL;
@@ -171,7 +147,7 @@ CounterBufferShmemInit(void)
 	LWLockRegisterTranche(buffer_shared->locks[0].lock.tranche, "counter buffer");
 
 	/* fixed size: all entries allocated now, none taken from spare memory */
-	info.keysize = sizeof(BufferKey);
+	info.keysize = sizeof(CounterBufferKey);
 	info.entrysize = sizeof(BufferEntry);
 	info.num_partitions = BUFFER_PARTITIONS;
 	buffer_hash = ShmemInitHash("counter buffer", buffer_capacity(), buffer_capacity(),
@@ -181,13 +157,13 @@ CounterBufferShmemInit(void)
 
 /* Fill the hash key of (counter, key); false when the key is too long. */
 static bool
-make_key(BufferKey *bk, CounterMeta *meta, text *key)
+make_key(CounterBufferKey *bk, CounterMeta *meta, text *key)
 {
 	int			len = VARSIZE_ANY_EXHDR(key);
 
-	if (len > BUFFER_KEY_MAX)
+	if (len > COUNTER_BUFFER_KEY_MAX)
 		return false;
-	memset(bk, 0, sizeof(BufferKey));
+	memset(bk, 0, sizeof(CounterBufferKey));
 	bk->dboid = MyDatabaseId;
 	bk->counter_id = meta->id;
 	bk->created = meta->created;
@@ -221,23 +197,6 @@ unlock_all_partitions(void)
 
 	for (i = 0; i < BUFFER_PARTITIONS; i++)
 		LWLockRelease(&buffer_shared->locks[i].lock);
-}
-
-/* This transaction's adds to the entry bk, not yet applied (commit does). */
-static int64
-own_pending(BufferKey *bk)
-{
-	int64		sum = 0;
-	ListCell   *lc;
-
-	foreach(lc, pending)
-	{
-		PendingAdd *p = lfirst(lc);
-
-		if (memcmp(&p->key, bk, sizeof(BufferKey)) == 0)
-			sum += p->delta;
-	}
-	return sum;
 }
 
 /* The key's flushed amount F in snapshot (0 without a row). */
@@ -290,7 +249,7 @@ entry_sum(BufferEntry *e)
  * counter was dropped, and the add with it.
  */
 static void
-apply_delta(BufferKey *bk, int64 delta, bool reserved, bool commit)
+apply_delta(CounterBufferKey *bk, int64 delta, bool reserved, bool commit)
 {
 	uint32		hashcode = get_hash_value(buffer_hash, bk);
 	LWLock	   *lock = partition_lock(hashcode);
@@ -341,33 +300,6 @@ reserve_delta(BufferEntry *e, CounterMeta *meta, text *key, int64 delta)
 }
 
 /*
- * At pre-commit: write the surviving adds of wal-mode counters as one WAL
- * record (wal.c), which makes them as durable as the commit.
- */
-static void
-log_pending(void)
-{
-	StringInfoData buf;
-	ListCell   *lc;
-	bool		any = false;
-
-	foreach(lc, pending)
-	{
-		PendingAdd *p = lfirst(lc);
-
-		if (!p->logged)
-			continue;
-		if (!any)
-			CounterWalBegin(&buf);
-		any = true;
-		CounterWalAppend(&buf, p->key.counter_id, p->key.created, p->key.key,
-						 p->key.keylen, p->delta);
-	}
-	if (any)
-		CounterWalWrite(&buf);
-}
-
-/*
  * Move the shadows of the entries taken by subtransaction subxid (all of
  * them when InvalidSubTransactionId) back: their flush was rolled back.
  * Forgets them.
@@ -403,7 +335,7 @@ untake(SubTransactionId subxid)
 
 /* Remove one entry from the hash, if it is there. */
 static void
-remove_entry(BufferKey *bk)
+remove_entry(CounterBufferKey *bk)
 {
 	uint32		hashcode = get_hash_value(buffer_hash, bk);
 	LWLock	   *lock = partition_lock(hashcode);
@@ -417,114 +349,13 @@ remove_entry(BufferKey *bk)
 }
 
 /*
- * Transaction callback: once committed, apply this transaction's adds to
- * shared memory and remove the entries of dropped counters its flushes
- * found; on abort, give the reservations back and move the shadows of its
- * flushes back.
- */
-static void
-buffer_xact_callback(XactEvent event, void *arg)
-{
-	ListCell   *lc;
-	int			i;
-
-	if (event == XACT_EVENT_PRE_PREPARE && pending != NIL)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot prepare a transaction that added to a buffered or wal-mode counter")));
-	if (event == XACT_EVENT_PRE_COMMIT)
-		log_pending();
-	if (event == XACT_EVENT_COMMIT)
-	{
-		bool		logged = CounterWalApplyBegin();
-
-		foreach(lc, pending)
-		{
-			PendingAdd *p = lfirst(lc);
-
-			apply_delta(&p->key, p->delta, true, true);
-		}
-		if (logged)
-			CounterWalApplyEnd();
-		for (i = 0; i < taken_count; i++)
-			if (taken[i].gone)
-				remove_entry(&taken[i].key);
-	}
-	if (event == XACT_EVENT_ABORT)
-	{
-		CounterWalAbort();
-		foreach(lc, pending)
-		{
-			PendingAdd *p = lfirst(lc);
-
-			apply_delta(&p->key, p->delta, true, false);
-		}
-		untake(InvalidSubTransactionId);
-	}
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
-		event == XACT_EVENT_PREPARE)
-	{
-		/* their memory goes with TopTransactionContext */
-		pending = NIL;
-		taken = NULL;
-		taken_count = taken_max = 0;
-	}
-}
-
-/*
- * Forget the adds of an aborted subtransaction (giving their reservations
- * back) and move back the shadows its flushes moved; pass a committed
- * one's up.
- */
-static void
-buffer_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						SubTransactionId parentSubid, void *arg)
-{
-	ListCell   *lc;
-	int			i;
-
-	foreach(lc, pending)
-	{
-		PendingAdd *p = lfirst(lc);
-
-		if (p->subxid != mySubid)
-			continue;
-		if (event == SUBXACT_EVENT_ABORT_SUB)
-		{
-			apply_delta(&p->key, p->delta, true, false);
-			pending = foreach_delete_current(pending, lc);
-		}
-		else if (event == SUBXACT_EVENT_COMMIT_SUB)
-			p->subxid = parentSubid;
-	}
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-		untake(mySubid);
-	else if (event == SUBXACT_EVENT_COMMIT_SUB)
-		for (i = 0; i < taken_count; i++)
-			if (taken[i].subxid == mySubid)
-				taken[i].subxid = parentSubid;
-}
-
-/* Register our transaction callbacks once per backend. */
-static void
-register_callbacks(void)
-{
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(buffer_xact_callback, NULL);
-		RegisterSubXactCallback(buffer_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
-}
-
-/*
  * Find or make the entry bk of (meta, key), reading F for a new entry's
  * base, and with reserve reserve delta in it (22003 if it does not fit).
  * False when the hash holds counter.buffered_keys entries made by adds
  * already (a replay, for_replay, may use the reserve beyond them).
  */
 static bool
-make_entry(CounterMeta *meta, text *key, BufferKey *bk, bool for_replay,
+make_entry(CounterMeta *meta, text *key, CounterBufferKey *bk, bool for_replay,
 		   bool reserve, int64 delta)
 {
 	uint32		hashcode = get_hash_value(buffer_hash, bk);
@@ -580,45 +411,80 @@ make_entry(CounterMeta *meta, text *key, BufferKey *bk, bool for_replay,
 }
 
 /*
- * Buffer an add: make sure the key has an entry (reading F for its base),
- * reserve the delta in it, then keep it until commit.  False when the add
- * cannot be buffered (no shared memory, a long key, no room for a new
- * entry): the caller stores an event.  22003 when the entry's sum could
- * leave bigint.
+ * Fill the hash key of (counter, key): false when the add cannot be
+ * buffered (no shared memory, before version 1.1, a long key).
  */
 bool
-CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
+CounterBufferMakeKey(CounterBufferKey *bk, CounterMeta *meta, text *key)
 {
-	BufferKey	bk;
-	PendingAdd *p;
-	MemoryContext old;
+	return buffer_hash != NULL && OidIsValid(CounterGetRels()->flushed) &&
+		make_key(bk, meta, key);
+}
 
-	if (buffer_hash == NULL || !OidIsValid(CounterGetRels()->flushed) ||
-		!make_key(&bk, meta, key))
-		return false;
+/*
+ * Make sure the key bk has an entry (reading F for its base) and reserve
+ * delta in it until the transaction ends (CounterBufferApply).  False when
+ * there is no room for a new entry; 22003 when the entry's sum could leave
+ * bigint.
+ */
+bool
+CounterBufferReserve(CounterMeta *meta, text *key, CounterBufferKey *bk, int64 delta)
+{
+	return make_entry(meta, key, bk, false, true, delta);
+}
 
-	/*
-	 * Allocated before the reservation, so that after it only the list
-	 * append remains to be done; the add joins the list only once reserved,
-	 * as an abort gives back the reservation of every add in the list.
-	 */
-	register_callbacks();
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	p = palloc(sizeof(PendingAdd));
-	MemoryContextSwitchTo(old);
-	p->key = bk;
-	p->delta = delta;
-	p->subxid = GetCurrentSubTransactionId();
-	p->logged = (meta->mode == COUNTER_MODE_WAL);
-	if (!make_entry(meta, key, &bk, false, true, delta))
-	{
-		pfree(p);
-		return false;
-	}
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	pending = lappend(pending, p);
-	MemoryContextSwitchTo(old);
-	return true;
+/*
+ * At the end of the transaction of an add reserved in bk: with commit, move
+ * its delta into the entry's added; else only give the reservation back.
+ */
+void
+CounterBufferApply(CounterBufferKey *bk, int64 delta, bool commit)
+{
+	apply_delta(bk, delta, true, commit);
+}
+
+/*
+ * This transaction has committed: remove the entries of dropped counters
+ * its flushes found, and forget what they took.
+ */
+void
+CounterBufferTakenCommit(void)
+{
+	int			i;
+
+	for (i = 0; i < taken_count; i++)
+		if (taken[i].gone)
+			remove_entry(&taken[i].key);
+	CounterBufferTakenReset();
+}
+
+/*
+ * The flushes of subtransaction subxid (of the whole transaction when
+ * InvalidSubTransactionId) were rolled back: move their shadows back.
+ */
+void
+CounterBufferTakenAbort(SubTransactionId subxid)
+{
+	untake(subxid);
+}
+
+/* Subtransaction subxid committed: what it took is its parent's. */
+void
+CounterBufferTakenSubCommit(SubTransactionId subxid, SubTransactionId parent)
+{
+	int			i;
+
+	for (i = 0; i < taken_count; i++)
+		if (taken[i].subxid == subxid)
+			taken[i].subxid = parent;
+}
+
+/* The transaction ended: its taken list went with TopTransactionContext. */
+void
+CounterBufferTakenReset(void)
+{
+	taken = NULL;
+	taken_count = taken_max = 0;
 }
 
 /*
@@ -632,7 +498,7 @@ CounterBufferAdd(CounterMeta *meta, text *key, int64 delta)
 void
 CounterBufferReplay(CounterWalAdd *adds, int n)
 {
-	BufferKey  *keys = palloc(sizeof(BufferKey) * Max(n, 1));
+	CounterBufferKey  *keys = palloc(sizeof(CounterBufferKey) * Max(n, 1));
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -658,12 +524,13 @@ CounterBufferReplay(CounterWalAdd *adds, int n)
 
 /*
  * The buffered part of (counter, key)'s value for a reader with snapshot:
- * base + added - F(snapshot), plus this transaction's own pending adds.
+ * base + added - F(snapshot); this transaction's own adds, not applied yet,
+ * are commit.c's to add.
  */
 int128
 CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
 {
-	BufferKey	bk;
+	CounterBufferKey	bk;
 	uint32		hashcode;
 	LWLock	   *lock;
 	BufferEntry *e;
@@ -675,7 +542,7 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
 		return 0;
 
 	CounterWalWaitReady();
-	sum = own_pending(&bk);
+	sum = 0;
 
 	hashcode = get_hash_value(buffer_hash, &bk);
 	lock = partition_lock(hashcode);
@@ -702,7 +569,7 @@ static CounterStmt unseen_stmt = {
 
 /* Append one entry to this transaction's taken list. */
 static Taken *
-take_one(BufferKey *key, int64 amount)
+take_one(CounterBufferKey *key, int64 amount)
 {
 	Taken	   *t;
 
@@ -725,16 +592,16 @@ take_one(BufferKey *key, int64 amount)
 
 /*
  * Take this database's entries for a flush (caller holds the compaction
- * lock, so there is one flusher at a time): fill values[0] counter ids,
- * values[2] creation times, values[3] keys, values[4] amounts (base + added
- * - shadow) as arrays for the flush statement, and move the shadows, which
+ * lock, so there is one flusher at a time): fill out with the arrays of
+ * their counter ids, creation times, keys and amounts (base + added
+ * - shadow), and move the shadows, which
  * an abort of this (sub)transaction moves back.  Entries of counters the
  * statement's snapshot does not see are not taken; those of counters that
  * no longer exist are removed when this transaction commits.  Returns the
  * number of entries.
  */
 int
-CounterBufferTake(Datum *values)
+CounterBufferTake(CounterBufferTaken *out)
 {
 	HASH_SEQ_STATUS status;
 	BufferEntry *e;
@@ -749,9 +616,9 @@ CounterBufferTake(Datum *values)
 	uint64		j;
 	MemoryContext old;
 
+	out->n = 0;
 	if (buffer_hash == NULL || !OidIsValid(CounterGetRels()->flushed))
 		return 0;
-	register_callbacks();
 
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	ids = palloc(sizeof(Datum) * max);
@@ -779,9 +646,9 @@ CounterBufferTake(Datum *values)
 	unlock_all_partitions();
 	CounterWalTakeEnd();
 
-	values[0] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_array(created, n, TIMESTAMPTZOID, 8,
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	out->ids = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
+	out->created = PointerGetDatum(construct_array(created, n, TIMESTAMPTZOID, 8,
+												   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	MemoryContextSwitchTo(old);
 
 	/*
@@ -793,7 +660,7 @@ CounterBufferTake(Datum *values)
 	 */
 	if (n > 0)
 	{
-		CounterExec(&unseen_stmt, (Datum[]) {values[0], values[2]}, NULL, false);
+		CounterExec(&unseen_stmt, (Datum[]) {out->ids, out->created}, NULL, false);
 		for (j = 0; j < SPI_processed; j++)
 		{
 			bool		isnull;
@@ -827,10 +694,11 @@ CounterBufferTake(Datum *values)
 			LWLockRelease(lock);
 		}
 	}
-	values[3] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
-	values[4] = PointerGetDatum(construct_array(amounts, n, INT8OID, 8,
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	out->keys = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
+	out->amounts = PointerGetDatum(construct_array(amounts, n, INT8OID, 8,
+												   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	MemoryContextSwitchTo(old);
+	out->n = n;
 	return n;
 }
 
@@ -857,50 +725,39 @@ CounterBufferUnflushed(CounterMeta *meta)
 }
 
 /*
- * counter._buffered(name): (key, base + added) of the counter's entries,
- * with this transaction's own pending adds: what top() adds to totals,
- * less the flushed amounts its snapshot sees.
+ * The entries of counter meta (this database), with their base + added,
+ * read under every partition lock: *n of them, palloc'd.  Waits for the
+ * replay of wal-mode adds first, as a read does.
  */
-Datum
-counter_buffered(PG_FUNCTION_ARGS)
+CounterBufferEntry *
+CounterBufferEntries(CounterMeta *meta, int *n)
 {
-	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HASH_SEQ_STATUS status;
 	BufferEntry *e;
+	CounterBufferEntry *out;
+	int			max = 16;
 
-	InitMaterializedSRF(fcinfo, 0);
+	*n = 0;
 	if (buffer_hash == NULL)
-		return (Datum) 0;
+		return NULL;
 	CounterWalWaitReady();
+	out = palloc(sizeof(CounterBufferEntry) * max);
 	lock_all_partitions(LW_SHARED);
 	hash_seq_init(&status, buffer_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
-		Datum		values[2];
-		bool		nulls[2] = {false, false};
-		int64		sum;
-
 		if (e->key.dboid != MyDatabaseId || e->key.counter_id != meta->id ||
 			e->key.created != meta->created)
 			continue;
-		sum = entry_sum(e) + own_pending(&e->key);
-		values[0] = PointerGetDatum(cstring_to_text_with_len(e->key.key, e->key.keylen));
-		values[1] = Int64GetDatum(sum);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		if (*n == max)
+		{
+			max *= 2;
+			out = repalloc(out, sizeof(CounterBufferEntry) * max);
+		}
+		out[*n].key = e->key;
+		out[*n].sum = entry_sum(e);
+		(*n)++;
 	}
 	unlock_all_partitions();
-	return (Datum) 0;
-}
-
-/* counter._buffered_unflushed(name): for counter.stats; NULL if unreadable. */
-Datum
-counter_buffered_unflushed(PG_FUNCTION_ARGS)
-{
-	CounterMeta *meta;
-
-	if (!CounterCanRead(text_to_cstring(PG_GETARG_TEXT_PP(0))))
-		PG_RETURN_NULL();
-	meta = CounterLookup(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
-	PG_RETURN_INT64(CounterBufferUnflushed(meta));
+	return out;
 }

@@ -553,8 +553,8 @@ CounterArgKey(FunctionCallInfo fcinfo, int argno)
 }
 
 /* Become the owner of the extension's schema, to run internal SQL. */
-void
-CounterSwitchToOwner(Oid *save_userid, int *save_sec_context)
+static void
+switch_to_owner(Oid *save_userid, int *save_sec_context)
 {
 	CounterRels *r = CounterGetRels();
 
@@ -564,9 +564,9 @@ CounterSwitchToOwner(Oid *save_userid, int *save_sec_context)
 						   SECURITY_RESTRICTED_OPERATION);
 }
 
-/* Undo CounterSwitchToOwner. */
-void
-CounterRestoreUser(Oid save_userid, int save_sec_context)
+/* Undo switch_to_owner. */
+static void
+restore_user(Oid save_userid, int save_sec_context)
 {
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
@@ -622,9 +622,9 @@ CounterExec(CounterStmt *stmt, Datum *values, const char *nulls, bool read_only)
 		SPI_keepplan(plan);
 		stmt->plan = plan;
 	}
-	CounterSwitchToOwner(&save_userid, &save_sec_context);
+	switch_to_owner(&save_userid, &save_sec_context);
 	ret = SPI_execute_plan(stmt->plan, values, nulls, read_only, 0);
-	CounterRestoreUser(save_userid, save_sec_context);
+	restore_user(save_userid, save_sec_context);
 	PopOverrideSearchPath();
 	AtEOXact_GUC(true, nest);
 	if (ret < 0)

@@ -146,8 +146,6 @@ extern CounterMode CounterParseMode(const char *mode);
 extern char *CounterArgName(FunctionCallInfo fcinfo, int argno);
 extern text *CounterArgKey(FunctionCallInfo fcinfo, int argno);
 extern text *CounterCheckKey(text *key);
-extern void CounterSwitchToOwner(Oid *save_userid, int *save_sec_context);
-extern void CounterRestoreUser(Oid save_userid, int save_sec_context);
 extern int	CounterExec(CounterStmt *stmt, Datum *values, const char *nulls,
 						bool read_only);
 extern ErrorData *CounterInSubxact(void (*fn) (void *), void *arg);

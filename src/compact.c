@@ -46,6 +46,7 @@
 #include "compact.h"
 #include "buffer.h"
 #include "catalog.h"
+#include "commit.h"
 #include "events.h"
 #include "feed.h"
 #include "guc.h"
@@ -584,7 +585,8 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
 					CounterMoved *moved)
 {
 	bool		q = OidIsValid(CounterGetRels()->quarantine);
-	Datum		values[5];
+	Datum		values[3];
+	CounterBufferTaken taken;
 	int64		slots;
 
 	values[0] = Int32GetDatum(counter_batch_size);
@@ -601,13 +603,16 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
 		slots = run(&b);
 	}
 	moved->slot_rows += slots;
-	if (flush && CounterBufferTake(values) > 0)
+	if (flush && CounterCommitTake(&taken) > 0)
 	{
+		/* the parameters of buffered_stmt */
+		Datum		args[5] = {taken.ids, Int32GetDatum(counter_node_id), taken.created,
+		taken.keys, taken.amounts};
+
 		/* quarantined keys' amounts go to the table adds write */
 		Batch		b = {&buffered_stmt[q ? 1 + CounterEventsTableForAdd(CounterGetRels()) : 0],
-		q ? &buffered_diagnose_stmt : NULL, NULL, false, values};
+		q ? &buffered_diagnose_stmt : NULL, NULL, false, args};
 
-		values[1] = Int32GetDatum(counter_node_id);
 		moved->buffered_keys += run(&b);
 	}
 	if (maintenance)

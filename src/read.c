@@ -23,6 +23,7 @@
 #include "read.h"
 #include "buffer.h"
 #include "catalog.h"
+#include "commit.h"
 #include "events.h"
 
 /*
@@ -100,7 +101,7 @@ CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot)
 		if (live & (1 << t) && !events_empty(r->events[t]))
 			sum += sum_rows(r->events[t], r->events_key[t], keys, 2,
 							Anum_events_delta, snapshot, false);
-	sum += CounterBufferPending(meta, key, snapshot);
+	sum += CounterBufferPending(meta, key, snapshot) + CounterCommitPending(meta, key);
 
 	if (sum > PG_INT64_MAX || sum < PG_INT64_MIN)
 		ereport(ERROR,

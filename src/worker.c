@@ -596,8 +596,8 @@ counter_worker_main(Datum arg)
 }
 
 /* Wake the launcher so that this database gets its worker now. */
-void
-CounterWakeLauncher(void)
+static void
+wake_launcher(void)
 {
 	CounterDbWorker *w;
 
@@ -620,7 +620,7 @@ static void
 wake_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT && wake_at_commit)
-		CounterWakeLauncher();
+		wake_launcher();
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
 		wake_at_commit = false;
 }

@@ -14,6 +14,5 @@ extern void CounterWorkerRegister(void);
 extern void CounterWorkerStop(Oid dboid);
 extern PGDLLEXPORT void counter_launcher_main(Datum arg);
 extern PGDLLEXPORT void counter_worker_main(Datum arg);
-extern void CounterWakeLauncher(void);
 
 #endif							/* COUNTER_WORKER_H */

@@ -30,6 +30,7 @@ walreplay compact
 apply
 slots
 read
+commit
 feed
 events buffer
 wal
