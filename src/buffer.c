@@ -206,7 +206,7 @@ read_flushed(CounterMeta *meta, text *key, Snapshot snapshot)
 	CounterRels *r = CounterGetRels();
 	Relation	rel = table_open(r->flushed, AccessShareLock);
 	Relation	idx = index_open(r->flushed_pkey, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TupleTableSlot *tts = table_slot_create(rel, NULL);
 	IndexScanDesc scan;
 	ScanKeyData keys[2];
 	int64		f = 0;
@@ -216,14 +216,14 @@ read_flushed(CounterMeta *meta, text *key, Snapshot snapshot)
 	keys[1].sk_collation = C_COLLATION_OID;
 	scan = index_beginscan(rel, idx, snapshot, 2, 0);
 	index_rescan(scan, keys, 2, NULL, 0);
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	if (index_getnext_slot(scan, ForwardScanDirection, tts))
 	{
 		bool		isnull;
 
-		f = DatumGetInt64(slot_getattr(slot, 3, &isnull));
+		f = DatumGetInt64(slot_getattr(tts, 3, &isnull));
 	}
 	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
+	ExecDropSingleTupleTableSlot(tts);
 	/* held to the end of the transaction, as sum_rows() holds totals' */
 	index_close(idx, NoLock);
 	table_close(rel, NoLock);

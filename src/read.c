@@ -39,22 +39,22 @@ sum_rows(Oid relid, Oid indexid, ScanKey keys, int nkeys, AttrNumber attnum,
 {
 	Relation	rel = table_open(relid, AccessShareLock);
 	Relation	idx = index_open(indexid, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TupleTableSlot *tts = table_slot_create(rel, NULL);
 	IndexScanDesc scan;
 	int128		sum = 0;
 
 	scan = index_beginscan(rel, idx, snapshot, nkeys, 0);
 	index_rescan(scan, keys, nkeys, NULL, 0);
-	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	while (index_getnext_slot(scan, ForwardScanDirection, tts))
 	{
 		bool		isnull;
-		Datum		d = slot_getattr(slot, attnum, &isnull);
+		Datum		d = slot_getattr(tts, attnum, &isnull);
 
 		if (!isnull)
 			sum += DatumGetInt64(d);
 	}
 	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
+	ExecDropSingleTupleTableSlot(tts);
 	index_close(idx, hold ? NoLock : AccessShareLock);
 	table_close(rel, hold ? NoLock : AccessShareLock);
 	return sum;

@@ -56,9 +56,9 @@ CounterShmemInit(void)
  * exclusively when create.
  */
 CounterDbWorker *
-CounterDbSlot(Oid dboid, bool create)
+CounterWorkerEntry(Oid dboid, bool create)
 {
-	CounterDbWorker *free_slot = NULL;
+	CounterDbWorker *free_entry = NULL;
 	int			i;
 
 	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
@@ -67,14 +67,14 @@ CounterDbSlot(Oid dboid, bool create)
 
 		if (w->dboid == dboid)
 			return w;
-		if (w->dboid == InvalidOid && free_slot == NULL)
-			free_slot = w;
+		if (w->dboid == InvalidOid && free_entry == NULL)
+			free_entry = w;
 	}
-	if (create && free_slot != NULL)
+	if (create && free_entry != NULL)
 	{
-		memset(free_slot, 0, sizeof(CounterDbWorker));
-		free_slot->dboid = dboid;
-		free_slot->wanted = true;
+		memset(free_entry, 0, sizeof(CounterDbWorker));
+		free_entry->dboid = dboid;
+		free_entry->wanted = true;
 	}
-	return create ? free_slot : NULL;
+	return create ? free_entry : NULL;
 }

@@ -51,6 +51,6 @@ typedef struct CounterShared
 extern CounterShared *counter_shared;
 extern Size CounterShmemSize(void);
 extern void CounterShmemInit(void);
-extern CounterDbWorker *CounterDbSlot(Oid dboid, bool create);
+extern CounterDbWorker *CounterWorkerEntry(Oid dboid, bool create);
 
 #endif							/* COUNTER_SHMEM_H */

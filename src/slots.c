@@ -74,15 +74,15 @@ collect_tids(Relation rel, Relation idx, Snapshot snapshot, ScanKey keys,
 			 int nkeys, ItemPointerData *tids, int max)
 {
 	IndexScanDesc scan;
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TupleTableSlot *tts = table_slot_create(rel, NULL);
 	int			n = 0;
 
 	scan = index_beginscan(rel, idx, snapshot, nkeys, 0);
 	index_rescan(scan, keys, nkeys, NULL, 0);
-	while (n < max && index_getnext_slot(scan, ForwardScanDirection, slot))
-		tids[n++] = slot->tts_tid;
+	while (n < max && index_getnext_slot(scan, ForwardScanDirection, tts))
+		tids[n++] = tts->tts_tid;
 	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
+	ExecDropSingleTupleTableSlot(tts);
 	return n;
 }
 
@@ -582,7 +582,7 @@ count_rows(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	SnapshotData dirty;
 	Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyData keys[3];
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TupleTableSlot *tts = table_slot_create(rel, NULL);
 	Bitmapset  *slots = NULL;
 	bool		lost = false;
 	int			n;
@@ -596,10 +596,10 @@ count_rows(Relation rel, Relation idx, CounterMeta *meta, text *key,
 		IndexScanDesc scan = index_beginscan(rel, idx, pass == 0 ? &dirty : latest, 2, 0);
 
 		index_rescan(scan, keys, 2, NULL, 0);
-		while (index_getnext_slot(scan, ForwardScanDirection, slot))
+		while (index_getnext_slot(scan, ForwardScanDirection, tts))
 		{
 			bool		isnull;
-			int32		number = DatumGetInt32(slot_getattr(slot, Anum_slots_slot, &isnull));
+			int32		number = DatumGetInt32(slot_getattr(tts, Anum_slots_slot, &isnull));
 
 			if (pass == 0 && TransactionIdIsValid(dirty.xmin) &&
 				!TransactionIdIsCurrentTransactionId(dirty.xmin))
@@ -613,7 +613,7 @@ count_rows(Relation rel, Relation idx, CounterMeta *meta, text *key,
 		}
 		index_endscan(scan);
 	}
-	ExecDropSingleTupleTableSlot(slot);
+	ExecDropSingleTupleTableSlot(tts);
 	UnregisterSnapshot(latest);
 	n = bms_num_members(slots);
 	*have_own = bms_is_member(MyBackendId, slots) && !lost;

@@ -33,7 +33,7 @@
 
 /* The name of this database's replication slot. */
 static char *
-slot_name(Oid dboid)
+repl_slot_name(Oid dboid)
 {
 	return psprintf("counter_wal_%u", dboid);
 }
@@ -282,10 +282,11 @@ static CounterStmt advance_stmt = {
 
 /*
  * Set by the worker's first round after a restart or a promotion, before
- * its replay (which may move start_lsn when the WAL is gone): the slot is
+ * its replay (which may move start_lsn when the WAL is gone): the
+ * replication slot is
  * not on this node because it never was (see recorded_elsewhere).
  */
-static bool slot_elsewhere = false;
+static bool repl_slot_elsewhere = false;
 
 /*
  * Whether the replay position in counter.wal_state (SPI connected) lies
@@ -324,7 +325,7 @@ recorded_elsewhere(TimeLineID *timeline_out)
 static bool
 arm(bool may_arm)
 {
-	char	   *name = slot_name(MyDatabaseId);
+	char	   *name = repl_slot_name(MyDatabaseId);
 	Datum		arg = CStringGetTextDatum(name);
 
 	if (CounterWalDatabaseArmed())
@@ -333,7 +334,7 @@ arm(bool may_arm)
 
 		if (SearchNamedReplicationSlot(name, true) == NULL)
 		{
-			if (recorded_elsewhere(&tli) || slot_elsewhere)
+			if (recorded_elsewhere(&tli) || repl_slot_elsewhere)
 				ereport(LOG,
 						(errmsg("counter: creating replication slot \"%s\" on this promoted node", name),
 						 errdetail("The slot stayed on the node where the last flush was recorded, before timeline %u of this node began.",
@@ -345,7 +346,7 @@ arm(bool may_arm)
 						 errhint("Leave the slot to the extension: it creates, advances and drops it.")));
 			CounterExec(&create_slot_stmt, &arg, NULL, false);
 		}
-		slot_elsewhere = false;
+		repl_slot_elsewhere = false;
 		CounterExec(&advance_stmt, &arg, NULL, false);
 		return true;
 	}
@@ -462,7 +463,7 @@ CounterWalRound(bool may_arm)
 				 errmsg("more than %d databases use the counter extension", COUNTER_MAX_DATABASES)));
 	if (!db->ready)
 	{
-		slot_elsewhere = recorded_elsewhere(NULL);
+		repl_slot_elsewhere = recorded_elsewhere(NULL);
 		replay_or_skip();
 		/* when there was nothing to put back */
 		CounterWalReplayBegin();
@@ -488,7 +489,7 @@ CounterWalRoundDone(bool armed)
 void
 CounterWalDisarm(Oid dboid, bool forget)
 {
-	char	   *name = slot_name(dboid);
+	char	   *name = repl_slot_name(dboid);
 	WalDb	   *db;
 
 	if (!CounterWalLoaded())

@@ -102,7 +102,7 @@ CounterWorkerStop(Oid dboid)
 	if (!OidIsValid(dboid))
 		return;
 	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
-	w = CounterDbSlot(dboid, false);
+	w = CounterWorkerEntry(dboid, false);
 	if (w != NULL)
 	{
 		w->wanted = false;
@@ -153,7 +153,7 @@ launcher_scan_databases(bool rescan)
 
 		if (!db->datallowconn || db->datistemplate || database_is_invalid_form(db))
 			continue;
-		w = CounterDbSlot(db->oid, true);
+		w = CounterWorkerEntry(db->oid, true);
 		if (w == NULL)
 		{
 			ereport(LOG,
@@ -536,7 +536,7 @@ counter_worker_main(Datum arg)
 	pgstat_report_appname("counter worker");
 
 	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
-	w = CounterDbSlot(dboid, true);
+	w = CounterWorkerEntry(dboid, true);
 	if (w != NULL)
 	{
 		w->pid = MyProcPid;
@@ -604,7 +604,7 @@ wake_launcher(void)
 	if (counter_shared == NULL)
 		return;
 	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
-	w = CounterDbSlot(MyDatabaseId, true);
+	w = CounterWorkerEntry(MyDatabaseId, true);
 	if (w != NULL)
 		w->wanted = true;
 	counter_shared->rescan = true;
