@@ -52,7 +52,6 @@
 #include "utils/fmgrprotos.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
 #include "utils/xid8.h"
 
 #include "events.h"
@@ -79,81 +78,31 @@ PG_FUNCTION_INFO_V1(counter_event_table_live);
 #define ENTRY_RETRY_MS		10000
 
 /*
- * Claim an entry for our database under the lock: ours, a free one, or one
- * of a database in stale[] (dropped, as checked before taking the lock:
- * no catalog access under an LWLock).  NULL if none.
- */
-static CounterEventsState *
-claim_entry(Oid *stale, int nstale)
-{
-	CounterEventsState *entry = NULL;
-	CounterEventsState *free_entry = NULL;
-	int			i;
-	int			j;
-
-	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
-	for (i = 0; i < COUNTER_MAX_DATABASES && entry == NULL; i++)
-	{
-		CounterEventsState *e = &counter_shared->events[i];
-
-		if (e->dboid == MyDatabaseId)
-			entry = e;
-		for (j = 0; j < nstale && free_entry == NULL; j++)
-			if (e->dboid == stale[j])
-				free_entry = e;
-		if (e->dboid == InvalidOid && free_entry == NULL)
-			free_entry = e;
-	}
-	if (entry == NULL && free_entry != NULL)
-	{
-		entry = free_entry;
-		pg_atomic_write_u32(&entry->bits, 0);
-		entry->dboid = MyDatabaseId;
-	}
-	LWLockRelease(counter_shared->lock);
-	return entry;
-}
-
-/*
- * Our database's shared entry, or NULL (no shared memory, or every entry
- * taken by an existing database: then looked for again only every
- * ENTRY_RETRY_MS, as NULL is safe, only slower).  The pointer is kept, and
- * checked against MyDatabaseId at each use: an entry goes to another
- * database only once ours is dropped.
+ * Our database's shared entry (shmem.c), or NULL (no shared memory, or
+ * every entry taken by an existing database: then looked for again only
+ * every ENTRY_RETRY_MS, as NULL is safe, only slower).  The pointer is
+ * kept, and checked against MyDatabaseId at each use: an entry goes to
+ * another database only once ours is dropped.
  */
 static CounterEventsState *
 my_entry(void)
 {
-	static CounterEventsState *entry = NULL;
+	static CounterDb *db = NULL;
 	static TimestampTz retry_at = 0;
-	Oid			stale[COUNTER_MAX_DATABASES];
-	int			nstale = 0;
-	int			i;
 
 	if (counter_shared == NULL)
 		return NULL;
-	if (entry != NULL && entry->dboid == MyDatabaseId)
-		return entry;
+	if (db != NULL && db->dboid == MyDatabaseId)
+		return &db->events;
 	if (retry_at != 0 && GetCurrentTimestamp() < retry_at)
 		return NULL;
-
-	entry = claim_entry(NULL, 0);
-	if (entry != NULL)
-		return entry;
-
-	/* all taken: entries of dropped databases may be reused */
-	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+	db = CounterDbClaim(MyDatabaseId);
+	if (db == NULL)
 	{
-		Oid			dboid = counter_shared->events[i].dboid;
-
-		if (OidIsValid(dboid) &&
-			!SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dboid)))
-			stale[nstale++] = dboid;
-	}
-	entry = claim_entry(stale, nstale);
-	if (entry == NULL)
 		retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ENTRY_RETRY_MS);
-	return entry;
+		return NULL;
+	}
+	return &db->events;
 }
 
 /*

@@ -1,22 +1,31 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  Shared state of the counter extension: the launcher's latch, one
- *	  status entry per database worker, read by counter.worker_status(),
- *	  and which events table adds write in each database.
+ *	  Shared state of the counter extension: the launcher's latch, and one
+ *	  entry per database: its worker's status, read by
+ *	  counter.worker_status() (worker.c), which events table adds write
+ *	  (events.c), and whether wal mode is replayed and armed (wal.c).
+ *
+ * A database's entry is claimed here only, by the first that needs it
+ * (the launcher, a backend adding events, the worker's wal round), and
+ * lives as long as shared memory: a restarted launcher or worker keeps
+ * it.  The launcher's rescan frees the entries of dropped databases; when
+ * every entry is taken, a claim reuses one of a dropped database.
  *
  * Everything here is protected by the "counter" LWLock tranche's single
- * lock, except launcher_latch, which is set once by the launcher, and the
- * events tables' state bits (events.c), written under the lock but read
- * without it.
+ * lock, except launcher_latch, which is set once by the launcher, the
+ * events tables' state bits (events.c) and wal mode's flags (wal.c),
+ * written under the lock but read without it.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/syscache.h"
 
 #include "shmem.h"
 
@@ -46,35 +55,127 @@ CounterShmemInit(void)
 		memset(counter_shared, 0, sizeof(CounterShared));
 		counter_shared->lock = &(GetNamedLWLockTranche("counter"))->lock;
 		for (i = 0; i < COUNTER_MAX_DATABASES; i++)
-			pg_atomic_init_u32(&counter_shared->events[i].bits, 0);
+			pg_atomic_init_u32(&counter_shared->dbs[i].events.bits, 0);
 	}
 }
 
+/* Make entry db free, its parts as a new claim finds them. */
+static void
+db_reset(CounterDb *db, Oid dboid)
+{
+	db->dboid = dboid;
+	memset(&db->worker, 0, sizeof(CounterDbWorker));
+	db->events.incarnation = InvalidOid;
+	pg_atomic_write_u32(&db->events.bits, 0);
+	db->wal.ready = false;
+	db->wal.armed = false;
+}
+
 /*
- * The status entry of a database, or NULL; with create, a free entry is
- * claimed for it (NULL only when all are taken).  Caller holds the lock
+ * The entry of database dboid, or NULL; with create, claimed when missing:
+ * a free entry, else one of a database in stale[] (dropped, as checked
+ * before taking the lock) whose worker is not running.  Caller holds the
+ * lock (exclusively when create).
+ */
+static CounterDb *
+db_find(Oid dboid, bool create, Oid *stale, int nstale)
+{
+	CounterDb  *free_db = NULL;
+	int			i;
+	int			j;
+
+	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+	{
+		CounterDb  *db = &counter_shared->dbs[i];
+
+		if (db->dboid == dboid)
+			return db;
+		for (j = 0; j < nstale && free_db == NULL; j++)
+			if (db->dboid == stale[j] && db->worker.pid == 0)
+				free_db = db;
+		if (db->dboid == InvalidOid && free_db == NULL)
+			free_db = db;
+	}
+	if (!create || free_db == NULL)
+		return NULL;
+	db_reset(free_db, dboid);
+	return free_db;
+}
+
+/* The entry of database dboid, or NULL; takes the lock. */
+CounterDb *
+CounterDbLookup(Oid dboid)
+{
+	CounterDb  *db;
+
+	LWLockAcquire(counter_shared->lock, LW_SHARED);
+	db = db_find(dboid, false, NULL, 0);
+	LWLockRelease(counter_shared->lock);
+	return db;
+}
+
+/*
+ * The entry of database dboid, claimed when missing; takes the lock.  Every
+ * database's entry lives as long as shared memory, until the database is
+ * dropped: the launcher's rescan then frees it (CounterDbFree), and when
+ * all are taken a claim in a transaction reuses one of a dropped database.
+ * NULL when none is free.  The pointer may be kept: check its dboid at
+ * each use.
+ */
+CounterDb *
+CounterDbClaim(Oid dboid)
+{
+	Oid			stale[COUNTER_MAX_DATABASES];
+	int			nstale = 0;
+	CounterDb  *db;
+	int			i;
+
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	db = db_find(dboid, true, NULL, 0);
+	LWLockRelease(counter_shared->lock);
+	if (db != NULL || !IsTransactionState())
+		return db;
+
+	/* all taken: entries of dropped databases may be reused */
+	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+	{
+		Oid			other = counter_shared->dbs[i].dboid;
+
+		if (OidIsValid(other) &&
+			!SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(other)))
+			stale[nstale++] = other;
+	}
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	db = db_find(dboid, true, stale, nstale);
+	LWLockRelease(counter_shared->lock);
+	return db;
+}
+
+/* Free the entry of a dropped database; caller holds the lock exclusively. */
+void
+CounterDbFree(CounterDb *db)
+{
+	db_reset(db, InvalidOid);
+}
+
+/*
+ * The worker status entry of a database, or NULL; with create, the
+ * database's entry is claimed if need be (NULL only when all are taken)
+ * and its worker status set up when it has none.  Caller holds the lock
  * exclusively when create.
  */
 CounterDbWorker *
 CounterWorkerEntry(Oid dboid, bool create)
 {
-	CounterDbWorker *free_entry = NULL;
-	int			i;
+	CounterDb  *db = db_find(dboid, create, NULL, 0);
 
-	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+	if (db == NULL)
+		return NULL;
+	if (db->worker.dboid != dboid && create)
 	{
-		CounterDbWorker *w = &counter_shared->dbs[i];
-
-		if (w->dboid == dboid)
-			return w;
-		if (w->dboid == InvalidOid && free_entry == NULL)
-			free_entry = w;
+		memset(&db->worker, 0, sizeof(CounterDbWorker));
+		db->worker.dboid = dboid;
+		db->worker.wanted = true;
 	}
-	if (create && free_entry != NULL)
-	{
-		memset(free_entry, 0, sizeof(CounterDbWorker));
-		free_entry->dboid = dboid;
-		free_entry->wanted = true;
-	}
-	return create ? free_entry : NULL;
+	return db->worker.dboid == dboid ? &db->worker : NULL;
 }

@@ -14,6 +14,10 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
+/*
+ * A database's worker status (worker.c); dboid is InvalidOid while no
+ * worker is meant for the database (a template, say).
+ */
 typedef struct CounterDbWorker
 {
 	Oid			dboid;
@@ -33,10 +37,25 @@ typedef struct CounterDbWorker
 /* which events table adds write, per database (events.c) */
 typedef struct CounterEventsState
 {
-	Oid			dboid;
 	Oid			incarnation;	/* counter.events_1 when set up */
 	pg_atomic_uint32 bits;
 } CounterEventsState;
+
+/* wal mode's state of a database (wal.c): replayed since shared memory was made, armed */
+typedef struct CounterWalState
+{
+	bool		ready;
+	bool		armed;
+} CounterWalState;
+
+/* the shared state of one database, claimed in shmem.c only */
+typedef struct CounterDb
+{
+	Oid			dboid;			/* InvalidOid: free */
+	CounterDbWorker worker;
+	CounterEventsState events;
+	CounterWalState wal;
+} CounterDb;
 
 typedef struct CounterShared
 {
@@ -44,13 +63,15 @@ typedef struct CounterShared
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	bool		rescan;
-	CounterDbWorker dbs[COUNTER_MAX_DATABASES];
-	CounterEventsState events[COUNTER_MAX_DATABASES];
+	CounterDb	dbs[COUNTER_MAX_DATABASES];
 } CounterShared;
 
 extern CounterShared *counter_shared;
 extern Size CounterShmemSize(void);
 extern void CounterShmemInit(void);
+extern CounterDb *CounterDbLookup(Oid dboid);
+extern CounterDb *CounterDbClaim(Oid dboid);
+extern void CounterDbFree(CounterDb *db);
 extern CounterDbWorker *CounterWorkerEntry(Oid dboid, bool create);
 
 #endif							/* COUNTER_SHMEM_H */

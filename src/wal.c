@@ -94,7 +94,6 @@ typedef struct WalShared
 {
 	LWLock	   *apply_lock;		/* shared: an apply; exclusive: a take */
 	pg_atomic_uint64 next_seq;
-	WalDb		dbs[COUNTER_MAX_DATABASES];
 	WalBackend	backends[FLEXIBLE_ARRAY_MEMBER];	/* 0 .. MaxBackends */
 } WalShared;
 
@@ -131,7 +130,6 @@ CounterWalShmemInit(LWLock *apply_lock)
 	wal_shared = ShmemInitStruct("counter wal", CounterWalShmemSize(), &found);
 	if (found)
 		return;
-	memset(wal_shared->dbs, 0, sizeof(wal_shared->dbs));
 	wal_shared->apply_lock = apply_lock;
 	pg_atomic_init_u64(&wal_shared->next_seq, (uint64) GetCurrentTimestamp());
 	for (i = 0; i <= MaxBackends; i++)
@@ -142,44 +140,32 @@ CounterWalShmemInit(LWLock *apply_lock)
 }
 
 /*
- * The entry of database dboid, or NULL; with create, a free one is claimed
- * for it (NULL only when all are taken).
+ * The wal state of database dboid (its shared entry, shmem.c), or NULL;
+ * with create, the entry is claimed if need be (NULL only when all are
+ * taken).  A new entry is neither ready nor armed.
  */
-WalDb *
+CounterWalState *
 CounterWalDb(Oid dboid, bool create)
 {
-	WalDb	   *db = NULL;
-	int			i;
+	CounterDb  *db;
 
 	if (wal_shared == NULL)
 		return NULL;
-	LWLockAcquire(counter_shared->lock, create ? LW_EXCLUSIVE : LW_SHARED);
-	for (i = 0; i < COUNTER_MAX_DATABASES && db == NULL; i++)
-		if (wal_shared->dbs[i].dboid == dboid)
-			db = &wal_shared->dbs[i];
-	for (i = 0; i < COUNTER_MAX_DATABASES && db == NULL && create; i++)
-		if (!OidIsValid(wal_shared->dbs[i].dboid))
-		{
-			db = &wal_shared->dbs[i];
-			db->dboid = dboid;
-			db->ready = false;
-			db->armed = false;
-		}
-	LWLockRelease(counter_shared->lock);
-	return db;
+	db = create ? CounterDbClaim(dboid) : CounterDbLookup(dboid);
+	return db != NULL ? &db->wal : NULL;
 }
 
-/* The entry of our database, or NULL, cached once found. */
-static WalDb *
+/* The wal state of our database, or NULL, its entry cached once found. */
+static CounterWalState *
 my_db(void)
 {
-	static WalDb *cached = NULL;
+	static CounterDb *cached = NULL;
 
 	if (wal_shared == NULL)
 		return NULL;
 	if (cached == NULL || cached->dboid != MyDatabaseId)
-		cached = CounterWalDb(MyDatabaseId, false);
-	return cached;
+		cached = CounterDbLookup(MyDatabaseId);
+	return cached != NULL ? &cached->wal : NULL;
 }
 
 /*
@@ -197,7 +183,7 @@ CounterWalPossible(void)
 bool
 CounterWalArmed(void)
 {
-	WalDb	   *db = my_db();
+	CounterWalState *db = my_db();
 
 	return db != NULL && db->ready && db->armed;
 }
@@ -259,7 +245,7 @@ void
 CounterWalWaitReady(void)
 {
 	static bool ready = false;	/* once seen, for the life of the backend */
-	WalDb	   *db;
+	CounterWalState *db;
 	int			waited;
 
 	if (ready || wal_shared == NULL || RecoveryInProgress())
@@ -386,7 +372,7 @@ CounterWalTakeBegin(void)
 	Datum	   *seqs;
 	int			i;
 
-	WalDb	   *db = my_db();
+	CounterWalState *db = my_db();
 
 	take_lsn = InvalidXLogRecPtr;
 	if (!OidIsValid(CounterGetRels()->wal_state) || db == NULL)
@@ -453,7 +439,7 @@ CounterWalReplayBegin(void)
 void
 CounterWalReplayEnd(void)
 {
-	WalDb	   *db = my_db();
+	CounterWalState *db = my_db();
 
 	if (db != NULL)
 		db->ready = true;

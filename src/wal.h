@@ -15,6 +15,8 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
+#include "shmem.h"
+
 #define WAL_PREFIX				"counter.wal"
 #define WAL_FORMAT				1
 
@@ -35,18 +37,6 @@ typedef struct WalAdd
 	int64		delta;
 } WalAdd;
 
-/*
- * per database: replayed since shared memory was made (ready), and armed;
- * entries are claimed under counter_shared->lock and read without it, and
- * live as long as shared memory (a restarted launcher or worker keeps them)
- */
-typedef struct WalDb
-{
-	Oid			dboid;
-	bool		ready;
-	bool		armed;
-} WalDb;
-
 extern Size CounterWalShmemSize(void);
 extern void CounterWalShmemInit(LWLock *apply_lock);
 extern bool CounterWalPossible(void);
@@ -65,7 +55,7 @@ extern void CounterWalReplayBegin(void);
 extern void CounterWalReplayEnd(void);
 
 extern bool CounterWalLoaded(void);
-extern WalDb *CounterWalDb(Oid dboid, bool create);
+extern CounterWalState *CounterWalDb(Oid dboid, bool create);
 extern bool CounterWalDatabaseArmed(void);
 extern void CounterWalRaiseSeq(uint64 maxseq);
 

@@ -452,7 +452,7 @@ arm_safely(bool may_arm)
 bool
 CounterWalRound(bool may_arm)
 {
-	WalDb	   *db;
+	CounterWalState *db;
 
 	if (!CounterWalLoaded() || !OidIsValid(CounterGetRels()->wal_state))
 		return false;
@@ -476,7 +476,7 @@ CounterWalRound(bool may_arm)
 void
 CounterWalRoundDone(bool armed)
 {
-	WalDb	   *db = CounterWalDb(MyDatabaseId, false);
+	CounterWalState *db = CounterWalDb(MyDatabaseId, false);
 
 	if (db != NULL)
 		db->armed = armed;
@@ -490,7 +490,7 @@ void
 CounterWalDisarm(Oid dboid, bool forget)
 {
 	char	   *name = repl_slot_name(dboid);
-	WalDb	   *db;
+	CounterWalState *db;
 
 	if (!CounterWalLoaded())
 		return;
@@ -498,8 +498,9 @@ CounterWalDisarm(Oid dboid, bool forget)
 	if (db != NULL)
 	{
 		db->armed = false;
+		/* the database is gone: forgotten, as a new entry starts */
 		if (forget)
-			db->dboid = InvalidOid;
+			db->ready = false;
 	}
 	if (SearchNamedReplicationSlot(name, true) != NULL)
 		ReplicationSlotDrop(name, true);

@@ -139,9 +139,13 @@ launcher_scan_databases(bool rescan)
 	HeapTuple	tup;
 	Oid			seen[COUNTER_MAX_DATABASES];
 	int			nseen = 0;
+	Oid		   *exist;
+	int			nexist = 0;
+	int			maxexist = 64;
 	int			i;
 
 	StartTransactionCommand();
+	exist = palloc(sizeof(Oid) * maxexist);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	rel = table_open(DatabaseRelationId, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);
@@ -151,6 +155,12 @@ launcher_scan_databases(bool rescan)
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 		CounterDbWorker *w;
 
+		if (nexist == maxexist)
+		{
+			maxexist *= 2;
+			exist = repalloc(exist, sizeof(Oid) * maxexist);
+		}
+		exist[nexist++] = db->oid;
 		if (!db->datallowconn || db->datistemplate || database_is_invalid_form(db))
 			continue;
 		w = CounterWorkerEntry(db->oid, true);
@@ -166,10 +176,14 @@ launcher_scan_databases(bool rescan)
 		if (nseen < COUNTER_MAX_DATABASES)
 			seen[nseen++] = db->oid;
 	}
-	/* forget dropped databases */
+	/*
+	 * Forget the workers of databases that get none (dropped, or no longer
+	 * connectable), and free the entries of dropped databases.
+	 */
 	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
 	{
-		CounterDbWorker *w = &counter_shared->dbs[i];
+		CounterDb  *d = &counter_shared->dbs[i];
+		CounterDbWorker *w = &d->worker;
 		int			j;
 		bool		found = false;
 
@@ -177,6 +191,11 @@ launcher_scan_databases(bool rescan)
 			found = (seen[j] == w->dboid);
 		if (OidIsValid(w->dboid) && !found && w->pid == 0)
 			memset(w, 0, sizeof(CounterDbWorker));
+		found = false;
+		for (j = 0; j < nexist && !found; j++)
+			found = (exist[j] == d->dboid);
+		if (OidIsValid(d->dboid) && !found && w->pid == 0)
+			CounterDbFree(d);
 	}
 	counter_shared->rescan = false;
 	LWLockRelease(counter_shared->lock);
@@ -236,6 +255,7 @@ counter_launcher_main(Datum arg)
 	BackgroundWorkerHandle *handles[COUNTER_MAX_DATABASES];
 	TimestampTz started[COUNTER_MAX_DATABASES];
 	TimestampTz last_scan = 0;
+	int			d;
 
 	process_start(die);
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
@@ -247,7 +267,8 @@ counter_launcher_main(Datum arg)
 	counter_shared->launcher_pid = MyProcPid;
 	counter_shared->launcher_latch = MyLatch;
 	/* after a crash restart nothing of the old workers survives */
-	memset(counter_shared->dbs, 0, sizeof(counter_shared->dbs));
+	for (d = 0; d < COUNTER_MAX_DATABASES; d++)
+		memset(&counter_shared->dbs[d].worker, 0, sizeof(CounterDbWorker));
 	LWLockRelease(counter_shared->lock);
 
 	for (;;)
@@ -272,7 +293,7 @@ counter_launcher_main(Datum arg)
 
 		for (i = 0; i < COUNTER_MAX_DATABASES; i++)
 		{
-			CounterDbWorker *w = &counter_shared->dbs[i];
+			CounterDbWorker *w = &counter_shared->dbs[i].worker;
 			pid_t		pid;
 			Oid			dboid;
 			bool		wanted;
@@ -666,7 +687,8 @@ counter_worker_status(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 
 	LWLockAcquire(counter_shared->lock, LW_SHARED);
-	memcpy(copy, counter_shared->dbs, sizeof(copy));
+	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+		copy[i] = counter_shared->dbs[i].worker;
 	LWLockRelease(counter_shared->lock);
 
 	for (i = 0; i < COUNTER_MAX_DATABASES; i++)
