@@ -1,4 +1,4 @@
-# Proves the change feed: the worker NOTIFYs the private channel of each counter (counter.channel(), random: a guessed counter_<name> receives nothing) with well-formed JSON arrays of {counter, key, value}, the last value notified for every changed key (slots and events) equals its final value, adds themselves never notify (not even to the adding session), under 16 clients x 2000 adds there are far fewer notifications than adds and per-key values never go backwards, payloads stay under the NOTIFY limit however long the keys, and a role whose read right is revoked stops receiving at once (the channel is rotated; the old one gets one empty array) while readers follow on the new channel.
+# Proves the change feed: the worker NOTIFYs the private channel of each counter (counter.channel(), random: a guessed counter_<name> receives nothing) with well-formed JSON arrays of {counter, key, updated_at, value} (updated_at an ISO time), the last value notified for every changed key (slots and events) equals its final value, adds themselves never notify (not even to the adding session), under 16 clients x 2000 adds there are far fewer notifications than adds and per-key values never go backwards, payloads stay under the NOTIFY limit however long the keys, and a role whose read right is revoked stops receiving at once (the channel is rotated; the old one gets one empty array) while readers follow on the new channel.
 use strict;
 use warnings;
 
@@ -100,7 +100,8 @@ sub add_note
 	foreach my $o (@$items)
 	{
 		if (ref($o) ne 'HASH'
-			|| join(',', sort keys %$o) ne 'counter,key,value'
+			|| join(',', sort keys %$o) ne 'counter,key,updated_at,value'
+			|| ($o->{updated_at} // '') !~ /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/
 			|| !(grep { $_ eq $channel } @{ $had{ $o->{counter} // "" } // [] })
 			|| ref(\$o->{key}) ne 'SCALAR'
 			|| ($o->{value} // '') !~ /^-?\d+$/)
