@@ -53,6 +53,13 @@ INI
     as_pg pgbouncer -d "$SCRATCH/pgbouncer.ini" || die "pgbouncer did not start"
 }
 
+# Stop a process started in the background through as_pg: runuser does
+# not pass signals on, so its child first.
+stop_bg() {
+    [[ -n ${1:-} ]] || return 0
+    kill $(pgrep -P "$1") "$1" 2>/dev/null || true
+}
+
 # Stop pgbouncer if it runs.
 likes_pgbouncer_stop() {
     [[ -f ${SCRATCH:-/nonexistent}/pgbouncer.pid ]] || return 0
@@ -80,7 +87,8 @@ likes_service_start() {
 
 # Stop the service, pgbouncer and the cluster (EXIT trap).
 likes_stop_all() {
-    [[ -z ${LIKES_PID:-} ]] || kill "$LIKES_PID" 2>/dev/null || true
+    stop_bg "${LIKES_PID:-}"
+    LIKES_PID=
     likes_pgbouncer_stop
     cluster_stop
 }

@@ -5,7 +5,8 @@
 # direct), then: API tests, the browser test (headless Chromium), the load
 # test, the postgres_exporter queries file, make example.  Each check prints
 # "ok - ..." or "not ok - ..."; the last line is "N passed, M failed".
-# Skipped (0 passed, 0 failed) only when Node.js is absent.
+# Skipped (0 passed, 0 failed) only when Node.js is absent.  LIKES_ONLY=
+# "browser load" runs only those node tests (while working on them).
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../lib.sh"
@@ -28,6 +29,7 @@ shell_check() {
 
 # run one node test file, its checks counted
 node_test() {
+    [[ -z ${LIKES_ONLY:-} || " $LIKES_ONLY " == *" ${1%.test.js} "* ]] || return 0
     echo "--- $1"
     as_pg env "${TEST_ENV[@]}" node "$SCRATCH/likes/test/$1" 2>&1 | tee -a "$RESULTS"
     [[ ${PIPESTATUS[0]} == 0 ]] || grep -q '^not ok' "$RESULTS" || echo "not ok - $1 exited non-zero" | tee -a "$RESULTS"
@@ -53,13 +55,14 @@ run_all() {
         DIRECT_DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT_SCRATCH/postgres"
         PGBOUNCER_ADMIN_URL="postgresql://postgres@127.0.0.1:$PGBOUNCER_PORT/pgbouncer")
     node_test api.test.js
-    kill "$dead_pid" 2>/dev/null
-    if [[ -x /usr/bin/chromium ]]; then
+    stop_bg "$dead_pid"
+    if [[ -x /usr/bin/chromium || -n ${LIKES_ONLY:-} ]]; then
         node_test browser.test.js
     else
         echo "not ok - browser test: /usr/bin/chromium missing (Debian package chromium)" | tee -a "$RESULTS"
     fi
     node_test load.test.js
+    [[ -n ${LIKES_ONLY:-} ]] && return
     exporter_test
     shell_check "the service logged no unexpected error (a 500)" "! grep -v '^likes service listening' '$SCRATCH/likes.log'"
     likes_stop_all
@@ -79,7 +82,7 @@ exporter_test() {
         >"$SCRATCH/exporter.log" 2>&1 &
     pid=$!
     for ((n = 0; n < 100; n++)); do out=$(curl -fs "http://127.0.0.1:$port/metrics" 2>/dev/null) && [[ $out == *counter_stats_keys* ]] && break; sleep 0.2; done
-    kill "$pid" 2>/dev/null
+    stop_bg "$pid"
     echo "$out" | grep '^counter_stats_' | head -n 20 >"$OUT/exporter-metrics.txt"
     shell_check "postgres_exporter serves counter.stats by the queries file (counter_stats_keys of likes)" \
         "grep -Eq '^counter_stats_keys\\{counter=\"likes\",mode=\"events\"(,server=\"[^\"]*\")?\\} [1-9]' '$OUT/exporter-metrics.txt'"
