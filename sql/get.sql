@@ -109,6 +109,6 @@ SELECT * FROM counter.get(NULL, 'k');
 SELECT * FROM counter.get('get_events', NULL);
 \echo :LAST_ERROR_SQLSTATE
 
-SELECT counter.drop(c)
-  FROM unnest(ARRAY['get_slots', 'get_events', 'get_buffered', 'get_wal']) AS c;
 DROP ROLE counter_get_other;
+SELECT counter.drop(name) FROM counter.list();
+DROP EXTENSION counter;
