@@ -311,9 +311,10 @@ apply_delta(BufferKey *bk, int64 delta, bool reserved, bool commit)
 	{
 		SpinLockAcquire(&e->mutex);
 		if (commit)
+		{
 			e->added += delta;
-		if (commit)
 			e->updated = Max(e->updated, GetCurrentTransactionStartTimestamp());
+		}
 		if (reserved && delta > 0)
 			e->reserved_pos -= delta;
 		else if (reserved)
@@ -750,9 +751,9 @@ take_one(BufferKey *key, int64 amount, TimestampTz updated)
  * Take this database's entries for a flush (caller holds the compaction
  * lock, so there is one flusher at a time): fill values[0] counter ids,
  * values[2] creation times, values[3] keys, values[4] amounts (base + added
- * - shadow), values[5] the entries' last add times as arrays for the flush
- * statement, and move the shadows, which
- * an abort of this (sub)transaction moves back.  Entries of counters the
+ * - shadow), values[5] the entries' last add times (counter.get), as arrays
+ * for the flush statement, and move the shadows, which an abort of this
+ * (sub)transaction moves back.  Entries of counters the
  * statement's snapshot does not see are not taken; those of counters that
  * no longer exist are removed when this transaction commits.  Returns the
  * number of entries.

@@ -176,8 +176,8 @@ static CounterStmt slots_stmt[2] = {
 
 /*
  * $1 ids, $2 node, $3 creation times, $4 keys, $5 amounts, $6 last add
- * times (-infinity: none): the flush of buffered entries (buffer.c), raising each key's flushed amount F with
- * the totals, in one transaction.  [0] before version 1.4; [1 + t]: the
+ * times (-infinity: none): the flush of buffered entries (buffer.c),
+ * raising each key's flushed amount F with the totals, in one transaction.  [0] before version 1.4; [1 + t]: the
  * amount of a quarantined key goes to events table t (the current one)
  * instead of totals, F rising all the same: a read stays exact.
  */
