@@ -330,12 +330,12 @@ is($eve_out, "$chan{c}\n", 'eve, granted read, is told the channel of c');
 eve_query("LISTEN $chan{c}; LISTEN counter_c;");
 q1("SELECT counter.add('c', 'private', 1); SELECT counter.compact('c');");
 my $eve_seen = '';
-for (my $i = 0; $i < 600 && $eve_seen !~ /"private", "value" : 1\}/; $i++)
+for (my $i = 0; $i < 600 && $eve_seen !~ /"private", "updated_at" : "[^"]+", "value" : 1\}/; $i++)
 {
 	$eve_seen .= (eve_query('SELECT 1;'))[0];
 	usleep(50_000);
 }
-like($eve_seen, qr/^Asynchronous notification "\Q$chan{c}\E" with payload .*"private", "value" : 1\}/m,
+like($eve_seen, qr/^Asynchronous notification "\Q$chan{c}\E" with payload .*"private", "updated_at" : "[^"]+", "value" : 1\}/m,
 	'eve receives the feed of c on its channel');
 unlike($eve_seen, qr/notification "counter_c"/, 'nothing arrives on the guessed channel counter_c');
 
