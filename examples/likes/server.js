@@ -278,8 +278,10 @@ async function apiStream(req, res, url) {
 }
 
 // The one LISTEN connection: direct to PostgreSQL, reconnected with
-// backoff; after a reconnect every subscribed post's count is read again
-// (notifications sent while it was down are lost).
+// backoff, and at once when a channel is rotated (its last notification is
+// an empty array); after a reconnect the channels are asked again and
+// every subscribed post's count is read again (notifications sent while it
+// was down are lost).
 async function startFeed() {
   let delay = 100;
   let first = true;
@@ -290,6 +292,8 @@ async function startFeed() {
       const closed = new Promise((resolve) => { client.on('error', resolve); client.on('end', resolve); });
       client.on('notification', (msg) => {
         feed.notifications++;
+        // [] on a channel: counter.revoke() rotated it; listen again
+        if (msg.payload === '[]') return client.end().catch(() => {});
         let entries;
         try { entries = JSON.parse(msg.payload); } catch { return; }
         for (const e of entries) {

@@ -117,6 +117,19 @@ const noStack = (r) => !/\n\s+at /.test(r.text) && r.json && typeof r.json.error
   r = await call(URL, 'PUT', `/v1/${post}/counter`, { body: { action: 'increment' } });
   check('made again: counting from 0', r.status === 200 && r.json.count === 1, r.json);
 
+  // a revoke rotates the feed's channel: the service listens on the new one
+  await db.query('DROP ROLE IF EXISTS likes_test_nobody; CREATE ROLE likes_test_nobody');
+  const rotated = [];
+  const s3 = await subscribe(URL, `/v1/stream?posts=${post}`, (e) => rotated.push(JSON.parse(e.data)));
+  await waitFor(() => rotated.some((e) => e.counter === 'likes'), 5000);
+  await db.query("SELECT counter.revoke('likes', 'likes_test_nobody', 'read')");
+  await waitFor(async () => /^likes_feed_reconnects_total [1-9]/m.test((await call(URL, 'GET', '/metrics')).text), 5000);
+  await call(URL, 'PUT', `/v1/${post}/likes/erin`);
+  check('after counter.revoke rotated the channel, likes still reach the stream',
+    await waitFor(() => rotated.some((e) => e.counter === 'likes' && e.count === 4), 5000), rotated);
+  s3.close();
+  await db.query('DROP ROLE likes_test_nobody');
+
   await db.end();
   finish();
 })().catch((e) => { console.log(`not ok - api tests crashed: ${e.stack}`); process.exit(1); });
