@@ -23,7 +23,7 @@ include $(PGXS)
 # PGXS tracks no header dependencies: every object depends on our headers.
 $(OBJS): $(wildcard src/*.h)
 
-.PHONY: test demo bench soak fuzz deps
+.PHONY: test demo example bench soak fuzz deps
 deps:
 	@test/setup.sh deps
 
@@ -34,6 +34,10 @@ test:
 
 demo:
 	@test/setup.sh demo
+
+# The likes service of examples/likes on a scratch cluster (Node.js).
+example:
+	@examples/likes/run.sh
 
 bench:
 	@test/setup.sh bench

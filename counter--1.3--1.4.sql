@@ -90,6 +90,20 @@ CREATE INDEX totals_top ON counter.totals (counter, node, value DESC, key);
 -- == end section: nodes ==
 
 -- == section: get (last update time: counter.get, updated_at) ==
+
+-- The time of the latest add folded into each total: compaction raises it
+-- to the latest add time of what it folds (events' at, slot rows' touched,
+-- buffered entries' commit time).  NULL for totals folded before 1.4.
+-- counter.totals is replicated by name and column: update every node.
+ALTER TABLE counter.totals ADD COLUMN updated timestamptz;
+
+-- A key's exact value and the time of its latest add (NULL: none known),
+-- in one read; needs read.
+CREATE FUNCTION counter.get(name text, key text,
+							OUT value int8, OUT updated_at timestamptz)
+AS 'MODULE_PATHNAME', 'counter_get'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+
 -- == end section: get ==
 
 -- == section: internal (version-dependent SQL as internal functions) ==

@@ -87,10 +87,11 @@ typedef struct BufferEntry
 	BufferKey	key;
 	int64		base;
 	int64		shadow;			/* the flusher's own field */
-	slock_t		mutex;			/* protects the three below */
+	slock_t		mutex;			/* protects the four below */
 	int64		added;
 	int64		reserved_pos;	/* positive adds of transactions in flight */
 	int64		reserved_neg;	/* minus their negative adds */
+	TimestampTz updated;		/* start of the last committed add's xact */
 } BufferEntry;
 
 /* the partition locks and the number of entries made by adds */
@@ -114,6 +115,7 @@ typedef struct Taken
 {
 	BufferKey	key;
 	int64		amount;			/* moved into the shadow at the take */
+	TimestampTz updated;		/* the entry's, at the take (totals.updated) */
 	SubTransactionId subxid;
 	bool		gone;			/* its counter is dropped: remove at commit */
 } Taken;
@@ -218,9 +220,12 @@ unlock_all_partitions(void)
 		LWLockRelease(&buffer_shared->locks[i].lock);
 }
 
-/* This transaction's adds to the entry bk, not yet applied (commit does). */
+/*
+ * This transaction's adds to the entry bk, not yet applied (commit does);
+ * *any (if not NULL) tells whether there is one.
+ */
 static int64
-own_pending(BufferKey *bk)
+own_pending(BufferKey *bk, bool *any)
 {
 	int64		sum = 0;
 	ListCell   *lc;
@@ -230,7 +235,11 @@ own_pending(BufferKey *bk)
 		PendingAdd *p = lfirst(lc);
 
 		if (memcmp(&p->key, bk, sizeof(BufferKey)) == 0)
+		{
 			sum += p->delta;
+			if (any != NULL)
+				*any = true;
+		}
 	}
 	return sum;
 }
@@ -266,14 +275,19 @@ read_flushed(CounterMeta *meta, text *key, Snapshot snapshot)
 	return f;
 }
 
-/* The entry's base + added, read under its mutex. */
+/*
+ * The entry's base + added, read under its mutex, with (if updated is not
+ * NULL) the time of its last committed add.
+ */
 static int64
-entry_sum(BufferEntry *e)
+entry_sum(BufferEntry *e, TimestampTz *updated)
 {
 	int64		added;
 
 	SpinLockAcquire(&e->mutex);
 	added = e->added;
+	if (updated != NULL)
+		*updated = e->updated;
 	SpinLockRelease(&e->mutex);
 	return e->base + added;
 }
@@ -297,7 +311,10 @@ apply_delta(BufferKey *bk, int64 delta, bool reserved, bool commit)
 	{
 		SpinLockAcquire(&e->mutex);
 		if (commit)
+		{
 			e->added += delta;
+			e->updated = Max(e->updated, GetCurrentTransactionStartTimestamp());
+		}
 		if (reserved && delta > 0)
 			e->reserved_pos -= delta;
 		else if (reserved)
@@ -563,6 +580,7 @@ make_entry(CounterMeta *meta, text *key, BufferKey *bk, bool for_replay,
 			e->added = 0;
 			e->reserved_pos = 0;
 			e->reserved_neg = 0;
+			e->updated = DT_NOBEGIN;
 		}
 		if (e == NULL || found)
 			pg_atomic_fetch_sub_u32(&buffer_shared->nentries, 1);
@@ -653,10 +671,14 @@ CounterBufferReplay(CounterWalAdd *adds, int n)
 
 /*
  * The buffered part of (counter, key)'s value for a reader with snapshot:
- * base + added - F(snapshot), plus this transaction's own pending adds.
+ * base + added - F(snapshot), plus this transaction's own pending adds;
+ * *latest is raised to the time of the last add the entry holds (own
+ * pending adds: this transaction's start), counted by that sum or, once
+ * flushed, by totals.
  */
 int128
-CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
+CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot,
+					 TimestampTz *latest)
 {
 	BufferKey	bk;
 	uint32		hashcode;
@@ -670,7 +692,10 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
 		return 0;
 
 	CounterWalWaitReady();
-	sum = own_pending(&bk);
+	sum = own_pending(&bk, &have);
+	if (have)
+		*latest = Max(*latest, GetCurrentTransactionStartTimestamp());
+	have = false;
 
 	hashcode = get_hash_value(buffer_hash, &bk);
 	lock = partition_lock(hashcode);
@@ -678,7 +703,10 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
 	e = hash_search_with_hash_value(buffer_hash, &bk, hashcode, HASH_FIND, NULL);
 	if (e != NULL)
 	{
-		sum += entry_sum(e);
+		TimestampTz updated;
+
+		sum += entry_sum(e, &updated);
+		*latest = Max(*latest, updated);
 		have = true;
 	}
 	LWLockRelease(lock);
@@ -697,7 +725,7 @@ static CounterStmt unseen_stmt = {
 
 /* Append one entry to this transaction's taken list. */
 static Taken *
-take_one(BufferKey *key, int64 amount)
+take_one(BufferKey *key, int64 amount, TimestampTz updated)
 {
 	Taken	   *t;
 
@@ -713,6 +741,7 @@ take_one(BufferKey *key, int64 amount)
 	t = &taken[taken_count++];
 	t->key = *key;
 	t->amount = amount;
+	t->updated = updated;
 	t->subxid = GetCurrentSubTransactionId();
 	t->gone = false;
 	return t;
@@ -722,8 +751,9 @@ take_one(BufferKey *key, int64 amount)
  * Take this database's entries for a flush (caller holds the compaction
  * lock, so there is one flusher at a time): fill values[0] counter ids,
  * values[2] creation times, values[3] keys, values[4] amounts (base + added
- * - shadow) as arrays for the flush statement, and move the shadows, which
- * an abort of this (sub)transaction moves back.  Entries of counters the
+ * - shadow), values[5] the entries' last add times (counter.get), as arrays
+ * for the flush statement, and move the shadows, which an abort of this
+ * (sub)transaction moves back.  Entries of counters the
  * statement's snapshot does not see are not taken; those of counters that
  * no longer exist are removed when this transaction commits.  Returns the
  * number of entries.
@@ -740,6 +770,7 @@ CounterBufferTake(Datum *values)
 	Datum	   *created;
 	Datum	   *keys;
 	Datum	   *amounts;
+	Datum	   *times;
 	int			i;
 	uint64		j;
 	MemoryContext old;
@@ -758,6 +789,9 @@ CounterBufferTake(Datum *values)
 	hash_seq_init(&status, buffer_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
+		TimestampTz updated;
+		int64		sum;
+
 		if (e->key.dboid != MyDatabaseId)
 			continue;
 		if (n == max)
@@ -766,7 +800,8 @@ CounterBufferTake(Datum *values)
 			ids = repalloc(ids, sizeof(Datum) * max);
 			created = repalloc(created, sizeof(Datum) * max);
 		}
-		take_one(&e->key, entry_sum(e) - e->shadow);
+		sum = entry_sum(e, &updated);
+		take_one(&e->key, sum - e->shadow, updated);
 		ids[n] = Int32GetDatum(e->key.counter_id);
 		created[n] = TimestampTzGetDatum(e->key.created);
 		n++;
@@ -803,12 +838,14 @@ CounterBufferTake(Datum *values)
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	keys = palloc(sizeof(Datum) * Max(n, 1));
 	amounts = palloc(sizeof(Datum) * Max(n, 1));
+	times = palloc(sizeof(Datum) * Max(n, 1));
 	for (i = 0; i < n; i++)
 	{
 		Taken	   *t = &taken[first + i];
 
 		keys[i] = PointerGetDatum(cstring_to_text_with_len(t->key.key, t->key.keylen));
 		amounts[i] = Int64GetDatum(t->amount);
+		times[i] = TimestampTzGetDatum(t->updated);
 		if (t->amount != 0)
 		{
 			uint32		hashcode = get_hash_value(buffer_hash, &t->key);
@@ -824,6 +861,8 @@ CounterBufferTake(Datum *values)
 	}
 	values[3] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
 	values[4] = PointerGetDatum(construct_array(amounts, n, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[5] = PointerGetDatum(construct_array(times, n, TIMESTAMPTZOID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	MemoryContextSwitchTo(old);
 	return n;
@@ -845,7 +884,7 @@ CounterBufferUnflushed(CounterMeta *meta)
 	{
 		if (e->key.dboid == MyDatabaseId && e->key.counter_id == meta->id &&
 			e->key.created == meta->created)
-			sum += entry_sum(e) - e->shadow;
+			sum += entry_sum(e, NULL) - e->shadow;
 	}
 	unlock_all_partitions();
 	return sum;
@@ -879,7 +918,7 @@ counter_buffered(PG_FUNCTION_ARGS)
 		if (e->key.dboid != MyDatabaseId || e->key.counter_id != meta->id ||
 			e->key.created != meta->created)
 			continue;
-		sum = entry_sum(e) + own_pending(&e->key);
+		sum = entry_sum(e, NULL) + own_pending(&e->key, NULL);
 		values[0] = PointerGetDatum(cstring_to_text_with_len(e->key.key, e->key.keylen));
 		values[1] = Int64GetDatum(sum);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

@@ -110,6 +110,7 @@ typedef struct CounterRels
 	Oid			wal_state;		/* InvalidOid before version 1.3 */
 	AttrNumber	feed_channel;	/* of counters; InvalidAttrNumber before 1.4 */
 	Oid			quarantine;		/* InvalidOid before version 1.4 */
+	AttrNumber	totals_updated; /* of totals; InvalidAttrNumber before 1.4 */
 } CounterRels;
 
 /*
@@ -167,6 +168,8 @@ extern bool CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta);
 extern void CounterEventsInsert(CounterMeta *meta, text *key, int64 delta,
 								TimestampTz at);
 extern int64 CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot);
+extern int64 CounterReadValueAt(CounterMeta *meta, text *key, Snapshot snapshot,
+								TimestampTz *updated);
 
 /* functions.c */
 typedef enum ApplyResult
@@ -185,7 +188,8 @@ extern void CounterApplyChecked(CounterMeta *meta, text *key, int64 delta, text 
 extern Size CounterBufferShmemSize(void);
 extern void CounterBufferShmemInit(void);
 extern bool CounterBufferAdd(CounterMeta *meta, text *key, int64 delta);
-extern int128 CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot);
+extern int128 CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot,
+								   TimestampTz *latest);
 extern int	CounterBufferTake(Datum *values);
 extern int64 CounterBufferUnflushed(CounterMeta *meta);
 

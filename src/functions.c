@@ -42,6 +42,7 @@ PG_FUNCTION_INFO_V1(counter_decrement);
 PG_FUNCTION_INFO_V1(counter_reset);
 PG_FUNCTION_INFO_V1(counter_value);
 PG_FUNCTION_INFO_V1(counter_values);
+PG_FUNCTION_INFO_V1(counter_get);
 PG_FUNCTION_INFO_V1(counter_top);
 PG_FUNCTION_INFO_V1(counter_series);
 PG_FUNCTION_INFO_V1(counter_compact);
@@ -868,6 +869,32 @@ counter_value(PG_FUNCTION_ARGS)
 
 	PG_RETURN_INT64(CounterReadValue(meta, CounterArgKey(fcinfo, 1),
 									 GetActiveSnapshot()));
+}
+
+/*
+ * counter.get(name, key): the exact value and the time of the latest add
+ * it counts (NULL when none is known), in the statement's snapshot; one
+ * read, as value()'s, for an API's {count, updated_at}.
+ */
+Datum
+counter_get(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
+	TimestampTz updated;
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("function returning record called in context that cannot accept type record")));
+	values[0] = Int64GetDatum(CounterReadValueAt(meta, CounterArgKey(fcinfo, 1),
+												 GetActiveSnapshot(), &updated));
+	values[1] = TimestampTzGetDatum(updated);
+	nulls[1] = TIMESTAMP_NOT_FINITE(updated);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
+													  values, nulls)));
 }
 
 /* counter.values(name, keys[]): (key, value) per key, in one snapshot. */
