@@ -581,6 +581,10 @@ counter_add_node(PG_FUNCTION_ARGS)
 					 errmsg("counter.node_conninfo does not lead to this database"),
 					 errhint("Set it to the connection string by which the other nodes reach this database.")));
 
+		/* this node's own prerequisites first, whatever the peers say */
+		sp = probe(self.conn, self.name, "{}", "{}");
+		check_node(self.name, &sp, sp.version);
+
 		if (PG_ARGISNULL(1))
 		{
 			/* a mesh of one: this node alone */
