@@ -461,18 +461,16 @@ record_member(PGconn *conn, const char *name, const Member *m)
 			  3, params);
 }
 
-/* Whether subscription sub exists in node name's database. */
-static bool
-has_subscription(PGconn *conn, const char *name, const char *sub)
+/* The subscriptions of node name's database whose names match pattern. */
+static PGresult *
+subscriptions(PGconn *conn, const char *name, const char *pattern)
 {
-	char	   *v = node_value(conn, name,
-							   "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s"
-							   " WHERE s.subname = $1 AND s.subdbid = (SELECT d.oid"
-							   " FROM pg_catalog.pg_database d"
-							   " WHERE d.datname = pg_catalog.current_database()))",
-							   1, &sub);
-
-	return strcmp(v, "t") == 0;
+	return node_query(conn, name,
+					  "SELECT s.subname FROM pg_catalog.pg_subscription s"
+					  " WHERE s.subname ~ $1 AND s.subdbid = (SELECT d.oid"
+					  " FROM pg_catalog.pg_database d"
+					  " WHERE d.datname = pg_catalog.current_database())",
+					  1, &pattern, false);
 }
 
 /* On node name: publish all of counter.totals, unless it does already. */
@@ -497,7 +495,11 @@ static void
 ensure_subscription(PGconn *conn, const char *name, const char *sub,
 					const char *conninfo)
 {
-	if (has_subscription(conn, name, sub))
+	PGresult   *res = subscriptions(conn, name, psprintf("^%s$", sub));
+	bool		exists = PQntuples(res) > 0;
+
+	PQclear(res);
+	if (exists)
 		return;
 	node_exec(conn, name,
 			  psprintf("CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION counter_totals"
@@ -709,12 +711,7 @@ counter_add_node(PG_FUNCTION_ARGS)
 static void
 drop_subscriptions(PGconn *conn, const char *name, const char *pattern)
 {
-	PGresult   *res = node_query(conn, name,
-								 "SELECT s.subname FROM pg_catalog.pg_subscription s"
-								 " WHERE s.subname ~ $1 AND s.subdbid = (SELECT d.oid"
-								 " FROM pg_catalog.pg_database d"
-								 " WHERE d.datname = pg_catalog.current_database())",
-								 1, &pattern, false);
+	PGresult   *res = subscriptions(conn, name, pattern);
 
 	for (int i = 0; i < PQntuples(res); i++)
 	{
