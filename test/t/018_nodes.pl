@@ -271,6 +271,13 @@ sleep 1;
 add_loop('n3', 250);
 ok($node{n3}->safe_psql($db, "SELECT sum(buffered_unflushed) FROM counter.stats WHERE name = 'hits'") > 0,
 	'n3 holds unflushed buffered adds before it leaves');
+# n1 does not receive from n3: the drain cannot finish, nothing is changed
+$node{n1}->safe_psql($db, 'ALTER SUBSCRIPTION counter_n1_from_n3 DISABLE');
+is(sqlstate_of('n3', "SELECT counter.remove_node('n3', '2s')"), '55000',
+	'remove_node refuses when a member does not receive the drained changes');
+is(slots_on('n3'), 'counter_n1_from_n3,counter_n2_from_n3,counter_n4_from_n3',
+	'the refused remove_node dropped nothing');
+$node{n1}->safe_psql($db, 'ALTER SUBSCRIPTION counter_n1_from_n3 ENABLE');
 $node{n3}->safe_psql($db, "SELECT counter.remove_node('n3')");
 my $l3 = ledger_of('n3');
 $node{n3}->append_conf('postgresql.conf', "counter.flush_interval = '1s'\n");
