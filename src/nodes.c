@@ -170,21 +170,11 @@ node_connect(const char *name, const char *conninfo, bool missing_ok)
 	return NULL;				/* keep compiler quiet */
 }
 
-/*
- * Run sql (parameters as text, NULL for none) on node name and return its
- * result.  A remote error is raised here with its own SQLSTATE, or, when
- * soft, returns NULL (the caller retries).
- */
-static PGresult *
-node_query(PGconn *conn, const char *name, const char *sql,
-		   int nparams, const char *const *params, bool soft)
+/* Send sql (parameters as text, NULL for none) to node name. */
+static void
+node_send(PGconn *conn, const char *name, const char *sql,
+		  int nparams, const char *const *params)
 {
-	PGresult   *res = NULL;
-	PGresult   *next;
-	char	   *msg;
-	const char *state;
-	int			code;
-
 	/* the simple protocol when there are no parameters: CREATE SUBSCRIPTION */
 	if (!(nparams == 0 ? PQsendQuery(conn, sql) :
 		  PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0)))
@@ -192,6 +182,37 @@ node_query(PGconn *conn, const char *name, const char *sql,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not send a query to node \"%s\": %s",
 						name, pchomp(PQerrorMessage(conn)))));
+}
+
+static PGresult *node_result(PGconn *conn, const char *name, const char *sql,
+							 bool soft);
+
+/*
+ * Run sql on node name and return its result (node_send, node_result):
+ * a remote error is raised with its SQLSTATE, or, when soft, gives NULL
+ * (the caller retries).
+ */
+static PGresult *
+node_query(PGconn *conn, const char *name, const char *sql,
+		   int nparams, const char *const *params, bool soft)
+{
+	node_send(conn, name, sql, nparams, params);
+	return node_result(conn, name, sql, soft);
+}
+
+/*
+ * Wait for the result of sql, sent to node name by node_send(); a remote
+ * error is raised here with its own SQLSTATE, or, when soft, returns NULL.
+ */
+static PGresult *
+node_result(PGconn *conn, const char *name, const char *sql, bool soft)
+{
+	PGresult   *res = NULL;
+	PGresult   *next;
+	char	   *msg;
+	const char *state;
+	int			code;
+
 	for (;;)
 	{
 		while (PQisBusy(conn))
@@ -487,25 +508,53 @@ ensure_publication(PGconn *conn, const char *name)
 				  " WITH (publish = 'insert, update, delete')", 0, NULL);
 }
 
+/* a statement sent by start_subscription(), its result not yet read */
+typedef struct Pending
+{
+	PGconn	   *conn;
+	const char *name;
+	char	   *sql;
+} Pending;
+
 /*
- * On node name: subscribe (as sub) to the publication at conninfo, with
- * the initial copy, unless the subscription exists.
+ * On node name: start subscribing (as sub) to the publication at conninfo,
+ * with the initial copy, on conn (a connection of its own: the statements
+ * of one phase run at once, each waiting for its slot on another server);
+ * pending gets it.  Nothing when the subscription exists.
  */
-static void
-ensure_subscription(PGconn *conn, const char *name, const char *sub,
-					const char *conninfo)
+static List *
+start_subscription(List *pending, PGconn *conn, const char *name,
+				   const char *sub, const char *conninfo)
 {
 	PGresult   *res = subscriptions(conn, name, psprintf("^%s$", sub));
 	bool		exists = PQntuples(res) > 0;
+	Pending    *p;
 
 	PQclear(res);
 	if (exists)
-		return;
-	node_exec(conn, name,
-			  psprintf("CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION counter_totals"
-					   " WITH (copy_data = true)",
-					   quote_identifier(sub), quote_literal_cstr(conninfo)),
-			  0, NULL);
+		return pending;
+	p = palloc(sizeof(Pending));
+	p->conn = conn;
+	p->name = name;
+	p->sql = psprintf("CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION counter_totals"
+					  " WITH (copy_data = true)",
+					  quote_identifier(sub), quote_literal_cstr(conninfo));
+	node_send(conn, name, p->sql, 0, NULL);
+	return lappend(pending, p);
+}
+
+/* Wait for every pending statement to succeed (else raise its error). */
+static void
+finish_pending(List *pending)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending)
+	{
+		Pending    *p = lfirst(lc);
+
+		PQclear(node_result(p->conn, p->name, p->sql, false));
+	}
 }
 
 /* Wait until node name's subscriptions subs (text array) have copied all. */
@@ -547,6 +596,7 @@ counter_add_node(PG_FUNCTION_ARGS)
 	List	   *members;
 	List	   *mine = NIL;		/* subscriptions here */
 	List	   *theirs = NIL;	/* slots here */
+	List	   *pending;
 	Probe		sp;
 	ListCell   *lc;
 	char		pid[16];
@@ -663,22 +713,40 @@ counter_add_node(PG_FUNCTION_ARGS)
 
 		/*
 		 * Publication first, then this node's subscriptions to every member
-		 * (copying the whole history), then theirs to this node.
+		 * (copying the whole history), then theirs to this node.  Within a
+		 * phase the subscriptions are created at once: each waits for its
+		 * slot on another server (for the transactions running there, until
+		 * a running-transactions record shows them ended: up to 15 s or so
+		 * under load).  Never the two phases together: a member creating
+		 * its slot here waits for this node's transactions, among them the
+		 * CREATE SUBSCRIPTION waiting for its slot on that member, which
+		 * waits for the member's, and so on in a circle.
 		 */
 		ensure_publication(self.conn, self.name);
+		pending = NIL;
 		foreach(lc, members)
 		{
 			Member	   *m = lfirst(lc);
 
-			ensure_subscription(self.conn, self.name, subname(self.id, m->id),
-								m->conninfo);
+			pending = start_subscription(pending,
+										 node_connect(self.name, self.conninfo, false),
+										 self.name, subname(self.id, m->id),
+										 m->conninfo);
 		}
+		finish_pending(pending);
+		pending = NIL;
 		foreach(lc, members)
 		{
 			Member	   *m = lfirst(lc);
 
-			ensure_subscription(m->conn, m->name, subname(m->id, self.id),
-								self.conninfo);
+			pending = start_subscription(pending, m->conn, m->name,
+										 subname(m->id, self.id), self.conninfo);
+		}
+		finish_pending(pending);
+		foreach(lc, members)
+		{
+			Member	   *m = lfirst(lc);
+
 			record_member(m->conn, m->name, &self);
 		}
 		record_member(self.conn, self.name, &self);

@@ -245,7 +245,10 @@ is(slots_on('n1'), 'counter_n2_from_n1,counter_n3_from_n1', 'the refusals create
 add_loop('n4', 150);    # its own history from before the join
 my @runs = map { start_pgbench($_, 25) } qw(n1 n2 n3);
 sleep 2;
+ok($_->{h}->pumpable, "pgbench on $_->{name} runs as n4 starts joining") for @runs;
 note sprintf 'n4 joins under load: %.2f s', add_node('n4', 'n3');
+note "pgbench on $_->{name} still running as n4 has joined: " . ($_->{h}->pumpable ? 'yes' : 'no')
+  for @runs;
 finish_pgbench($_) for @runs;
 ok($node{n4}->poll_query_until($db, 'SELECT string_agg(name || \'/\' || status, \',\' ORDER BY name) FROM counter.nodes',
 	'n1/streaming,n2/streaming,n3/streaming,n4/self'), 'n4 receives from every member');
