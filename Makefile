@@ -5,7 +5,8 @@ EXTENSION = counter
 DATA = $(sort $(wildcard counter--*.sql))
 PGFILEDESC = "counter - exact counters under contention"
 
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
+SHLIB_LINK_INTERNAL = $(libpq)
 PG_CFLAGS = -Wall -Werror
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
