@@ -5,7 +5,8 @@ EXTENSION = counter
 DATA = $(sort $(wildcard counter--*.sql))
 PGFILEDESC = "counter - exact counters under contention"
 
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
+SHLIB_LINK_INTERNAL = $(libpq)
 PG_CFLAGS = -Wall -Werror
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
@@ -23,7 +24,7 @@ include $(PGXS)
 # PGXS tracks no header dependencies: every object depends on our headers.
 $(OBJS): $(wildcard src/*.h)
 
-.PHONY: test demo bench soak fuzz deps
+.PHONY: test demo example bench soak fuzz deps
 deps:
 	@test/setup.sh deps
 
@@ -34,6 +35,10 @@ test:
 
 demo:
 	@test/setup.sh demo
+
+# The likes service of examples/likes on a scratch cluster (Node.js).
+example:
+	@examples/likes/run.sh
 
 bench:
 	@test/setup.sh bench

@@ -87,9 +87,159 @@ CREATE INDEX totals_top ON counter.totals (counter, node, value DESC, key);
 -- == end section: misc ==
 
 -- == section: nodes (add_node / remove_node / counter.nodes) ==
+
+-- Multi-node meshes wired by counter.add_node() (src/nodes.c).  Every node
+-- publishes all of counter.totals (publication counter_totals, no row
+-- filter) and subscribes to every other member, so every node holds and
+-- republishes every shard, also the shards of nodes that left: a node that
+-- joins at any time copies the whole history from any member.  Rows that
+-- arrive twice (directly and as a peer's echo) are joined, not applied:
+-- see counter._totals_join below.
+
+-- The members of this node's mesh, this node included, as this node knows
+-- them.  Each member keeps its own copy, written by add_node() and
+-- remove_node() on every member they reach.  conninfo is how every member
+-- connects to it (the member's counter.node_conninfo).
+CREATE TABLE counter.mesh (
+	name		text COLLATE "C" PRIMARY KEY,
+	node_id		int4 NOT NULL UNIQUE,
+	conninfo	text NOT NULL,
+	joined		timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+REVOKE ALL ON counter.mesh FROM PUBLIC;
+
+-- A row of counter.totals that logical replication applies is joined with
+-- the row already there (PN-counter join: per shard, the larger totals),
+-- never written over it: an update that changes nothing is skipped, so an
+-- echo of a row that a node already holds goes no further; an insert of a
+-- row that exists (the initial copy of a re-joining node, or the same new
+-- row arriving from two peers at once) is merged into it.  Enabled only for
+-- replication (ENABLE REPLICA TRIGGER): apply and initial-copy workers run
+-- with session_replication_role = replica, local compaction pays nothing.
+CREATE FUNCTION counter._totals_join()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'UPDATE' THEN
+		NEW.state := counter.merge(OLD.state, NEW.state);
+		IF NEW.counter = OLD.counter AND NEW.key = OLD.key AND NEW.node = OLD.node
+		   AND NEW.state::text = OLD.state::text THEN
+			RETURN NULL;
+		END IF;
+		RETURN NEW;
+	END IF;
+	-- the insert below, at depth 2, is the real one
+	IF pg_catalog.pg_trigger_depth() > 1 THEN
+		RETURN NEW;
+	END IF;
+	INSERT INTO counter.totals AS t (counter, key, node, state)
+	VALUES (NEW.counter, NEW.key, NEW.node, NEW.state)
+	ON CONFLICT (counter, key, node) DO UPDATE SET state = excluded.state;
+	RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION counter._totals_join() FROM PUBLIC;
+
+CREATE TRIGGER totals_join BEFORE INSERT OR UPDATE ON counter.totals
+	FOR EACH ROW EXECUTE FUNCTION counter._totals_join();
+ALTER TABLE counter.totals ENABLE REPLICA TRIGGER totals_join;
+
+-- Join this node to the mesh of the member reachable at conninfo (NULL:
+-- found a mesh of one).  Run on the joining node, as a superuser.
+CREATE FUNCTION counter.add_node(name text, conninfo text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'counter_add_node'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION counter.add_node(text, text) FROM PUBLIC;
+
+-- Take the member name out of the mesh, on any member; drains it first
+-- when it is reachable.  Its shard stays on every node.
+CREATE FUNCTION counter.remove_node(name text, drain_timeout interval DEFAULT '1 min')
+RETURNS void
+AS 'MODULE_PATHNAME', 'counter_remove_node'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION counter.remove_node(text, interval) FROM PUBLIC;
+
+-- One row per member of the mesh as this node sees it, and one per
+-- orphaned counter slot (its subscriber is no member): the subscription
+-- that brings the member's rows here (counter_n<here>_from_n<member>) and
+-- the slot through which the member takes this node's rows
+-- (counter_n<member>_from_n<here>).
+CREATE VIEW counter.nodes AS
+WITH me AS (SELECT pg_catalog.current_setting('counter.node_id')::int4 AS id),
+peers AS (
+	SELECT m.name, m.node_id, m.node_id = me.id AS is_self, m.conninfo,
+		   pg_catalog.format('counter_n%s_from_n%s', me.id, m.node_id) AS sub_name,
+		   pg_catalog.format('counter_n%s_from_n%s', m.node_id, me.id) AS slot
+	  FROM counter.mesh m, me
+),
+slots AS (
+	SELECT s.slot_name::text AS slot, s.active, s.active_pid,
+		   pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn)::int8 AS lag_bytes,
+		   pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn)::int8 AS slot_bytes,
+		   (pg_catalog.regexp_match(s.slot_name::text, '^counter_n([0-9]+)_from_n'))[1]::int4 AS subscriber
+	  FROM pg_catalog.pg_replication_slots s
+	 WHERE s.slot_name::text ~ '^counter_n[0-9]+_from_n[0-9]+$'
+	   AND s.database = pg_catalog.current_database()
+)
+SELECT p.name,
+	   p.node_id,
+	   CASE
+		   WHEN p.is_self THEN 'self'
+		   WHEN s.oid IS NULL THEN 'not subscribed'
+		   WHEN NOT s.subenabled THEN 'disabled'
+		   WHEN st.pid IS NULL THEN 'down'
+		   WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r
+						 WHERE r.srsubid = s.oid AND r.srsubstate <> 'r') THEN 'syncing'
+		   WHEN sl.slot IS NULL THEN 'no slot here'
+		   WHEN NOT sl.active THEN 'not receiving'
+		   ELSE 'streaming'
+	   END AS status,
+	   CASE WHEN p.is_self THEN NULL ELSE p.sub_name END AS subscription,
+	   s.subenabled AS enabled,
+	   st.last_msg_receipt_time AS last_received,
+	   pg_catalog.now() - st.last_msg_receipt_time AS since_received,
+	   CASE WHEN p.is_self THEN NULL ELSE p.slot END AS slot,
+	   sl.active AS slot_active,
+	   sl.lag_bytes,
+	   r.replay_lag AS lag,
+	   sl.slot_bytes,
+	   p.conninfo
+  FROM peers p
+  LEFT JOIN pg_catalog.pg_subscription s
+	ON s.subname = p.sub_name AND NOT p.is_self
+   AND s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d
+					 WHERE d.datname = pg_catalog.current_database())
+  LEFT JOIN pg_catalog.pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL
+  LEFT JOIN slots sl ON sl.slot = p.slot AND NOT p.is_self
+  LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = sl.active_pid
+UNION ALL
+SELECT NULL, sl.subscriber, 'orphaned slot', NULL, NULL, NULL, NULL,
+	   sl.slot, sl.active, sl.lag_bytes, r.replay_lag, sl.slot_bytes, NULL
+  FROM slots sl
+  LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = sl.active_pid
+ WHERE NOT EXISTS (SELECT 1 FROM peers p WHERE p.slot = sl.slot);
+REVOKE ALL ON counter.nodes FROM PUBLIC;
+
 -- == end section: nodes ==
 
 -- == section: get (last update time: counter.get, updated_at) ==
+
+-- The time of the latest add folded into each total: compaction raises it
+-- to the latest add time of what it folds (events' at, slot rows' touched,
+-- buffered entries' commit time).  NULL for totals folded before 1.4.
+-- counter.totals is replicated by name and column: update every node.
+ALTER TABLE counter.totals ADD COLUMN updated timestamptz;
+
+-- A key's exact value and the time of its latest add (NULL: none known),
+-- in one read; needs read.
+CREATE FUNCTION counter.get(name text, key text,
+							OUT value int8, OUT updated_at timestamptz)
+AS 'MODULE_PATHNAME', 'counter_get'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+
 -- == end section: get ==
 
 -- == section: internal (version-dependent SQL as internal functions) ==

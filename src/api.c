@@ -52,6 +52,7 @@ PG_FUNCTION_INFO_V1(counter_decrement);
 PG_FUNCTION_INFO_V1(counter_reset);
 PG_FUNCTION_INFO_V1(counter_value);
 PG_FUNCTION_INFO_V1(counter_values);
+PG_FUNCTION_INFO_V1(counter_get);
 PG_FUNCTION_INFO_V1(counter_top);
 PG_FUNCTION_INFO_V1(counter_series);
 PG_FUNCTION_INFO_V1(counter_compact);
@@ -725,6 +726,32 @@ counter_value(PG_FUNCTION_ARGS)
 									 GetActiveSnapshot()));
 }
 
+/*
+ * counter.get(name, key): the exact value and the time of the latest add
+ * it counts (NULL when none is known), in the statement's snapshot; one
+ * read, as value()'s, for an API's {count, updated_at}.
+ */
+Datum
+counter_get(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
+	TimestampTz updated;
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("function returning record called in context that cannot accept type record")));
+	values[0] = Int64GetDatum(CounterReadValueAt(meta, CounterArgKey(fcinfo, 1),
+												 GetActiveSnapshot(), &updated));
+	values[1] = TimestampTzGetDatum(updated);
+	nulls[1] = TIMESTAMP_NOT_FINITE(updated);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
+													  values, nulls)));
+}
+
 /* counter.values(name, keys[]): (key, value) per key, in one snapshot. */
 Datum
 counter_values(PG_FUNCTION_ARGS)
@@ -1017,7 +1044,7 @@ counter_buffered(PG_FUNCTION_ARGS)
 		bool		nulls[2] = {false, false};
 
 		values[0] = PointerGetDatum(cstring_to_text_with_len(e->key.key, e->key.keylen));
-		values[1] = Int64GetDatum(e->sum + CounterCommitPendingKey(&e->key));
+		values[1] = Int64GetDatum(e->sum + CounterCommitPendingKey(&e->key, NULL));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -82,10 +82,11 @@ typedef struct BufferEntry
 	CounterBufferKey	key;
 	int64		base;
 	int64		shadow;			/* the flusher's own field */
-	slock_t		mutex;			/* protects the three below */
+	slock_t		mutex;			/* protects the four below */
 	int64		added;
 	int64		reserved_pos;	/* positive adds of transactions in flight */
 	int64		reserved_neg;	/* minus their negative adds */
+	TimestampTz updated;		/* start of the last committed add's xact */
 } BufferEntry;
 
 /* the partition locks and the number of entries made by adds */
@@ -100,6 +101,7 @@ typedef struct Taken
 {
 	CounterBufferKey	key;
 	int64		amount;			/* moved into the shadow at the take */
+	TimestampTz updated;		/* the entry's, at the take (totals.updated) */
 	SubTransactionId subxid;
 	bool		gone;			/* its counter is dropped: remove at commit */
 } Taken;
@@ -230,14 +232,19 @@ read_flushed(CounterMeta *meta, text *key, Snapshot snapshot)
 	return f;
 }
 
-/* The entry's base + added, read under its mutex. */
+/*
+ * The entry's base + added, read under its mutex, with (if updated is not
+ * NULL) the time of its last committed add.
+ */
 static int64
-entry_sum(BufferEntry *e)
+entry_sum(BufferEntry *e, TimestampTz *updated)
 {
 	int64		added;
 
 	SpinLockAcquire(&e->mutex);
 	added = e->added;
+	if (updated != NULL)
+		*updated = e->updated;
 	SpinLockRelease(&e->mutex);
 	return e->base + added;
 }
@@ -261,7 +268,10 @@ apply_delta(CounterBufferKey *bk, int64 delta, bool reserved, bool commit)
 	{
 		SpinLockAcquire(&e->mutex);
 		if (commit)
+		{
 			e->added += delta;
+			e->updated = Max(e->updated, GetCurrentTransactionStartTimestamp());
+		}
 		if (reserved && delta > 0)
 			e->reserved_pos -= delta;
 		else if (reserved)
@@ -399,6 +409,7 @@ make_entry(CounterMeta *meta, text *key, CounterBufferKey *bk, bool for_replay,
 			e->added = 0;
 			e->reserved_pos = 0;
 			e->reserved_neg = 0;
+			e->updated = DT_NOBEGIN;
 		}
 		if (e == NULL || found)
 			pg_atomic_fetch_sub_u32(&buffer_shared->nentries, 1);
@@ -524,11 +535,14 @@ CounterBufferReplay(CounterWalAdd *adds, int n)
 
 /*
  * The buffered part of (counter, key)'s value for a reader with snapshot:
- * base + added - F(snapshot); this transaction's own adds, not applied yet,
- * are commit.c's to add.
+ * base + added - F(snapshot); *latest is raised to the time of the last
+ * committed add the entry holds, counted by that sum or, once flushed, by
+ * totals.  This transaction's own adds, not applied yet, are commit.c's
+ * to add (and to date).
  */
 int128
-CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
+CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot,
+					 TimestampTz *latest)
 {
 	CounterBufferKey	bk;
 	uint32		hashcode;
@@ -550,7 +564,10 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot)
 	e = hash_search_with_hash_value(buffer_hash, &bk, hashcode, HASH_FIND, NULL);
 	if (e != NULL)
 	{
-		sum += entry_sum(e);
+		TimestampTz updated;
+
+		sum += entry_sum(e, &updated);
+		*latest = Max(*latest, updated);
 		have = true;
 	}
 	LWLockRelease(lock);
@@ -569,7 +586,7 @@ static CounterStmt unseen_stmt = {
 
 /* Append one entry to this transaction's taken list. */
 static Taken *
-take_one(CounterBufferKey *key, int64 amount)
+take_one(CounterBufferKey *key, int64 amount, TimestampTz updated)
 {
 	Taken	   *t;
 
@@ -585,6 +602,7 @@ take_one(CounterBufferKey *key, int64 amount)
 	t = &taken[taken_count++];
 	t->key = *key;
 	t->amount = amount;
+	t->updated = updated;
 	t->subxid = GetCurrentSubTransactionId();
 	t->gone = false;
 	return t;
@@ -593,8 +611,8 @@ take_one(CounterBufferKey *key, int64 amount)
 /*
  * Take this database's entries for a flush (caller holds the compaction
  * lock, so there is one flusher at a time): fill out with the arrays of
- * their counter ids, creation times, keys and amounts (base + added
- * - shadow), and move the shadows, which
+ * their counter ids, creation times, keys, amounts (base + added - shadow)
+ * and last add times (counter.get), and move the shadows, which
  * an abort of this (sub)transaction moves back.  Entries of counters the
  * statement's snapshot does not see are not taken; those of counters that
  * no longer exist are removed when this transaction commits.  Returns the
@@ -612,6 +630,7 @@ CounterBufferTake(CounterBufferTaken *out)
 	Datum	   *created;
 	Datum	   *keys;
 	Datum	   *amounts;
+	Datum	   *times;
 	int			i;
 	uint64		j;
 	MemoryContext old;
@@ -630,6 +649,9 @@ CounterBufferTake(CounterBufferTaken *out)
 	hash_seq_init(&status, buffer_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
+		TimestampTz updated;
+		int64		sum;
+
 		if (e->key.dboid != MyDatabaseId)
 			continue;
 		if (n == max)
@@ -638,7 +660,8 @@ CounterBufferTake(CounterBufferTaken *out)
 			ids = repalloc(ids, sizeof(Datum) * max);
 			created = repalloc(created, sizeof(Datum) * max);
 		}
-		take_one(&e->key, entry_sum(e) - e->shadow);
+		sum = entry_sum(e, &updated);
+		take_one(&e->key, sum - e->shadow, updated);
 		ids[n] = Int32GetDatum(e->key.counter_id);
 		created[n] = TimestampTzGetDatum(e->key.created);
 		n++;
@@ -675,12 +698,14 @@ CounterBufferTake(CounterBufferTaken *out)
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	keys = palloc(sizeof(Datum) * Max(n, 1));
 	amounts = palloc(sizeof(Datum) * Max(n, 1));
+	times = palloc(sizeof(Datum) * Max(n, 1));
 	for (i = 0; i < n; i++)
 	{
 		Taken	   *t = &taken[first + i];
 
 		keys[i] = PointerGetDatum(cstring_to_text_with_len(t->key.key, t->key.keylen));
 		amounts[i] = Int64GetDatum(t->amount);
+		times[i] = TimestampTzGetDatum(t->updated);
 		if (t->amount != 0)
 		{
 			uint32		hashcode = get_hash_value(buffer_hash, &t->key);
@@ -697,6 +722,8 @@ CounterBufferTake(CounterBufferTaken *out)
 	out->keys = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
 	out->amounts = PointerGetDatum(construct_array(amounts, n, INT8OID, 8,
 												   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	out->times = PointerGetDatum(construct_array(times, n, TIMESTAMPTZOID, 8,
+												 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	MemoryContextSwitchTo(old);
 	out->n = n;
 	return n;
@@ -718,7 +745,7 @@ CounterBufferUnflushed(CounterMeta *meta)
 	{
 		if (e->key.dboid == MyDatabaseId && e->key.counter_id == meta->id &&
 			e->key.created == meta->created)
-			sum += entry_sum(e) - e->shadow;
+			sum += entry_sum(e, NULL) - e->shadow;
 	}
 	unlock_all_partitions();
 	return sum;
@@ -755,7 +782,7 @@ CounterBufferEntries(CounterMeta *meta, int *n)
 			out = repalloc(out, sizeof(CounterBufferEntry) * max);
 		}
 		out[*n].key = e->key;
-		out[*n].sum = entry_sum(e);
+		out[*n].sum = entry_sum(e, NULL);
 		(*n)++;
 	}
 	unlock_all_partitions();

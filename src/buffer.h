@@ -42,7 +42,8 @@ extern void CounterBufferTakenSubCommit(SubTransactionId subxid, SubTransactionI
 extern void CounterBufferTakenReset(void);
 extern CounterBufferEntry *CounterBufferEntries(CounterMeta *meta, int *n);
 extern int64 CounterBufferUnflushed(CounterMeta *meta);
-extern int128 CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot);
+extern int128 CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot,
+								   TimestampTz *latest);
 /* the entries a flush took, as arrays (in TopTransactionContext) */
 typedef struct CounterBufferTaken
 {
@@ -51,6 +52,7 @@ typedef struct CounterBufferTaken
 	Datum		created;		/* timestamptz[]: the counters' creation times */
 	Datum		keys;			/* text[] */
 	Datum		amounts;		/* int8[]: taken since the last flush */
+	Datum		times;			/* timestamptz[]: their last add times */
 } CounterBufferTaken;
 extern int	CounterBufferTake(CounterBufferTaken *out);
 

@@ -203,6 +203,7 @@ CounterGetRels(void)
 	rels.wal_state = InvalidOid;
 	rels.feed_channel = InvalidAttrNumber;
 	rels.quarantine = InvalidOid;
+	rels.totals_updated = InvalidAttrNumber;
 	rels.valid = true;
 	lookup_update_rels();
 	return &rels;
@@ -228,6 +229,8 @@ lookup_update_rels(void)
 		rels.feed_channel = get_attnum(rels.counters, "feed_channel");
 	if (!OidIsValid(rels.quarantine))
 		rels.quarantine = get_relname_relid("quarantine", rels.schema);
+	if (rels.totals_updated == InvalidAttrNumber)
+		rels.totals_updated = get_attnum(rels.totals, "updated");
 	if (!OidIsValid(rels.event_tables))
 	{
 		rels.events[1] = get_relname_relid("events_1", rels.schema);

@@ -101,6 +101,7 @@ typedef struct CounterRels
 	Oid			wal_state;		/* InvalidOid before version 1.3 */
 	AttrNumber	feed_channel;	/* of counters; InvalidAttrNumber before 1.4 */
 	Oid			quarantine;		/* InvalidOid before version 1.4 */
+	AttrNumber	totals_updated; /* of totals; InvalidAttrNumber before 1.4 */
 } CounterRels;
 
 /*

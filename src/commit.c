@@ -43,9 +43,13 @@ typedef struct PendingAdd
 static List *pending = NIL;		/* of PendingAdd, in TopTransactionContext */
 static bool callbacks_registered = false;
 
-/* This transaction's adds to the entry bk, not yet applied (commit does). */
+/*
+ * This transaction's adds to the entry bk, not yet applied (commit does);
+ * if there is one, *latest (if not NULL) is raised to this transaction's
+ * start, the time counter.get gives its adds.
+ */
 int64
-CounterCommitPendingKey(CounterBufferKey *bk)
+CounterCommitPendingKey(CounterBufferKey *bk, TimestampTz *latest)
 {
 	int64		sum = 0;
 	ListCell   *lc;
@@ -54,21 +58,24 @@ CounterCommitPendingKey(CounterBufferKey *bk)
 	{
 		PendingAdd *p = lfirst(lc);
 
-		if (memcmp(&p->key, bk, sizeof(CounterBufferKey)) == 0)
-			sum += p->delta;
+		if (memcmp(&p->key, bk, sizeof(CounterBufferKey)) != 0)
+			continue;
+		sum += p->delta;
+		if (latest != NULL)
+			*latest = Max(*latest, GetCurrentTransactionStartTimestamp());
 	}
 	return sum;
 }
 
-/* This transaction's adds to (counter, key), not applied yet. */
+/* This transaction's adds to (counter, key), not applied yet (see above). */
 int64
-CounterCommitPending(CounterMeta *meta, text *key)
+CounterCommitPending(CounterMeta *meta, text *key, TimestampTz *latest)
 {
 	CounterBufferKey bk;
 
 	if (pending == NIL || !CounterBufferMakeKey(&bk, meta, key))
 		return 0;
-	return CounterCommitPendingKey(&bk);
+	return CounterCommitPendingKey(&bk, latest);
 }
 
 /*

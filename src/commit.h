@@ -12,8 +12,8 @@
 #include "catalog.h"
 
 extern bool CounterCommitAdd(CounterMeta *meta, text *key, int64 delta);
-extern int64 CounterCommitPending(CounterMeta *meta, text *key);
-extern int64 CounterCommitPendingKey(CounterBufferKey *bk);
+extern int64 CounterCommitPending(CounterMeta *meta, text *key, TimestampTz *latest);
+extern int64 CounterCommitPendingKey(CounterBufferKey *bk, TimestampTz *latest);
 extern int	CounterCommitTake(CounterBufferTaken *out);
 
 #endif							/* COUNTER_COMMIT_H */

@@ -62,14 +62,16 @@
  * moved, with the number of rows moved for it.  Rows are summed per second
  * first: granularities are whole seconds, so a bucket never splits a
  * second, and a hot key's thousands of rows a second expand into buckets
- * as one.
+ * as one.  FOLD_MOVED_UPDATED (version 1.4) also raises totals.updated
+ * to the latest add time of the rows (moved's column upd: events' at, slot
+ * rows' touched, buffered entries' time), which counter.get() reads.
  */
-#define FOLD_MOVED \
+#define FOLD_MOVED_(SEC, AGG, COLS, VALS, SET) \
 	", sec AS (SELECT m.counter_id, m.key," \
 	"                 date_bin('1 second', m.at, timestamptz '2000-01-01 00:00:00+00') AS at," \
-	"                 sum(m.delta)::int8 AS d, count(*) AS n" \
+	"                 sum(m.delta)::int8 AS d, count(*) AS n" SEC \
 	"            FROM moved m GROUP BY 1, 2, 3)" \
-	", agg AS (SELECT s.counter_id, s.key, sum(s.d)::int8 AS d, sum(s.n)::int8 AS n" \
+	", agg AS (SELECT s.counter_id, s.key, sum(s.d)::int8 AS d, sum(s.n)::int8 AS n" AGG \
 	"            FROM sec s GROUP BY 1, 2)" \
 	", gran AS (SELECT c.id, g.g FROM counter.counters c, unnest(c.rollups) AS g(g))" \
 	", roll AS (INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)" \
@@ -79,16 +81,21 @@
 	"    GROUP BY 1, 2, 3, 4" \
 	"   ON CONFLICT (counter_id, key, granularity, bucket)" \
 	"   DO UPDATE SET value = r.value + excluded.value)" \
-	", tot AS (INSERT INTO counter.totals AS t (counter, key, node, state)" \
-	"   SELECT c.name, a.key, $2, counter.increment('{}', $2, a.d)" \
+	", tot AS (INSERT INTO counter.totals AS t (counter, key, node, state" COLS ")" \
+	"   SELECT c.name, a.key, $2, counter.increment('{}', $2, a.d)" VALS \
 	"     FROM agg a JOIN counter.counters c ON c.id = a.counter_id" \
 	"   ON CONFLICT (counter, key, node)" \
-	"   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state)))" \
+	"   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state))" SET ")" \
 	" SELECT c.name, a.key, a.n FROM agg a JOIN counter.counters c ON c.id = a.counter_id"
+#define FOLD_MOVED FOLD_MOVED_("", "", "", "", "")
+#define FOLD_MOVED_UPDATED \
+	FOLD_MOVED_(", max(m.upd) AS upd", ", max(s.upd) AS upd", ", updated", ", a.upd", \
+				", updated = greatest(t.updated, excluded.updated)")
 
 /*
  * The batch statements below come in two forms: [0] before version 1.4,
- * [1] leaving the keys of counter.quarantine where they are.
+ * [1] leaving the keys of counter.quarantine where they are and raising
+ * totals.updated (both of version 1.4).
  */
 #define QUARANTINED(A) \
 	"EXISTS (SELECT 1 FROM counter.quarantine q" \
@@ -100,12 +107,12 @@
  * $3 counter id or 0 for all.  A plain delete of everything visible is the
  * cheapest row-by-row way: no row list to build, one pass over the heap.
  */
-#define EVENTS_DELETE(TABLE, Q) \
+#define EVENTS_DELETE(TABLE, Q, FOLD) \
 { \
 "WITH moved AS (" \
 "   DELETE FROM " TABLE " e WHERE ($3 = 0 OR e.counter_id = $3)" Q \
-"   RETURNING e.counter_id, e.key, e.delta, e.at)" \
-FOLD_MOVED, \
+"   RETURNING e.counter_id, e.key, e.delta, e.at, e.at AS upd)" \
+FOLD, \
 3, {INT4OID, INT4OID, INT4OID} \
 }
 
@@ -114,24 +121,26 @@ FOLD_MOVED, \
  * every counter's rows: fold them all and mark the table folded, with no
  * row deleted.
  */
-#define EVENTS_FOLD(TABLE, TAB, Q) \
+#define EVENTS_FOLD(TABLE, TAB, Q, FOLD) \
 { \
 "WITH f AS (UPDATE counter.event_tables SET folded = pg_current_xact_id() WHERE tab = " TAB ")," \
-" moved AS (SELECT e.counter_id, e.key, e.delta, e.at FROM " TABLE " e WHERE true" Q ")" \
-FOLD_MOVED, \
+" moved AS (SELECT e.counter_id, e.key, e.delta, e.at, e.at AS upd FROM " TABLE " e WHERE true" Q ")" \
+FOLD, \
 3, {INT4OID, INT4OID, INT4OID} \
 }
 
 static CounterStmt events_delete_stmt[2][2] = {
-	{EVENTS_DELETE("counter.events", ""), EVENTS_DELETE("counter.events_1", "")},
-	{EVENTS_DELETE("counter.events", NOT_QUARANTINED("e")),
-	EVENTS_DELETE("counter.events_1", NOT_QUARANTINED("e"))}
+	{EVENTS_DELETE("counter.events", "", FOLD_MOVED),
+	EVENTS_DELETE("counter.events_1", "", FOLD_MOVED)},
+	{EVENTS_DELETE("counter.events", NOT_QUARANTINED("e"), FOLD_MOVED_UPDATED),
+	EVENTS_DELETE("counter.events_1", NOT_QUARANTINED("e"), FOLD_MOVED_UPDATED)}
 };
 
 static CounterStmt events_fold_stmt[2][2] = {
-	{EVENTS_FOLD("counter.events", "0", ""), EVENTS_FOLD("counter.events_1", "1", "")},
-	{EVENTS_FOLD("counter.events", "0", NOT_QUARANTINED("e")),
-	EVENTS_FOLD("counter.events_1", "1", NOT_QUARANTINED("e"))}
+	{EVENTS_FOLD("counter.events", "0", "", FOLD_MOVED),
+	EVENTS_FOLD("counter.events_1", "1", "", FOLD_MOVED)},
+	{EVENTS_FOLD("counter.events", "0", NOT_QUARANTINED("e"), FOLD_MOVED_UPDATED),
+	EVENTS_FOLD("counter.events_1", "1", NOT_QUARANTINED("e"), FOLD_MOVED_UPDATED)}
 };
 
 /*
@@ -155,34 +164,37 @@ static CounterStmt events_carry_stmt[2] = {
 	EVENTS_CARRY("counter.events_1", "counter.events")
 };
 
-#define SLOTS(Q) \
+#define SLOTS(Q, FOLD) \
 { \
 "WITH moved AS (" \
 "   UPDATE counter.slots s SET value = 0, lo = s.lo - z.value, hi = s.hi - z.value," \
 "          touched = now()" \
-"     FROM (SELECT x.ctid, x.value FROM counter.slots x" \
+"     FROM (SELECT x.ctid, x.value, x.touched FROM counter.slots x" \
 "            WHERE ($3 = 0 OR x.counter_id = $3) AND x.value <> 0" Q \
 "            LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED) z" \
 "    WHERE s.ctid = z.ctid" \
-"   RETURNING s.counter_id, s.key, z.value AS delta, now() AS at)" \
-FOLD_MOVED, \
+"   RETURNING s.counter_id, s.key, z.value AS delta, now() AS at, z.touched AS upd)" \
+FOLD, \
 3, {INT4OID, INT4OID, INT4OID} \
 }
 
-static CounterStmt slots_stmt[2] = {SLOTS(""), SLOTS(NOT_QUARANTINED("x"))};
+static CounterStmt slots_stmt[2] = {
+	SLOTS("", FOLD_MOVED), SLOTS(NOT_QUARANTINED("x"), FOLD_MOVED_UPDATED)
+};
 
 /*
- * $1 ids, $2 node, $3 creation times, $4 keys, $5 amounts: the flush of
- * buffered entries (buffer.c), raising each key's flushed amount F with
- * the totals, in one transaction.  [0] before version 1.4; [1 + t]: the
- * amount of a quarantined key goes to events table t (the current one)
- * instead of totals, F rising all the same: a read stays exact.
+ * $1 ids, $2 node, $3 creation times, $4 keys, $5 amounts, $6 last add
+ * times (-infinity: none): the flush of buffered entries (buffer.c),
+ * raising each key's flushed amount F with the totals, in one transaction.
+ * [0] before version 1.4; [1 + t]: the amount of a quarantined key goes to
+ * events table t (the current one) instead of totals, F rising all the same:
+ * a read stays exact.
  */
 #define BUFFERED_TAKEN \
 "WITH taken AS (" \
-"   SELECT u.counter_id, u.key, u.delta, now() AS at" \
-"     FROM unnest($1::int4[], $3::timestamptz[], $4::text[], $5::int8[])" \
-"          AS u(counter_id, created, key, delta)" \
+"   SELECT u.counter_id, u.key, u.delta, now() AS at, nullif(u.upd, '-infinity') AS upd" \
+"     FROM unnest($1::int4[], $3::timestamptz[], $4::text[], $5::int8[], $6::timestamptz[])" \
+"          AS u(counter_id, created, key, delta, upd)" \
 "     JOIN counter.counters c ON c.id = u.counter_id AND c.created = u.created" \
 "    WHERE u.delta <> 0),"
 #define BUFFERED_FLUSHED \
@@ -197,13 +209,13 @@ BUFFERED_TAKEN BUFFERED_FLUSHED \
 "         SELECT m.counter_id, m.key, m.delta, m.at FROM taken m" \
 "          WHERE " QUARANTINED("m") ")," \
 " moved AS (SELECT m.* FROM taken m WHERE true" NOT_QUARANTINED("m") ")" \
-FOLD_MOVED, \
-5, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID} \
+FOLD_MOVED_UPDATED, \
+6, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID} \
 }
 
 static CounterStmt buffered_stmt[3] = {
 	{BUFFERED_TAKEN BUFFERED_FLUSHED " moved AS (SELECT m.* FROM taken m)" FOLD_MOVED,
-	5, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID}},
+	6, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}},
 	BUFFERED_Q("counter.events"),
 	BUFFERED_Q("counter.events_1")
 };
@@ -295,7 +307,7 @@ static CounterStmt buffered_diagnose_stmt = {
 BUFFERED_TAKEN
 " moved AS (SELECT m.*, 'buffered' AS src FROM taken m WHERE true" NOT_QUARANTINED("m") ")"
 DIAGNOSE_MOVED QUARANTINE_BAD,
-5, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID}
+6, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}
 };
 
 /*
@@ -606,8 +618,8 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
 	if (flush && CounterCommitTake(&taken) > 0)
 	{
 		/* the parameters of buffered_stmt */
-		Datum		args[5] = {taken.ids, Int32GetDatum(counter_node_id), taken.created,
-		taken.keys, taken.amounts};
+		Datum		args[6] = {taken.ids, Int32GetDatum(counter_node_id), taken.created,
+		taken.keys, taken.amounts, taken.times};
 
 		/* quarantined keys' amounts go to the table adds write */
 		Batch		b = {&buffered_stmt[q ? 1 + CounterEventsTableForAdd(CounterGetRels()) : 0],

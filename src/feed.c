@@ -6,12 +6,15 @@
  * Compaction reports every (counter, key) it moved; those are collected
  * here, and flushed at most every counter.notify_interval by the worker (at
  * once by counter.compact()).  A flush sends, on the counter's feed channel,
- * a JSON array of {"counter", "key", "value"} objects in payloads below
+ * a JSON array of {"counter", "key", ["updated_at",] "value"} objects in payloads below
  * NOTIFY's 8000 bytes; the value is the key's compacted total, read set-wise from totals
- * (cheap, where value() would walk the events just deleted).  Adds never
- * notify: every change reaches the feed through compaction, so a client
- * sees each changed key's latest value within naptime + notify_interval of
- * the change, and the final value once adds stop.
+ * (cheap, where value() would walk the events just deleted).  Since
+ * version 1.4 each object also has "updated_at", the latest add time among
+ * those totals (totals.updated, as counter.get() reads it; null if none is
+ * known).  Adds never notify: every change reaches the feed through
+ * compaction, so a client sees each changed key's latest value within
+ * naptime + notify_interval of the change, and the final value once adds
+ * stop.
  *
  * Any role may LISTEN on any channel, so since version 1.4 the channel is
  * counters.feed_channel, 'counter_' and 32 random hex digits, which
@@ -48,16 +51,16 @@ static int	feed_count = 0;
  * The channel and JSON entry of each collected key, grouped by counter:
  * [1] with counters.feed_channel (version 1.4), [0] before.
  */
-#define NOTIFY_SQL(CHANNEL) \
+#define NOTIFY_SQL(CHANNEL, UPDATED) \
 	"WITH u AS (SELECT DISTINCT u.n, u.k FROM unnest($1::text[], $2::text[]) AS u(n, k))" \
-	" SELECT " CHANNEL ", json_build_object('counter', u.n, 'key', u.k, 'value'," \
-	"               (SELECT sum(t.value) FROM counter.totals t" \
-	"                 WHERE t.counter = u.n AND t.key = u.k))::text" \
+	" SELECT " CHANNEL ", (SELECT json_build_object('counter', u.n, 'key', u.k, " UPDATED \
+	"                                'value', sum(t.value))" \
+	"                 FROM counter.totals t WHERE t.counter = u.n AND t.key = u.k)::text" \
 	"   FROM u JOIN counter.counters c ON c.name = u.n ORDER BY u.n, u.k"
 
 static CounterStmt notify_stmt[2] = {
-	{NOTIFY_SQL("'counter_' || c.name"), 2, {TEXTARRAYOID, TEXTARRAYOID}},
-	{NOTIFY_SQL("c.feed_channel"), 2, {TEXTARRAYOID, TEXTARRAYOID}}
+	{NOTIFY_SQL("'counter_' || c.name", ""), 2, {TEXTARRAYOID, TEXTARRAYOID}},
+	{NOTIFY_SQL("c.feed_channel", "'updated_at', max(t.updated),"), 2, {TEXTARRAYOID, TEXTARRAYOID}}
 };
 
 /*

@@ -24,6 +24,7 @@ int			counter_notify_interval = 1000;
 int			counter_buffered_keys = 10000;
 int			counter_flush_interval = 1000;
 int			counter_rotate_size = 1024;
+char	   *counter_node_conninfo = NULL;
 
 /* Define every counter.* parameter; called once from _PG_init. */
 void
@@ -120,6 +121,15 @@ CounterGucInit(void)
 							PGC_SIGHUP,
 							GUC_UNIT_KB,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("counter.node_conninfo",
+							   "Connection string by which the other nodes of a mesh reach this node's database (counter.add_node).",
+							   NULL,
+							   &counter_node_conninfo,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("counter");
 }

@@ -20,6 +20,7 @@ extern int	counter_notify_interval;
 extern int	counter_buffered_keys;
 extern int	counter_flush_interval;
 extern int	counter_rotate_size;
+extern char *counter_node_conninfo;
 extern void CounterGucInit(void);
 
 #endif							/* COUNTER_GUC_H */

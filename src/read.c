@@ -31,11 +31,14 @@
  * hold, the locks are kept to the end of the transaction, as readers
  * usually do: a later read in it finds them in the local lock table.  The
  * events tables' locks are not held: the worker's TRUNCATE of a folded one
- * needs it unlocked.
+ * needs it unlocked.  With a valid time_att, *latest is raised to that
+ * column's largest non-null time (counter.get), of the rows whose amount is
+ * not 0 when nonzero (a slot row zeroed by compaction).
  */
 static int128
 sum_rows(Oid relid, Oid indexid, ScanKey keys, int nkeys, AttrNumber attnum,
-		 Snapshot snapshot, bool hold)
+		 Snapshot snapshot, bool hold, AttrNumber time_att, bool nonzero,
+		 TimestampTz *latest)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
 	Relation	idx = index_open(indexid, AccessShareLock);
@@ -49,9 +52,15 @@ sum_rows(Oid relid, Oid indexid, ScanKey keys, int nkeys, AttrNumber attnum,
 	{
 		bool		isnull;
 		Datum		d = slot_getattr(tts, attnum, &isnull);
+		int64		amount = isnull ? 0 : DatumGetInt64(d);
 
-		if (!isnull)
-			sum += DatumGetInt64(d);
+		sum += amount;
+		if (time_att != InvalidAttrNumber && (amount != 0 || !nonzero))
+		{
+			d = slot_getattr(tts, time_att, &isnull);
+			if (!isnull)
+				*latest = Max(*latest, DatumGetTimestampTz(d));
+		}
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(tts);
@@ -75,15 +84,23 @@ events_empty(Oid relid)
 	return empty;
 }
 
-/* The exact value of (counter, key) in snapshot: every source summed. */
+/*
+ * The exact value of (counter, key) in snapshot: every source summed; with
+ * updated, also the time of the latest add it counts (DT_NOBEGIN if none
+ * is known): totals.updated, slot rows' touched, events' at, the buffered
+ * entry's time, all in the same snapshot as the value.
+ */
 int64
-CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot)
+CounterReadValueAt(CounterMeta *meta, text *key, Snapshot snapshot,
+				   TimestampTz *updated)
 {
 	CounterRels *r = CounterGetRels();
 	ScanKeyData keys[3];
 	int128		sum;
 	int			live;
 	int			t;
+	TimestampTz latest = DT_NOBEGIN;
+	bool		want = (updated != NULL);
 
 	/* totals: keyed by counter name */
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
@@ -92,21 +109,34 @@ CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot)
 	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
 				PointerGetDatum(key));
 	keys[1].sk_collation = C_COLLATION_OID;
-	sum = sum_rows(r->totals, r->totals_pkey, keys, 2, Anum_totals_value, snapshot, true);
+	sum = sum_rows(r->totals, r->totals_pkey, keys, 2, Anum_totals_value, snapshot, true,
+				   want ? r->totals_updated : InvalidAttrNumber, false, &latest);
 
 	CounterScanKeys(keys, meta->id, key, false, 0);
-	sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot, true);
+	sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot, true,
+					want ? Anum_slots_touched : InvalidAttrNumber, true, &latest);
 	live = CounterEventsLive(r, snapshot);
 	for (t = 0; t < 2; t++)
 		if (live & (1 << t) && !events_empty(r->events[t]))
 			sum += sum_rows(r->events[t], r->events_key[t], keys, 2,
-							Anum_events_delta, snapshot, false);
-	sum += CounterBufferPending(meta, key, snapshot) + CounterCommitPending(meta, key);
+							Anum_events_delta, snapshot, false,
+							want ? Anum_events_at : InvalidAttrNumber, false, &latest);
+	sum += CounterBufferPending(meta, key, snapshot, &latest) +
+		CounterCommitPending(meta, key, &latest);
 
 	if (sum > PG_INT64_MAX || sum < PG_INT64_MIN)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("value of counter \"%s\" key \"%s\" is out of range for bigint",
 						meta->name, text_to_cstring(key))));
+	if (updated != NULL)
+		*updated = latest;
 	return (int64) sum;
+}
+
+/* The exact value of (counter, key) in snapshot: every source summed. */
+int64
+CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot)
+{
+	return CounterReadValueAt(meta, key, snapshot, NULL);
 }

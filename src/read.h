@@ -12,5 +12,7 @@
 #include "utils/snapshot.h"
 
 extern int64 CounterReadValue(CounterMeta *meta, text *key, Snapshot snapshot);
+extern int64 CounterReadValueAt(CounterMeta *meta, text *key, Snapshot snapshot,
+								TimestampTz *updated);
 
 #endif							/* COUNTER_READ_H */

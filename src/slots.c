@@ -302,6 +302,7 @@ slot_try(Relation rel, Relation idx, ItemPointer tid, CounterMeta *meta,
 	if ((row->has_lo && value < row->lo) || (row->has_hi && value > row->hi))
 		return SLOT_NO_SHARE;
 	row->value = value;
+	row->touched = GetCurrentTransactionStartTimestamp();	/* counter.get */
 	slot_write(rel, idx, meta->id, key, row);
 	meta->last_slot = row->slot;
 	return SLOT_DONE;
@@ -361,6 +362,7 @@ escrow_split(Relation rel, Relation idx, CounterMeta *meta, text *key,
 		return false;
 
 	rows[0].value = to_int64((int128) rows[0].value + delta);
+	rows[0].touched = GetCurrentTransactionStartTimestamp();	/* counter.get */
 	for (i = 0; i < n; i++)
 	{
 		if (meta->has_min)

@@ -24,7 +24,7 @@ FAILED=0
 # lower line (a later line), never one of its own line or above.
 LAYERS="
 counter
-api members
+api members nodes
 worker
 walreplay compact
 apply
@@ -66,9 +66,10 @@ module() {
 CC=$("$PG_CONFIG" --cc)
 read -r -a CFLAGS <<<"$("$PG_CONFIG" --cflags) $("$PG_CONFIG" --cflags_sl)"
 INC=$("$PG_CONFIG" --includedir-server)
+LIBPQ_INC=$("$PG_CONFIG" --includedir)	# libpq-fe.h, for nodes.c
 built=yes
 for c in "$ROOT"/src/*.c; do
-    if ! "$CC" "${CFLAGS[@]}" -I"$ROOT/src" -I"$INC" -c "$c" -o "$TMP/$(module "$c").o" 2>"$TMP/build.log"; then
+    if ! "$CC" "${CFLAGS[@]}" -I"$ROOT/src" -I"$INC" -I"$LIBPQ_INC" -c "$c" -o "$TMP/$(module "$c").o" 2>"$TMP/build.log"; then
         cat "$TMP/build.log"
         built=no
     fi

@@ -15,6 +15,9 @@ PG_USER=postgres
 # Recommends of clang-14) build test/fuzz, which make test runs briefly.
 REQUIRED_PKGS=(make gcc postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl clang libclang-rt-14-dev)
 BENCH_PKGS=(gnuplot-nox redis-server)
+# The likes example's tests (examples/likes/test/run.sh): Node.js and npm,
+# a browser, the pooler and the exporter they drive; best effort.
+EXAMPLE_PKGS=(nodejs npm chromium pgbouncer prometheus-postgres-exporter curl)
 FIRST_PORT=5490
 # The PostgreSQL to build against and test with (also read by the Makefile).
 export PG_CONFIG=${PG_CONFIG:-pg_config}
@@ -231,7 +234,8 @@ tap        test/t/*.pl        count_tap         REGRESS= ISOLATION=
 SUITES
     # Suites that are scripts of their own: each prints "N passed, M failed"
     # as its last line (test/fuzz/run.sh: property and fuzz tests of the type;
-    # test/layering.sh: no include or call cycle between source files).
+    # test/layering.sh: no include or call cycle between source files;
+    # examples/likes/test/run.sh: the likes service, skipped without Node.js).
     local name script
     while read -r name script; do
         [[ -x $ROOT/$script ]] || continue
@@ -239,6 +243,7 @@ SUITES
     done <<'SCRIPTS'
 fuzz       test/fuzz/run.sh
 layering   test/layering.sh
+likes      examples/likes/test/run.sh
 SCRIPTS
     # A failed build already counts once per suite it kept from running.
     if [[ $build != ok ]]; then
@@ -323,7 +328,7 @@ main() {
     case ${1:-} in
     deps) install_deps ;;
     test)
-        install_deps
+        install_deps "${EXAMPLE_PKGS[@]}"
         cmd_test
         ;;
     demo)

@@ -1,4 +1,4 @@
-# Proves the change feed: the worker NOTIFYs the private channel of each counter (counter.channel(), random: a guessed counter_<name> receives nothing) with well-formed JSON arrays of {counter, key, value}, the last value notified for every changed key (slots and events) equals its final value, adds themselves never notify (not even to the adding session), under 16 clients x 2000 adds there are far fewer notifications than adds and per-key values never go backwards, payloads stay under the NOTIFY limit however long the keys, and a role whose read right is revoked stops receiving at once (the channel is rotated; the old one gets one empty array) while readers follow on the new channel.
+# Proves the change feed: the worker NOTIFYs the private channel of each counter (counter.channel(), random: a guessed counter_<name> receives nothing) with well-formed JSON arrays of {counter, key, updated_at, value} (updated_at an ISO time), the last value notified for every changed key (slots and events) equals its final value, adds themselves never notify (not even to the adding session), under 16 clients x 2000 adds there are far fewer notifications than adds and per-key values never go backwards, payloads stay under the NOTIFY limit however long the keys, and a role whose read right is revoked stops receiving at once (the channel is rotated; the old one gets one empty array) while readers follow on the new channel.
 use strict;
 use warnings;
 
@@ -100,7 +100,8 @@ sub add_note
 	foreach my $o (@$items)
 	{
 		if (ref($o) ne 'HASH'
-			|| join(',', sort keys %$o) ne 'counter,key,value'
+			|| join(',', sort keys %$o) ne 'counter,key,updated_at,value'
+			|| ($o->{updated_at} // '') !~ /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/
 			|| !(grep { $_ eq $channel } @{ $had{ $o->{counter} // "" } // [] })
 			|| ref(\$o->{key}) ne 'SCALAR'
 			|| ($o->{value} // '') !~ /^-?\d+$/)
@@ -329,12 +330,12 @@ is($eve_out, "$chan{c}\n", 'eve, granted read, is told the channel of c');
 eve_query("LISTEN $chan{c}; LISTEN counter_c;");
 q1("SELECT counter.add('c', 'private', 1); SELECT counter.compact('c');");
 my $eve_seen = '';
-for (my $i = 0; $i < 600 && $eve_seen !~ /"private", "value" : 1\}/; $i++)
+for (my $i = 0; $i < 600 && $eve_seen !~ /"private", "updated_at" : "[^"]+", "value" : 1\}/; $i++)
 {
 	$eve_seen .= (eve_query('SELECT 1;'))[0];
 	usleep(50_000);
 }
-like($eve_seen, qr/^Asynchronous notification "\Q$chan{c}\E" with payload .*"private", "value" : 1\}/m,
+like($eve_seen, qr/^Asynchronous notification "\Q$chan{c}\E" with payload .*"private", "updated_at" : "[^"]+", "value" : 1\}/m,
 	'eve receives the feed of c on its channel');
 unlike($eve_seen, qr/notification "counter_c"/, 'nothing arrives on the guessed channel counter_c');
 
