@@ -9,8 +9,8 @@
 #   BENCH_ONLY            regex: run only the workloads whose name matches
 #   BENCH_SCALE_KEYS      keys (and events) of the scale section's keyspaces
 #                         (default 1000000)
-#   BENCH_SCALE_10M=1     also the scale section at 10x that (10M keys; takes
-#                         long: about 10x the 1M part)
+#   BENCH_SCALE_10M=1     also the scale section's keyspaces at 10x that (10M
+#                         keys: about 40 minutes more on a 2-core machine)
 #   pg_incremental        the scale section's compaction peer; not in Debian:
 #                         build and install it (with pg_cron) from its source
 #                         with test/bench/pg_incremental.sh SRCDIR; without
@@ -531,12 +531,12 @@ SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3);
 EOF
 }
 
-# tps of pgbench script text $1 ($2 clients, default 8; $DURATION s), or 0.
+# tps of pgbench script text $1 (8 clients, $DURATION s), or 0.
 scale_tps() {
     local f=$SCRATCH/scripts/scale_$RANDOM.sql
     printf '%s\n' "$1" >"$f"
     chmod 644 "$f"
-    pgbench_run "$f" "${2:-8}" "$DURATION" | tee -a "$LOG" | pgbench_parse | awk '{ print $1 }'
+    pgbench_run "$f" 8 "$DURATION" | tee -a "$LOG" | pgbench_parse | awk '{ print $1 }'
 }
 
 # Print a / b with 2 decimals (0 when b is 0).
