@@ -397,12 +397,27 @@ redis_section() {
 
 # --- worker -------------------------------------------------------------------
 
+# Seconds (1 decimal) until counter $1 has no pending events, polled every
+# 0.1 s for at most $2 s; ">$2" if it still has some then.
+drain_seconds() {
+    local i pending
+    for ((i = 0; i <= $2 * 10; i++)); do
+        pending=$(sql "SELECT pending_events FROM counter.stats WHERE name = '$1'" 2>&1) || break
+        if [[ $pending == 0 ]]; then
+            awk -v i="$i" 'BEGIN { printf "%.1f", i / 10 }'
+            return
+        fi
+        sleep 0.1
+    done
+    echo ">$2"
+}
+
 # Events mode, $WORKER_CLIENTS clients adding on 10k zipfian keys for
 # $WORKER_SECONDS while a background loop samples the pending events and the
 # age of the oldest one every second; then the time the worker takes to drain.
 worker_lag() {
     local name=worker_events_zipf c=worker_events tag stop=$SCRATCH/sampler.stop samples=$SCRATCH/samples
-    local sampler before after tps tx p50 p99 exact=no expected max_pending max_lag bounded drain i pending
+    local sampler before after tps tx p50 p99 exact=no expected max_pending max_lag bounded drain i
     selected "$name" || return 0
     if ! sql "SELECT bench_counter('$c', 'events')" >>"$LOG" 2>&1; then
         record "$name" "$WORKER_CLIENTS" 0 0 - - setup-failed "see the log"
@@ -430,15 +445,7 @@ worker_lag() {
     echo "### $name, $WORKER_CLIENTS clients, ${WORKER_SECONDS}s" >>"$LOG"
     echo "$OUT" >>"$LOG"
     # after the load: seconds until the worker has compacted every event
-    drain=">30"
-    for ((i = 0; i <= 300; i++)); do
-        pending=$(sql "SELECT pending_events FROM counter.stats WHERE name = '$c'" 2>&1) || break
-        if [[ $pending == 0 ]]; then
-            drain=$(awk -v i="$i" 'BEGIN { printf "%.1f", i / 10 }')
-            break
-        fi
-        sleep 0.1
-    done
+    drain=$(drain_seconds "$c" 30)
     after=$(sql "SELECT bench_sum('$c')" 2>&1) || after=error
     expected=$tx
     if [[ -n $TIMED_OUT ]]; then
@@ -747,7 +754,7 @@ scale_bytes() {
 # between two rounds ending (the longest round, plus a naptime).
 scale_lag() {
     local c=scale_lag f=$SCRATCH/scripts/scale_lag.sql samples=$SCRATCH/lag.samples stop=$SCRATCH/lag.stop
-    local sampler tps tx drain i pending sum exact=no max_pending max_lag longest naptime
+    local sampler tps tx drain sum exact=no max_pending max_lag longest naptime
     sql "SELECT counter.create('$c', mode => 'events')" >>"$LOG" 2>&1
     naptime=$(sql "SHOW counter.naptime")
     printf '%s\n' "\\set k random_zipfian(1, 1000000, 1.1)" "SELECT counter.add('$c', 'k' || :k);" >"$f"
@@ -765,15 +772,7 @@ scale_lag() {
     ) &
     sampler=$!
     read -r tps tx < <(pgbench_run "$f" 16 "$WORKER_SECONDS" | tee -a "$LOG" | pgbench_parse)
-    drain=">120"
-    for ((i = 0; i <= 1200; i++)); do
-        pending=$(sql "SELECT pending_events FROM counter.stats WHERE name = '$c'" 2>&1) || break
-        if [[ $pending == 0 ]]; then
-            drain=$(awk -v i="$i" 'BEGIN { printf "%.1f", i / 10 }')
-            break
-        fi
-        sleep 0.1
-    done
+    drain=$(drain_seconds "$c" 120)
     touch "$stop"
     wait "$sampler" || true
     sum=$(sql "SELECT coalesce(sum(value), 0) FROM counter.totals WHERE counter = '$c'")
