@@ -7,15 +7,26 @@
 #   BENCH_CLIENTS         client counts (default "1 16 64")
 #   BENCH_WORKER_SECONDS  length of the worker-lag run (default 60)
 #   BENCH_ONLY            regex: run only the workloads whose name matches
-#   BENCH_SCALE_KEYS      events of the scale section (default 1000000)
+#   BENCH_SCALE_KEYS      keys (and events) of the scale section's keyspaces
+#                         (default 1000000)
+#   BENCH_SCALE_10M=1     also the scale section's keyspaces at 10x that (10M
+#                         keys: about 40 minutes more on a 2-core machine)
+#   pg_incremental        the scale section's compaction peer; not in Debian:
+#                         build and install it (with pg_cron) from its source
+#                         with test/bench/pg_incremental.sh SRCDIR; without
+#                         it the section runs the pipeline's statement by hand
+#                         and says so
 #   BENCH_ROUNDS          rounds of the pgbench workloads (default 1); with
 #                         more, each workload and client count reports its
 #                         run of median tps (this machine's commit latency
 #                         moves by +-20% between runs of 5 s)
 # Sections: durable workloads at every client count; synchronous_commit = off
 # at the largest; Redis INCR (if installed); the events worker's lag under
-# load; compaction throughput of a 1M-event backlog; the scale section (1M
-# events over 500k keys, top/value against a plain table, bytes per key).  Prints a table (tps,
+# load; compaction throughput of a 1M-event backlog; the scale section
+# (BENCH_ONLY='^scale$' alone): 1M keys uniform and Zipf (10M opt-in),
+# compaction against pg_incremental, top/value against a plain indexed table,
+# value of a hot slots key under 64 writers, bytes per key of each mode, the
+# worker's backlog under a 60 s zipfian load over 1M keys).  Prints a table (tps,
 # latency p50/p99 from pgbench's per-transaction logs, ratios) and a targets
 # block; writes test/bench/results/bench-<stamp>.csv, .png (gnuplot), .log
 # (every pgbench output) and .server.log; the CSV and PNG are copied to
@@ -386,12 +397,27 @@ redis_section() {
 
 # --- worker -------------------------------------------------------------------
 
+# Seconds (1 decimal) until counter $1 has no pending events, polled every
+# 0.1 s for at most $2 s; ">$2" if it still has some then.
+drain_seconds() {
+    local i pending
+    for ((i = 0; i <= $2 * 10; i++)); do
+        pending=$(sql "SELECT pending_events FROM counter.stats WHERE name = '$1'" 2>&1) || break
+        if [[ $pending == 0 ]]; then
+            awk -v i="$i" 'BEGIN { printf "%.1f", i / 10 }'
+            return
+        fi
+        sleep 0.1
+    done
+    echo ">$2"
+}
+
 # Events mode, $WORKER_CLIENTS clients adding on 10k zipfian keys for
 # $WORKER_SECONDS while a background loop samples the pending events and the
 # age of the oldest one every second; then the time the worker takes to drain.
 worker_lag() {
     local name=worker_events_zipf c=worker_events tag stop=$SCRATCH/sampler.stop samples=$SCRATCH/samples
-    local sampler before after tps tx p50 p99 exact=no expected max_pending max_lag bounded drain i pending
+    local sampler before after tps tx p50 p99 exact=no expected max_pending max_lag bounded drain i
     selected "$name" || return 0
     if ! sql "SELECT bench_counter('$c', 'events')" >>"$LOG" 2>&1; then
         record "$name" "$WORKER_CLIENTS" 0 0 - - setup-failed "see the log"
@@ -419,15 +445,7 @@ worker_lag() {
     echo "### $name, $WORKER_CLIENTS clients, ${WORKER_SECONDS}s" >>"$LOG"
     echo "$OUT" >>"$LOG"
     # after the load: seconds until the worker has compacted every event
-    drain=">30"
-    for ((i = 0; i <= 300; i++)); do
-        pending=$(sql "SELECT pending_events FROM counter.stats WHERE name = '$c'" 2>&1) || break
-        if [[ $pending == 0 ]]; then
-            drain=$(awk -v i="$i" 'BEGIN { printf "%.1f", i / 10 }')
-            break
-        fi
-        sleep 0.1
-    done
+    drain=$(drain_seconds "$c" 30)
     after=$(sql "SELECT bench_sum('$c')" 2>&1) || after=error
     expected=$tx
     if [[ -n $TIMED_OUT ]]; then
@@ -533,74 +551,272 @@ div() {
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 }
 
-# A real keyspace (BENCH_SCALE_KEYS events, default 1,000,000, over half as
-# many keys, worker off): counter.compact() of them on a fresh counter with a
-# daily rollup, against the same fold done by one SQL statement into a
-# (key, day) table (the statement pg_incremental's pipeline runs per batch;
-# pg_incremental itself is not in Debian: the section says whether it is
-# installed); then top(10) and value() of random keys against a plain
-# indexed table holding the same values; and the bytes per key of slots
-# mode, 100k keys added to once, before and after compaction, against the
-# plain table.
-scale() {
-    local n=${BENCH_SCALE_KEYS:-1000000} half t_c t_sql sum keys exact=no
-    local tps_top tps_ptop tps_val tps_pval b0 b1 t0 t1 plain peer
-    selected scale || return 0
-    half=$((n / 2))
-    echo "== scale: $n events over $half keys, a daily rollup; top/value against a plain table =="
-    sql "SELECT bench_counter('scale', 'events', rollups => '{1 day}')" >>"$LOG" 2>&1
-    sql "ALTER SYSTEM SET counter.worker_enabled = off" >>"$LOG" 2>&1
+# scale_target LABEL MEASURED OP REQUIRED: keep one line of the scale
+# section's targets (OP >= or <=), printed at its end.
+scale_target() {
+    SCALE_TARGETS+=("$(awk -v l="$1" -v m="$2" -v op="$3" -v r="$4" 'BEGIN {
+        ok = (op == ">=") ? (m >= r) : (m <= r)
+        printf "  %-62s %8.2fx   (need %s %sx)  %s", l, m, op, r, (ok ? "met" : "NOT met") }')")
+}
+
+# Turn the worker on or off ($1: on/off) and give it a moment to notice.
+scale_worker() {
+    if [[ $1 == off ]]; then
+        sql "ALTER SYSTEM SET counter.worker_enabled = off" >>"$LOG" 2>&1
+    else
+        sql "ALTER SYSTEM RESET counter.worker_enabled" >>"$LOG" 2>&1
+    fi
     sql "SELECT pg_reload_conf()" >>"$LOG" 2>&1
     sleep 1
-    sql "SELECT count(counter.add('scale', 'k' || (i % $half), 1)) FROM generate_series(1, $n) i" >>"$LOG" 2>&1
-    sql "CREATE TABLE scale_ev AS SELECT 'k' || (i % $half) AS key, 1::int8 AS d, now() AS at
-           FROM generate_series(1, $n) i" >>"$LOG" 2>&1
-    sql "CREATE TABLE scale_roll (key text, day timestamptz, n int8, PRIMARY KEY (key, day))" >>"$LOG" 2>&1
+}
+
+# Seconds (3 decimals) to compact counter $1 completely: counter.compact($1)
+# called until it moves nothing (in one DO block).
+scale_compact() {
+    timed_sql "DO \$\$ BEGIN WHILE counter.compact('$1') > 0 LOOP END LOOP; END \$\$"
+}
+
+# True if the scratch cluster can create pg_incremental (and its pg_cron is
+# preloaded): test/bench/pg_incremental.sh installs both.
+peer_available() {
+    [[ $(sql "SELECT count(*) FROM pg_available_extensions WHERE name IN ('pg_incremental', 'pg_cron')") == 2 &&
+        $(sql "SHOW shared_preload_libraries") == *pg_cron* ]]
+}
+
+# scale_keyspace N DIST: N events over a keyspace of N keys, DIST uniform
+# (every key once: N distinct keys) or zipf (keys drawn with P(rank r) ~ 1/r,
+# rank = floor(N^u) for u uniform in [0, 1), fixed seed).  The events are
+# generated once into a plain events table (id from an identity, key, delta,
+# at), the source of pg_incremental's sequence pipeline; the counter (events
+# mode, daily rollup like the pipeline's (key, day) table, worker off) gets
+# the same events through counter.add.  Then: compaction (counter.compact
+# until it moves nothing) against the pipeline's fold of the same events
+# (incremental.execute_pipeline; without pg_incremental the pipeline's
+# statement run by hand, reported as such), both checked exact; top(10) and
+# value() of random keys against a plain indexed (key, n) table holding the
+# same values, 8 clients.
+scale_keyspace() {
+    local n=$1 dist=$2 tag keyexpr c ev roll plain t_load t_c t_p sum keys exact peer_exact d_sum d_keys
+    local peer_label peer_note psum pkeys tps_top tps_ptop tps_val tps_pval top_exact label
+    label=$(awk -v n="$n" 'BEGIN { print (n >= 1000000 ? n / 1000000 "m" : n / 1000 "k") }')
+    tag=${dist}_$label c=scale_${dist}_$label ev=scale_ev_${dist}_$label roll=scale_roll_${dist}_$label plain=scale_plain_${dist}_$label
+    if [[ $dist == uniform ]]; then
+        keyexpr="'k' || i"
+    else
+        keyexpr="'k' || floor(exp(random() * ln($n)))::int8"
+    fi
+    echo "-- $dist, $n events over a keyspace of $n keys"
+    sql "SELECT bench_counter('$c', 'events', rollups => '{1 day}')" >>"$LOG" 2>&1
+    as_pg "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$SCRATCH" -p "$PGPORT_SCRATCH" -d postgres >>"$LOG" 2>&1 <<EOF
+CREATE TABLE $ev (id int8 GENERATED ALWAYS AS IDENTITY, key text NOT NULL, d int8 NOT NULL, at timestamptz NOT NULL DEFAULT now());
+SELECT setseed(0.42);
+INSERT INTO $ev (key, d) SELECT $keyexpr, 1 FROM generate_series(1, $n) i;
+CREATE INDEX ON $ev USING brin (id);
+CREATE TABLE $roll (key text, day timestamptz, n int8 NOT NULL, PRIMARY KEY (key, day));
+EOF
+    read -r d_sum d_keys < <(sql "SELECT sum(d), count(DISTINCT key) FROM $ev" | tr '|' ' ')
+    t_load=$(timed_sql "SELECT count(counter.add('$c', key, d)) FROM $ev" | tail -n 1)
+    sql "VACUUM ANALYZE $ev" >>"$LOG" 2>&1
     sql "CHECKPOINT" >>"$LOG" 2>&1
-    t_c=$(timed_sql "SELECT counter.compact('scale')" | tail -n 1)
-    t_sql=$(timed_sql "INSERT INTO scale_roll SELECT key, date_trunc('day', at), sum(d) FROM scale_ev GROUP BY 1, 2
-                       ON CONFLICT (key, day) DO UPDATE SET n = scale_roll.n + excluded.n" | tail -n 1)
-    sql "ALTER SYSTEM RESET counter.worker_enabled" >>"$LOG" 2>&1
-    sql "SELECT pg_reload_conf()" >>"$LOG" 2>&1
-    read -r sum keys < <(sql "SELECT sum(value), count(*) FROM counter.totals WHERE counter = 'scale'" | tr '|' ' ')
-    [[ $sum == "$n" && $keys == "$half" ]] && exact=yes
-    peer=$(sql "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_incremental'")
-    printf '%-24s compact %ss: %s events/s, %s keys/s; one-statement SQL fold %ss: ratio %s (>1: counter faster); exact: %s\n' \
-        compact_1m "$t_c" "$(div "$n" "$t_c")" "$(div "$half" "$t_c")" "$t_sql" "$(div "$t_sql" "$t_c")" "$exact"
-    ((peer > 0)) || echo "    pg_incremental: not installed here (not in Debian): no row for it"
-    record compact_1m 1 "$(div "$n" "$t_c")" "$n" - - "$exact" \
-        "events/s; compact ${t_c}s; $half keys; one-statement SQL fold ${t_sql}s"
+    t_c=$(scale_compact "$c" | tail -n 1)
+    read -r sum keys < <(sql "SELECT sum(value), count(*) FROM counter.totals WHERE counter = '$c'" | tr '|' ' ')
+    exact=no
+    [[ $sum == "$d_sum" && $keys == "$d_keys" ]] && exact=yes
+    sql "CHECKPOINT" >>"$LOG" 2>&1
+    local fold="INSERT INTO $roll SELECT key, date_trunc('day', at), sum(d) FROM $ev"
+    local merge="GROUP BY 1, 2 ON CONFLICT (key, day) DO UPDATE SET n = $roll.n + excluded.n"
+    if ((PEER)); then
+        sql "SELECT incremental.create_sequence_pipeline('p_$tag', '$ev',
+               \$p\$ $fold WHERE id BETWEEN \$1 AND \$2 $merge \$p\$,
+               schedule => NULL, execute_immediately => false)" >>"$LOG" 2>&1
+        t_p=$(timed_sql "CALL incremental.execute_pipeline('p_$tag')" | tail -n 1)
+        peer_label="pg_incremental sequence pipeline"
+        peer_note="pg_incremental execute_pipeline"
+    else
+        t_p=$(timed_sql "$fold $merge" | tail -n 1)
+        peer_label="the pipeline's statement by hand (pg_incremental not installed)"
+        peer_note="pipeline statement by hand; pg_incremental not installed"
+    fi
+    read -r psum pkeys < <(sql "SELECT sum(n), count(DISTINCT key) FROM $roll" | tr '|' ' ')
+    peer_exact=no
+    [[ $psum == "$d_sum" && $pkeys == "$d_keys" ]] && peer_exact=yes
+    printf '%-24s %s events, %s keys; load by counter.add %ss; compact %ss: %s events/s, %s keys/s; %s %ss: %s events/s; ratio %sx; exact: counter %s, peer %s\n' \
+        "compact_$tag" "$n" "$d_keys" "$t_load" "$t_c" "$(div "$n" "$t_c")" "$(div "$d_keys" "$t_c")" \
+        "$peer_label" "$t_p" "$(div "$n" "$t_p")" "$(div "$t_p" "$t_c")" "$exact" "$peer_exact"
+    [[ $peer_exact == yes ]] || exact=no
+    ((n > 1000000)) || scale_target "compaction $dist $label, counter / ${peer_label%% (*}" "$(div "$t_p" "$t_c")" ">=" 1.0
+    record "compact_$tag" 1 "$(div "$n" "$t_c")" "$n" - - "$exact" \
+        "events/s; keys/s $(div "$d_keys" "$t_c"); $d_keys keys; compact ${t_c}s; peer ${t_p}s ($peer_note; exact $peer_exact); ratio $(div "$t_p" "$t_c"); load ${t_load}s"
 
-    sql "CREATE TABLE scale_plain (key text PRIMARY KEY, n int8);
-         INSERT INTO scale_plain SELECT key, value FROM counter.totals WHERE counter = 'scale';
-         CREATE INDEX ON scale_plain (n DESC); ANALYZE scale_plain" >>"$LOG" 2>&1
-    tps_top=$(scale_tps "SELECT * FROM counter.top('scale', 10);")
-    tps_ptop=$(scale_tps "SELECT key, n FROM scale_plain ORDER BY n DESC LIMIT 10;")
-    tps_val=$(scale_tps "\\set i random(0, $((half - 1)))
-SELECT counter.value('scale', 'k' || :i);")
-    tps_pval=$(scale_tps "\\set i random(0, $((half - 1)))
-SELECT n FROM scale_plain WHERE key = 'k' || :i;")
-    printf '%-24s top(10) %s tps vs plain ORDER BY n DESC LIMIT 10 %s tps: %sx; value() %s tps vs plain PK %s tps: %sx (8 clients, %s keys)\n' \
-        top_value_1m "$tps_top" "$tps_ptop" "$(div "$tps_top" "$tps_ptop")" \
-        "$tps_val" "$tps_pval" "$(div "$tps_val" "$tps_pval")" "$half"
-    record top_1m 8 "$tps_top" 0 - - - "plain indexed query ${tps_ptop} tps; $half keys"
-    record value_1m 8 "$tps_val" 0 - - - "plain primary-key select ${tps_pval} tps; $half keys"
+    sql "CREATE TABLE $plain (key text PRIMARY KEY, n int8);
+         INSERT INTO $plain SELECT key, value FROM counter.totals WHERE counter = '$c';
+         CREATE INDEX ON $plain (n DESC)" >>"$LOG" 2>&1
+    sql "VACUUM ANALYZE $plain" >>"$LOG" 2>&1
+    top_exact=no
+    [[ $(sql "SELECT array_agg(value ORDER BY value DESC) FROM counter.top('$c', 10)") == \
+        "$(sql "SELECT array_agg(n ORDER BY n DESC) FROM (SELECT n FROM $plain ORDER BY n DESC LIMIT 10) s")" ]] && top_exact=yes
+    tps_top=$(scale_tps "SELECT * FROM counter.top('$c', 10);")
+    tps_ptop=$(scale_tps "SELECT key, n FROM $plain ORDER BY n DESC LIMIT 10;")
+    tps_val=$(scale_tps "\\set i random(1, $n)
+SELECT counter.value('$c', 'k' || :i);")
+    tps_pval=$(scale_tps "\\set i random(1, $n)
+SELECT n FROM $plain WHERE key = 'k' || :i;")
+    printf '%-24s top(10) %s tps vs plain ORDER BY n DESC LIMIT 10 %s tps: %sx (same values: %s); value() %s tps vs plain PK %s tps: %sx (8 clients, %s keys)\n' \
+        "top_value_$tag" "$tps_top" "$tps_ptop" "$(div "$tps_top" "$tps_ptop")" "$top_exact" \
+        "$tps_val" "$tps_pval" "$(div "$tps_val" "$tps_pval")" "$d_keys"
+    scale_target "top(10) $dist $label / indexed plain query" "$(div "$tps_top" "$tps_ptop")" ">=" 0.5
+    [[ $dist != uniform ]] || scale_target "value() random keys, $label / plain PK SELECT" "$(div "$tps_val" "$tps_pval")" ">=" 0.9
+    record "top_$tag" 8 "$tps_top" 0 - - "$top_exact" "plain indexed query ${tps_ptop} tps; ratio $(div "$tps_top" "$tps_ptop"); $d_keys keys"
+    record "value_$tag" 8 "$tps_val" 0 - - - "plain primary-key select ${tps_pval} tps; ratio $(div "$tps_val" "$tps_pval"); random keys of $n; $d_keys exist"
+    # the big tables are not needed any more (the counter's rows stay: verify_all);
+    # truncated, not dropped: dropping a pipeline's source calls pg_cron's
+    # unschedule, which fails for a pipeline created without a schedule
+    sql "TRUNCATE $ev, $roll, $plain" >>"$LOG" 2>&1
+}
 
-    b0=$(sql "SELECT pg_total_relation_size('counter.slots')")
-    t0=$(sql "SELECT pg_total_relation_size('counter.totals') + pg_total_relation_size('counter.rollups')")
-    sql "SELECT bench_counter('scale_slots')" >>"$LOG" 2>&1
-    sql "SELECT count(counter.add('scale_slots', 'k' || i)) FROM generate_series(1, 100000) i" >>"$LOG" 2>&1
+# value() of one hot slots key while 64 clients add to it, against a
+# primary-key SELECT of a plain one-row table under the same 64 writers;
+# 8 reading clients each.
+scale_hot_read() {
+    local f=$SCRATCH/scripts/scale_writers.sql wpid tps_val tps_pk wout
+    sql "SELECT bench_counter('scale_hot'); SELECT counter.add('scale_hot', 'k');
+         CREATE TABLE scale_hot_pk (id int PRIMARY KEY, v int8); INSERT INTO scale_hot_pk VALUES (1, 1)" >>"$LOG" 2>&1
+    printf '%s\n' "SELECT counter.add('scale_hot', 'k');" >"$f"
+    chmod 644 "$f"
+    as_pg "$PGBIN/pgbench" -n -M prepared -j 2 -c 64 -T $((2 * DURATION + 6)) -f - \
+        -h "$SCRATCH" -p "$PGPORT_SCRATCH" postgres <"$f" >"$SCRATCH/writers.out" 2>&1 &
+    wpid=$!
+    sleep 2
+    tps_val=$(scale_tps "SELECT counter.value('scale_hot', 'k');")
+    tps_pk=$(scale_tps "SELECT v FROM scale_hot_pk WHERE id = 1;")
+    wait "$wpid" || true
+    wout=$(pgbench_parse <"$SCRATCH/writers.out")
+    cat "$SCRATCH/writers.out" >>"$LOG"
+    printf '%-24s value() of a hot slots key %s tps vs PK SELECT %s tps under the same 64 writers (%s adds/s): %sx\n' \
+        value_hot_64w "$tps_val" "$tps_pk" "${wout%% *}" "$(div "$tps_val" "$tps_pk")"
+    scale_target "value() hot slots key, 64 writers / PK SELECT" "$(div "$tps_val" "$tps_pk")" ">=" 0.8
+    record value_hot_64w 8 "$tps_val" 0 - - - "PK select ${tps_pk} tps under the same 64 writers (${wout%% *} adds/s); ratio $(div "$tps_val" "$tps_pk")"
+}
+
+# Bytes of every relation of schema counter (tables, their indexes and TOAST).
+schema_bytes() {
+    sql "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+          WHERE c.relnamespace = 'counter'::regnamespace AND c.relkind IN ('r', 'm', 'p')"
+}
+
+# Bytes per key of each mode with default settings (counter.create(name,
+# mode => m), default rollups): 100k keys each added to once, the growth of
+# schema counter's relations before compaction and after it (compact until
+# nothing moves), against a plain (text PRIMARY KEY, bigint) table of the
+# same keys.  Worker off, one mode at a time, so nothing else moves.
+# Buffered and wal keys wait in shared memory until compacted: their
+# "before" is tables only (the shared memory, allocated at start for
+# counter.buffered_keys, is not counted); a key that finds no room there is
+# stored as an event, so the events pending after the adds are printed.
+scale_bytes() {
+    local plain m b0 b1 b2 t0 t1 ev
     sql "CREATE TABLE scale_plain100k (key text PRIMARY KEY, n int8);
          INSERT INTO scale_plain100k SELECT 'k' || i, 1 FROM generate_series(1, 100000) i" >>"$LOG" 2>&1
-    b1=$(sql "SELECT pg_total_relation_size('counter.slots')")
     plain=$(sql "SELECT pg_total_relation_size('scale_plain100k')")
-    sql "SELECT counter.compact('scale_slots')" >>"$LOG" 2>&1
-    t1=$(sql "SELECT pg_total_relation_size('counter.totals') + pg_total_relation_size('counter.rollups')")
-    printf '%-24s slots mode, 100k keys added once: %s bytes/key before compaction (%sx the plain table), %s bytes/key in totals + default rollups after (%sx); plain table %s bytes/key\n' \
-        bytes_per_key "$(((b1 - b0) / 100000))" "$(div "$((b1 - b0))" "$plain")" \
-        "$(((t1 - t0) / 100000))" "$(div "$((t1 - t0))" "$plain")" "$((plain / 100000))"
-    record bytes_per_key_slots 1 "$(((b1 - b0) / 100000))" 100000 - - - \
-        "before compaction; after: $(((t1 - t0) / 100000)) in totals+rollups; plain table $((plain / 100000))"
+    for m in slots events buffered wal; do
+        sql "SELECT counter.create('bpk_$m', mode => '$m')" >>"$LOG" 2>&1
+    done
+    wal_armed
+    scale_worker off
+    for m in slots events buffered wal; do
+        b0=$(schema_bytes)
+        t0=$(sql "SELECT pg_total_relation_size('counter.totals') + pg_total_relation_size('counter.rollups')")
+        sql "SELECT count(counter.add('bpk_$m', 'k' || i)) FROM generate_series(1, 100000) i" >>"$LOG" 2>&1
+        b1=$(schema_bytes)
+        ev=$(sql "SELECT pending_events FROM counter.stats WHERE name = 'bpk_$m'")
+        scale_compact "bpk_$m" >>"$LOG"
+        b2=$(schema_bytes)
+        t1=$(sql "SELECT pg_total_relation_size('counter.totals') + pg_total_relation_size('counter.rollups')")
+        [[ $(sql "SELECT sum(value) = 100000 AND count(*) = 100000 FROM counter.totals WHERE counter = 'bpk_$m'") == t ]] ||
+            echo "    bpk_$m: totals after compaction are not 100000 keys of 1" >&2
+        printf '%-24s %-8s 100k keys added once: %6s bytes/key before compaction (%sx the plain table; %s stored as events), %6s after (%sx; totals + rollups %s bytes/key)\n' \
+            "bytes_per_key_$m" "$m" "$(((b1 - b0) / 100000))" "$(div "$((b1 - b0))" "$plain")" "$ev" \
+            "$(((b2 - b0) / 100000))" "$(div "$((b2 - b0))" "$plain")" "$(((t1 - t0) / 100000))"
+        scale_target "bytes/key $m, before compaction / plain table" "$(div "$((b1 - b0))" "$plain")" "<=" 3
+        scale_target "bytes/key $m, after compaction / plain table" "$(div "$((b2 - b0))" "$plain")" "<=" 2
+        record "bytes_per_key_$m" 1 "$(((b1 - b0) / 100000))" 100000 - - - \
+            "bytes/key before compaction; ratio $(div "$((b1 - b0))" "$plain"); after $(((b2 - b0) / 100000)) (ratio $(div "$((b2 - b0))" "$plain"); totals+rollups $(((t1 - t0) / 100000))); plain table $((plain / 100000)); $ev adds stored as events"
+    done
+    echo "    plain (text PRIMARY KEY, bigint) table: $((plain / 100000)) bytes/key; counter.buffered_keys = $(sql "SHOW counter.buffered_keys") (shared memory, not counted above)"
+    scale_worker on
+}
+
+# The worker under load: 16 clients add for $WORKER_SECONDS to an events
+# counter (default settings) on keys drawn Zipf (s = 1.1) from 1M keys, while
+# a sampler reads every 0.5 s the counter's pending events, the age of its
+# oldest one and the worker's count of compaction rounds; then the time to
+# drain.  Reports the max pending events, the max lag and the longest gap
+# between two rounds ending (the longest round, plus a naptime).
+scale_lag() {
+    local c=scale_lag f=$SCRATCH/scripts/scale_lag.sql samples=$SCRATCH/lag.samples stop=$SCRATCH/lag.stop
+    local sampler tps tx drain sum exact=no max_pending max_lag longest naptime
+    sql "SELECT counter.create('$c', mode => 'events')" >>"$LOG" 2>&1
+    naptime=$(sql "SHOW counter.naptime")
+    printf '%s\n' "\\set k random_zipfian(1, 1000000, 1.1)" "SELECT counter.add('$c', 'k' || :k);" >"$f"
+    chmod 644 "$f"
+    rm -f "$stop"
+    : >"$samples"
+    (
+        while [[ ! -e $stop ]]; do
+            sql "SELECT extract(epoch FROM clock_timestamp()), s.pending_events,
+                        coalesce(extract(epoch FROM s.oldest_pending_age), 0),
+                        (SELECT coalesce(sum(compactions), 0) FROM counter.worker_status())
+                   FROM counter.stats s WHERE s.name = '$c'" >>"$samples" 2>/dev/null || true
+            sleep 0.5
+        done
+    ) &
+    sampler=$!
+    read -r tps tx < <(pgbench_run "$f" 16 "$WORKER_SECONDS" | tee -a "$LOG" | pgbench_parse)
+    drain=$(drain_seconds "$c" 120)
+    touch "$stop"
+    wait "$sampler" || true
+    sum=$(sql "SELECT coalesce(sum(value), 0) FROM counter.totals WHERE counter = '$c'")
+    [[ $drain != ">120" && $sum == "$tx" && $tx -gt 0 ]] && exact=yes
+    read -r max_pending max_lag longest < <(awk -F'|' '
+        { if ($2 > mp) mp = $2; if ($3 > ml) ml = $3
+          if (NR == 1 || $4 != last) { if (NR > 1 && $1 - at > lg) lg = $1 - at; at = $1; last = $4 } }
+        END { printf "%d %.2f %.1f\n", mp, ml, lg }' "$samples")
+    printf '%-24s 16 clients, %ss, zipfian over 1M keys: %s adds/s; max pending %s events, max lag %ss, longest round <= %ss (naptime %s); drained %ss after; exact: %s\n' \
+        worker_lag_1m "$WORKER_SECONDS" "$tps" "$max_pending" "$max_lag" "$longest" "$naptime" "$drain" "$exact"
+    record worker_lag_1m 16 "$tps" "$tx" - - "$exact" \
+        "max_pending=$max_pending; max_lag_s=$max_lag; longest_round_s<=$longest; naptime $naptime; drain_s=$drain; $(wc -l <"$samples") samples"
+}
+
+# The scale section: compaction, top() and value() at 1M keys (uniform and
+# Zipf; 10M too with BENCH_SCALE_10M=1) against pg_incremental and plain
+# tables, value() of a hot slots key under 64 writers, bytes per key of each
+# mode, and the worker under a 60 s zipfian load over 1M keys.
+scale() {
+    local n=${BENCH_SCALE_KEYS:-1000000} sizes dist size line
+    selected scale || return 0
+    SCALE_TARGETS=()
+    sizes=$n
+    [[ ${BENCH_SCALE_10M:-0} == 0 ]] || sizes="$n $((10 * n))"
+    PEER=0
+    if peer_available; then
+        sql "CREATE EXTENSION pg_incremental CASCADE" >>"$LOG" 2>&1 && PEER=1
+    fi
+    echo "== scale: compaction/top/value at $sizes keys (uniform, zipf), hot read under writers, bytes per key, worker lag =="
+    ((PEER)) || echo "    pg_incremental: not installed (not in Debian; test/bench/pg_incremental.sh SRCDIR installs it): its rows fold by hand"
+    scale_worker off
+    for size in $sizes; do
+        for dist in uniform zipf; do
+            scale_keyspace "$size" "$dist"
+        done
+    done
+    scale_worker on
+    scale_hot_read
+    scale_bytes
+    scale_lag
+    echo "scale targets (issue 12; storage: slots is the default mode):"
+    for line in "${SCALE_TARGETS[@]}"; do
+        echo "$line"
+    done
 }
 
 # Every counter's rollups must agree with its values (counter.verify drift 0).
@@ -786,14 +1002,20 @@ cleanup() {
 
 # Start the cluster, run every section, report.
 main() {
-    local clients i name names round started=$SECONDS
+    local clients i name names round started=$SECONDS preload
     mkdir -p "$RESULTS"
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     # max_wal_size: no checkpoint forced by WAL volume in the middle of a run
     # (each run starts after a CHECKPOINT)
+    # pg_cron (pg_incremental's scheduler) must be preloaded for the scale
+    # section's peer; only when that section runs and pg_cron is installed
+    preload=()
+    if selected scale && [[ -f $("$PG_CONFIG" --pkglibdir)/pg_cron.so ]]; then
+        preload=("shared_preload_libraries = 'counter,pg_cron'")
+    fi
     cluster_start "max_connections = 200" "shared_buffers = 512MB" "fsync = on" \
-        "synchronous_commit = on" "counter.naptime = '100ms'" "max_wal_size = '8GB'"
+        "synchronous_commit = on" "counter.naptime = '100ms'" "max_wal_size = '8GB'" "${preload[@]}"
     RAW=$SCRATCH/raw
     : >"$RAW"
     as_pg mkdir -p "$SCRATCH/logs"
