@@ -28,7 +28,7 @@ REVOKE ALL ON counter.quarantine FROM PUBLIC;
 -- So each counter's feed goes to a channel nobody can guess, 'counter_'
 -- and 32 random hex digits, told by counter.channel() to roles that may
 -- read the counter, and replaced by a new one whenever counter.revoke()
--- takes a read right away (src/functions.c).  Set here for every existing
+-- takes a read right away (src/api.c).  Set here for every existing
 -- counter (a volatile default is evaluated per row) and by the default for
 -- every new one.
 ALTER TABLE counter.counters
