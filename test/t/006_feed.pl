@@ -23,9 +23,9 @@ my $basedir = $node->basedir;
 $node->safe_psql(
 	$db, q(
 CREATE EXTENSION counter;
-SELECT counter.create('c');
-SELECT counter.create('e', mode => 'events');
-SELECT counter.create('long', mode => 'events');
+SELECT counter.create('c', feed => true);
+SELECT counter.create('e', mode => 'events', feed => true);
+SELECT counter.create('long', mode => 'events', feed => true);
 ));
 
 sub q1 { return $node->safe_psql($db, $_[0]); }
