@@ -120,7 +120,8 @@ my ($ret, $out, $err) = $node->psql($db,
 	"SELECT counter.add('on', 'k' || i, i) FROM generate_series(1, 5) i;"
 	  . " SELECT counter.add('old', 'k1', 7); SELECT counter.add('off', 'k1', 9);"
 	  . " SELECT counter.compact() > 0;");
-is("$ret $out", '0 t', 'counter.compact() succeeds with the queue over the limit');
+is($ret, 0, 'counter.compact() succeeds with the queue over the limit');
+like($out, qr/^t\z/m, 'and moves what was added');
 my @warnings = $err =~ /WARNING:  counter: the change feed of \d+ keys is dropped/g;
 is(scalar(@warnings), 1, 'one WARNING for the round') or diag $err;
 like(substr(slurp_file($node->logfile), $log_start),
