@@ -38,8 +38,8 @@
 
 #include "catalog/pg_type.h"
 #include "commands/async.h"
-#include "storage/proc.h"
 #include "lib/stringinfo.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -175,7 +175,6 @@ void
 CounterFeedFlush(void)
 {
 	int			count = feed_count;
-
 	Datum		values[2];
 	StringInfoData payload;
 	char		channel[NAMEDATALEN];
