@@ -8,7 +8,6 @@ use Test::More;
 use FindBin;
 use lib $FindBin::RealBin;
 use CounterTest;
-use IPC::Run;
 use Time::HiRes qw(usleep time);
 
 my $db = 'postgres';
@@ -44,20 +43,14 @@ my %chan = map { split /\|/ } split /\n/,
 ### A psql session of our own: LISTENs, and returns the notifications that
 ### arrived after each statement it runs.
 ###
-my %sess = (in => '', out => '', err => '', n => 0);
-$sess{h} = IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr($db) ],
-	'<', \$sess{in}, '>', \$sess{out}, '2>', \$sess{err}, IPC::Run::timeout(170));
+my $sess = psql_session($node->connstr($db));
 
-# Run sql in the session; return the channels of the notifications printed with it.
+# Run sql in the session; return the payloads of the notifications printed
+# with it, by counter (or by channel, for another one).
 sub listen_query
 {
-	my ($sql) = @_;
-	my $marker = 'done-' . ++$sess{n};
-	$sess{in} .= "$sql\n\\echo $marker\n";
-	$sess{h}->pump until $sess{out} =~ /^\Q$marker\E$/m;
-	die "listener error: $sess{err}" if $sess{err} ne '';
-	my ($text) = $sess{out} =~ /\A(.*?)^\Q$marker\E\n/ms;
-	$sess{out} =~ s/\A.*?^\Q$marker\E\n//ms;
+	my ($text, $err) = session_query($sess, $_[0]);
+	die "listener error: $err" if $err ne '';
 	my %by;
 	foreach my $line (split /\n/, $text)
 	{
@@ -147,7 +140,7 @@ $got = round('c');
 is(join(',', sort keys %$got), 'old,on', 'the feed flows again');
 is(q1("SELECT sum(feed_dropped) FROM counter.stats"), '6', 'nothing more was dropped');
 
-$sess{in} .= "\\q\n";
-$sess{h}->finish;
+$sess->{in} .= "\\q\n";
+$sess->{h}->finish;
 $node->stop;
 done_testing();
