@@ -242,5 +242,86 @@ LANGUAGE C STABLE PARALLEL RESTRICTED;
 
 -- == end section: get ==
 
+-- == section: feed option ==
+
+-- The change feed only where it is wanted: counters.feed says whether
+-- compaction sends a counter's changed keys on its feed channel.  Existing
+-- counters keep their feed (the column is added as true); new ones have
+-- none unless created with feed => true (the default below), since the
+-- feed costs compaction a read of each changed key's totals and a NOTIFY
+-- queue entry per key whether anyone listens or not.
+ALTER TABLE counter.counters ADD COLUMN feed bool NOT NULL DEFAULT true;
+ALTER TABLE counter.counters ALTER COLUMN feed SET DEFAULT false;
+
+-- Feed entries that compaction dropped because the NOTIFY queue was fuller
+-- than counter.feed_queue_limit (a stuck listener, say), per counter;
+-- shown in counter.stats as feed_dropped.
+CREATE TABLE counter.feed_drops (
+	counter_id	int4 PRIMARY KEY REFERENCES counter.counters (id) ON DELETE CASCADE,
+	dropped		int8 NOT NULL
+);
+REVOKE ALL ON counter.feed_drops FROM PUBLIC;
+
+DROP FUNCTION counter."create"(text, text, int4, interval[], interval[], int8, int8, bool);
+CREATE FUNCTION counter."create"(name text,
+								 mode text DEFAULT 'slots',
+								 slots int4 DEFAULT 64,
+								 rollups interval[] DEFAULT '{1 hour,1 day}',
+								 retention interval[] DEFAULT NULL,
+								 min int8 DEFAULT NULL,
+								 max int8 DEFAULT NULL,
+								 members bool DEFAULT false,
+								 feed bool DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'counter_create'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+DROP FUNCTION counter."alter"(text, text, int4, interval[], interval[]);
+CREATE FUNCTION counter."alter"(name text,
+								mode text DEFAULT NULL,
+								slots int4 DEFAULT NULL,
+								rollups interval[] DEFAULT NULL,
+								retention interval[] DEFAULT NULL,
+								feed bool DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'counter_alter'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- The definition of 1.4 with feed and feed_dropped at the end.
+CREATE OR REPLACE VIEW counter.stats WITH (security_barrier = true) AS
+SELECT c.name,
+	   c.mode,
+	   c.slots,
+	   c.rollups,
+	   c.retention,
+	   c.min_value AS min,
+	   c.max_value AS max,
+	   c.members,
+	   c.owner::regrole AS owner,
+	   (SELECT pg_catalog.count(*) FROM counter.totals t
+		 WHERE t.counter = c.name AND t.node = pg_catalog.current_setting('counter.node_id')::int4) AS keys,
+	   (SELECT pg_catalog.count(*) FROM counter.pending_events e
+		 WHERE e.counter_id = c.id) AS pending_events,
+	   (SELECT pg_catalog.now() - pg_catalog.min(e.at) FROM counter.pending_events e
+		 WHERE e.counter_id = c.id) AS oldest_pending_age,
+	   (SELECT pg_catalog.count(*) FROM counter.slots s
+		 WHERE s.counter_id = c.id) AS slot_rows,
+	   w.last_compaction,
+	   w.last_rate AS events_compacted_per_s,
+	   counter._buffered_unflushed(c.name) AS buffered_unflushed,
+	   pg_catalog.pg_total_relation_size('counter.slots') AS slots_table_bytes,
+	   pg_catalog.pg_total_relation_size('counter.events') +
+	   pg_catalog.pg_total_relation_size('counter.events_1') AS events_table_bytes,
+	   (SELECT pg_catalog.count(*) FROM counter.quarantine q
+		 WHERE q.counter_id = c.id) AS quarantined_keys,
+	   c.feed,
+	   coalesce((SELECT d.dropped FROM counter.feed_drops d
+				  WHERE d.counter_id = c.id), 0) AS feed_dropped
+  FROM counter.counters c
+  LEFT JOIN counter.worker_status() w ON w.database = pg_catalog.current_database()
+ WHERE counter.can_read(c.name);
+
+-- == end section: feed option ==
+
 -- == section: internal (version-dependent SQL as internal functions) ==
 -- == end section: internal ==

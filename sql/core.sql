@@ -36,6 +36,19 @@ SELECT counter.create('bad', rollups => NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT counter.create('bad', rollups => '{1.5 seconds}');
 \echo :LAST_ERROR_SQLSTATE
+-- the feed option (1.4): off for a new counter unless asked for
+SELECT counter.create('bad', feed => NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT counter.create('bad', feed => 'maybe');
+\echo :LAST_ERROR_SQLSTATE
+SELECT counter.create('fed', feed => true);
+SELECT counter.alter('likes', feed => NULL);
+SELECT name, feed, feed_dropped FROM counter.stats ORDER BY name;
+SELECT counter.alter('likes', feed => true);
+SELECT counter.alter('fed', slots => 8);
+SELECT name, feed FROM counter.stats ORDER BY name;
+SELECT counter.alter('likes', feed => false);
+SELECT counter.drop('fed');
 SELECT counter.drop('nope');
 \echo :LAST_ERROR_SQLSTATE
 SELECT counter.alter('nope', slots => 4);

@@ -44,6 +44,9 @@ SELECT counter.value('views', 'home');
 SELECT granularity, drift FROM counter.verify('views');
 ALTER EXTENSION counter UPDATE TO '1.4';
 SELECT extversion FROM pg_extension WHERE extname = 'counter';
+-- the counters of before keep their change feed; a new one has none
+SELECT counter.create('after_update');
+SELECT name, feed, feed_dropped FROM counter.stats ORDER BY name;
 SELECT counter.value('likes', 'p1'), counter.value('views', 'home');
 SELECT counter.add('views', 'home', 6);
 SELECT counter.compact() >= 0;

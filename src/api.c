@@ -193,9 +193,31 @@ static CounterStmt create_stmt = {
 	INT8OID, INT8OID, BOOLOID}
 };
 
+/* $1 name, $2 feed: set counters.feed (version 1.4, by create and alter) */
+static CounterStmt feed_stmt = {
+	"UPDATE counter.counters SET feed = $2 WHERE name = $1",
+	2, {TEXTOID, BOOLOID}
+};
+
 /*
- * counter.create(name, mode, slots, rollups, retention, min, max, members):
- * a new counter owned by the calling role.
+ * Set the feed option of counter name from argument argno (1.4's create
+ * and alter, the last argument; NULL keeps it); SPI must be connected.
+ */
+static void
+set_feed(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	Datum		values[2];
+
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return;
+	values[0] = CStringGetTextDatum(name);
+	values[1] = PG_GETARG_DATUM(argno);
+	CounterExec(&feed_stmt, values, NULL, false);
+}
+
+/*
+ * counter.create(name, mode, slots, rollups, retention, min, max, members
+ * [, feed]): a new counter owned by the calling role.
  */
 Datum
 counter_create(PG_FUNCTION_ARGS)
@@ -246,6 +268,10 @@ counter_create(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("members must not be null")));
+	if (PG_NARGS() > 8 && PG_ARGISNULL(8))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("feed must not be null")));
 
 	if (PG_GETARG_BOOL(7) && !OidIsValid(CounterGetRels()->members))
 		ereport(ERROR,
@@ -273,6 +299,7 @@ counter_create(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	CounterExec(&create_stmt, values, nulls, false);
+	set_feed(fcinfo, 8, name);
 	SPI_finish();
 	CounterInvalidate();
 	PG_RETURN_VOID();
@@ -298,7 +325,8 @@ static CounterStmt alter_stmt = {
 };
 
 /*
- * counter.alter(name, mode, slots, rollups, retention): NULL keeps a setting.
+ * counter.alter(name, mode, slots, rollups, retention [, feed]): NULL keeps
+ * a setting.
  * Changing mode or slots is exact at once, since reads sum every source.
  */
 Datum
@@ -350,6 +378,7 @@ counter_alter(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	CounterExec(&alter_stmt, values, nulls, false);
+	set_feed(fcinfo, 5, meta->name);
 	SPI_finish();
 	CounterInvalidate();
 	PG_RETURN_VOID();

@@ -204,13 +204,14 @@ CounterGetRels(void)
 	rels.feed_channel = InvalidAttrNumber;
 	rels.quarantine = InvalidOid;
 	rels.totals_updated = InvalidAttrNumber;
+	rels.feed = InvalidAttrNumber;
 	rels.valid = true;
 	lookup_update_rels();
 	return &rels;
 }
 
 /*
- * Relations (and the column counters.feed_channel) of versions 1.1 to 1.4,
+ * Relations (and the columns counters.feed_channel and feed) of versions 1.1 to 1.4,
  * absent until ALTER EXTENSION counter
  * UPDATE: looked up again while absent, so an update is seen at once.
  */
@@ -231,6 +232,8 @@ lookup_update_rels(void)
 		rels.quarantine = get_relname_relid("quarantine", rels.schema);
 	if (rels.totals_updated == InvalidAttrNumber)
 		rels.totals_updated = get_attnum(rels.totals, "updated");
+	if (rels.feed == InvalidAttrNumber)
+		rels.feed = get_attnum(rels.counters, "feed");
 	if (!OidIsValid(rels.event_tables))
 	{
 		rels.events[1] = get_relname_relid("events_1", rels.schema);
@@ -363,6 +366,7 @@ load_meta(CounterMeta *meta, const char *name, Snapshot snapshot)
 	if (rels.feed_channel != InvalidAttrNumber && !nulls[rels.feed_channel - 1])
 		text_to_cstring_buffer(DatumGetTextPP(values[rels.feed_channel - 1]),
 							   meta->feed_channel, sizeof(meta->feed_channel));
+	meta->feed = rels.feed == InvalidAttrNumber || DatumGetBool(values[rels.feed - 1]);
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 

@@ -73,6 +73,7 @@ typedef struct CounterMeta
 	bool		members;
 	TimestampTz created;		/* tells incarnations of one id apart */
 	char		feed_channel[NAMEDATALEN];	/* "" before version 1.4 */
+	bool		feed;			/* compaction feeds its keys (true before 1.4) */
 	int			ngrants;
 	CounterGrant *grants;		/* in CacheMemoryContext */
 	Oid			checked_user;	/* last role checked, and its rights */
@@ -102,6 +103,7 @@ typedef struct CounterRels
 	AttrNumber	feed_channel;	/* of counters; InvalidAttrNumber before 1.4 */
 	Oid			quarantine;		/* InvalidOid before version 1.4 */
 	AttrNumber	totals_updated; /* of totals; InvalidAttrNumber before 1.4 */
+	AttrNumber	feed;			/* of counters; InvalidAttrNumber before 1.4 */
 } CounterRels;
 
 /*

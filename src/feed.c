@@ -23,6 +23,15 @@
  * is read at each flush, so the feed moves to a new channel with the
  * revoke's commit.  Before the update to 1.4 it is counter_<name>.
  *
+ * Since version 1.4 the feed is a per-counter option (counters.feed, off
+ * for new counters): the keys of a counter without it are not even
+ * collected.  A full NOTIFY queue (a listener that does not read holds it)
+ * raises an error at commit, which would fail the compaction and every
+ * retry of it: so a flush first checks the queue's usage, and above
+ * counter.feed_queue_limit drops its entries, counts them per counter in
+ * counter.feed_drops (counter.stats' feed_dropped) and warns once per
+ * transaction, while compaction goes on.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -30,12 +39,15 @@
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "lib/stringinfo.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 
 #include "feed.h"
 #include "catalog.h"
+#include "guc.h"
 
 /* Flush before holding more keys than this. */
 #define FEED_MAX_KEYS	10000
@@ -64,8 +76,21 @@ static CounterStmt notify_stmt[2] = {
 };
 
 /*
+ * $1 names, $2 keys (version 1.4): count the entries a flush drops, per
+ * counter, in counter.feed_drops.
+ */
+static CounterStmt drop_stmt = {
+	"INSERT INTO counter.feed_drops AS d (counter_id, dropped)"
+	" SELECT c.id, count(DISTINCT u.k)"
+	"   FROM unnest($1::text[], $2::text[]) AS u(n, k) JOIN counter.counters c ON c.name = u.n"
+	"  GROUP BY c.id"
+	" ON CONFLICT (counter_id) DO UPDATE SET dropped = d.dropped + excluded.dropped",
+	2, {TEXTARRAYOID, TEXTARRAYOID}
+};
+
+/*
  * Remember the keys of a compaction result: rows of (counter name, key, ...)
- * in SPI_tuptable.
+ * in SPI_tuptable, but those of counters without the feed option.
  */
 void
 CounterFeedCollect(void)
@@ -75,6 +100,8 @@ CounterFeedCollect(void)
 	SPITupleTable *tuptable = SPI_tuptable;
 	uint64		processed = SPI_processed;
 	uint64		i;
+	char		last[COUNTER_NAME_MAXLEN + 1] = "";
+	bool		feed = false;
 
 	if (feed_context == NULL)
 	{
@@ -88,7 +115,19 @@ CounterFeedCollect(void)
 		bool		isnull;
 		Datum		name = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull);
 		Datum		key = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull);
+		char	   *cname = TextDatumGetCString(name);
 
+		/* one look-up per run of rows of the same counter */
+		if (strcmp(cname, last) != 0)
+		{
+			CounterMeta *meta = CounterLookup(cname, true);
+
+			feed = meta != NULL && meta->feed;
+			strlcpy(last, cname, sizeof(last));
+		}
+		pfree(cname);
+		if (!feed)
+			continue;
 		if (feed_count == FEED_MAX_KEYS)
 			CounterFeedFlush();
 		old = MemoryContextSwitchTo(feed_context);
@@ -99,10 +138,43 @@ CounterFeedCollect(void)
 	}
 }
 
+/*
+ * Whether the NOTIFY queue has room for a flush: its usage at most
+ * counter.feed_queue_limit.  If not, count the entries of values (the
+ * flush's names and keys) as dropped, warning once per transaction.
+ */
+static bool
+queue_has_room(Datum *values, int count)
+{
+	static LocalTransactionId warned = InvalidLocalTransactionId;
+	LOCAL_FCINFO(fcinfo, 0);
+	double		usage;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+	usage = DatumGetFloat8(pg_notification_queue_usage(fcinfo));
+	if (usage <= counter_feed_queue_limit)
+		return true;
+	if (CounterGetRels()->feed != InvalidAttrNumber)
+		CounterExec(&drop_stmt, values, NULL, false);
+	if (warned != MyProc->lxid)
+	{
+		warned = MyProc->lxid;
+		ereport(WARNING,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("counter: the change feed of %d keys is dropped: the NOTIFY queue is %.6f%% full",
+						count, usage * 100),
+				 errdetail("counter.feed_queue_limit is %g; a full queue would fail the compaction.",
+						   counter_feed_queue_limit),
+				 errhint("A session that listens but does not read (an open transaction) holds the queue; see pg_notification_queue_usage(). Dropped entries are counted in counter.stats.feed_dropped.")));
+	}
+	return false;
+}
+
 /* Notify the values of every collected key; SPI must be connected. */
 void
 CounterFeedFlush(void)
 {
+	int			count = feed_count;
 	Datum		values[2];
 	StringInfoData payload;
 	char		channel[NAMEDATALEN];
@@ -118,6 +190,8 @@ CounterFeedFlush(void)
 	MemoryContextReset(feed_context);
 	feed_names = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
 	feed_keys = MemoryContextAlloc(feed_context, sizeof(Datum) * FEED_MAX_KEYS);
+	if (!queue_has_room(values, count))
+		return;
 	/* not read-only: it must see the totals this transaction just wrote */
 	CounterExec(&notify_stmt[CounterGetRels()->feed_channel != InvalidAttrNumber],
 				values, NULL, false);

@@ -21,6 +21,7 @@ int			counter_node_id = 1;
 int			counter_fold_after = 60;
 int			counter_idempotency_window = 86400;
 int			counter_notify_interval = 1000;
+double		counter_feed_queue_limit = 0.5;
 int			counter_buffered_keys = 10000;
 int			counter_flush_interval = 1000;
 int			counter_rotate_size = 1024;
@@ -92,6 +93,15 @@ CounterGucInit(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("counter.feed_queue_limit",
+							 "Fraction of the NOTIFY queue above which compaction drops its change feed.",
+							 "A full queue would fail the compaction at commit; the dropped entries are counted in counter.stats.",
+							 &counter_feed_queue_limit,
+							 0.5, 0.0, 1.0,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	/* sizes shared memory: exists only when the library is preloaded */
 	if (process_shared_preload_libraries_in_progress)

@@ -17,6 +17,7 @@ extern int	counter_node_id;
 extern int	counter_fold_after;
 extern int	counter_idempotency_window;
 extern int	counter_notify_interval;
+extern double counter_feed_queue_limit;
 extern int	counter_buffered_keys;
 extern int	counter_flush_interval;
 extern int	counter_rotate_size;

@@ -23,9 +23,9 @@ my $basedir = $node->basedir;
 $node->safe_psql(
 	$db, q(
 CREATE EXTENSION counter;
-SELECT counter.create('c');
-SELECT counter.create('e', mode => 'events');
-SELECT counter.create('long', mode => 'events');
+SELECT counter.create('c', feed => true);
+SELECT counter.create('e', mode => 'events', feed => true);
+SELECT counter.create('long', mode => 'events', feed => true);
 ));
 
 sub q1 { return $node->safe_psql($db, $_[0]); }
@@ -40,10 +40,7 @@ my @rotations;    # channels that got the empty array of a rotation
 ### A psql session of our own: LISTENs, and prints the notifications that
 ### arrived after each statement it runs.
 ###
-my %sess = (in => '', out => '', err => '', n => 0);
-$sess{timer} = IPC::Run::timeout(170);
-$sess{h} = IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr($db) ],
-	'<', \$sess{in}, '>', \$sess{out}, '2>', \$sess{err}, $sess{timer});
+my $sess = psql_session($node->connstr($db));
 
 my @notes;       # every notification: { channel, pid, payload, items }
 my @malformed;   # descriptions of payloads that are not what they must be
@@ -53,13 +50,8 @@ my %history;     # "counter|key" => [values in order]
 # Run sql in the session; collect the notifications printed with it.
 sub listen_query
 {
-	my ($sql) = @_;
-	my $marker = 'done-' . ++$sess{n};
-	$sess{in} .= "$sql\n\\echo $marker\n";
-	$sess{h}->pump until $sess{out} =~ /^\Q$marker\E$/m;
-	die "listener error: $sess{err}" if $sess{err} ne '';
-	my ($text) = $sess{out} =~ /\A(.*?)^\Q$marker\E\n/ms;
-	$sess{out} =~ s/\A.*?^\Q$marker\E\n//ms;
+	my ($text, $err) = session_query($sess, $_[0]);
+	die "listener error: $err" if $err ne '';
 	my $rest = '';
 	foreach my $line (split /\n/, $text)
 	{
@@ -306,24 +298,10 @@ is(scalar(@worker_errors), 0, 'no NOTIFY failed in the server log')
 ###    while the readers that ask counter.channel() again follow it
 ###
 q1("CREATE ROLE eve LOGIN; SELECT counter.grant('c', 'eve', 'read');");
-my %eve = (in => '', out => '', err => '');
-$eve{h} = IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr($db) . ' user=eve' ],
-	'<', \$eve{in}, '>', \$eve{out}, '2>', \$eve{err}, IPC::Run::timeout(170));
-my $eve_n = 0;
+my $eve = psql_session($node->connstr($db) . ' user=eve');
 
 # Run sql as eve; return what it printed (notifications included), and its errors.
-sub eve_query
-{
-	my ($sql) = @_;
-	my $marker = 'eve-done-' . ++$eve_n;
-	$eve{in} .= "$sql\n\\echo $marker\n";
-	$eve{h}->pump until $eve{out} =~ /^\Q$marker\E$/m;
-	my ($text) = $eve{out} =~ /\A(.*?)^\Q$marker\E\n/ms;
-	$eve{out} =~ s/\A.*?^\Q$marker\E\n//ms;
-	my $err = $eve{err};
-	$eve{err} = '';
-	return ($text, $err);
-}
+sub eve_query { return session_query($eve, $_[0]); }
 
 my ($eve_out, $eve_err) = eve_query("SELECT counter.channel('c');");
 is($eve_out, "$chan{c}\n", 'eve, granted read, is told the channel of c');
@@ -355,11 +333,11 @@ is(join(',', grep { $_ eq $old } @rotations), $old, 'the old channel got one emp
 ($eve_out) = eve_query('SELECT 1;');
 my @eve_values = grep { /^Asynchronous notification/ && !/with payload "\[\]"/ } split /\n/, $eve_out;
 is(join("\n", @eve_values), '', 'eve, revoked, receives no value any more (re-LISTENing the old channel does not help)');
-$eve{in} .= "\\q\n";
-$eve{h}->finish;
+$eve->{in} .= "\\q\n";
+$eve->{h}->finish;
 
 note 'notifications in all: ' . scalar(@notes);
-$sess{in} .= "\\q\n";
-$sess{h}->finish;
+$sess->{in} .= "\\q\n";
+$sess->{h}->finish;
 $node->stop;
 done_testing();

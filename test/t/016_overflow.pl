@@ -83,7 +83,7 @@ ok($node->poll_query_until($db,
 		"SELECT setting = 'off' FROM pg_settings WHERE name = 'counter.worker_enabled'"),
 	'worker off');
 $node->safe_psql($db, q{
-	SELECT counter.create('feed', mode => 'events');
+	SELECT counter.create('feed', mode => 'events', feed => true);
 	SELECT counter.add('feed', 'k' || i, 1) FROM generate_series(1, 12000) AS i;
 });
 $log_offset = -s $node->logfile;
