@@ -5,10 +5,11 @@
 -- sees the call's own add: the answer is the exact count after it.
 
 -- post_counter: anonymous increments and decrements of a post's count;
--- likes: a membership counter (one like per user and post).
-SELECT counter.create('post_counter', mode => 'events')
+-- likes: a membership counter (one like per user and post).  Both with the
+-- change feed on (off by default since 1.4): the service pushes counts live.
+SELECT counter.create('post_counter', mode => 'events', feed => true)
  WHERE NOT EXISTS (SELECT 1 FROM counter.list() WHERE name = 'post_counter');
-SELECT counter.create('likes', mode => 'events', members => true)
+SELECT counter.create('likes', mode => 'events', members => true, feed => true)
  WHERE NOT EXISTS (SELECT 1 FROM counter.list() WHERE name = 'likes');
 
 CREATE SCHEMA IF NOT EXISTS likes_api;

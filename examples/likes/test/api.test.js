@@ -113,7 +113,7 @@ const noStack = (r) => !/\n\s+at /.test(r.text) && r.json && typeof r.json.error
   await db.query("SELECT counter.drop('post_counter')");
   r = await call(URL, 'PUT', `/v1/${post}/counter`, { body: { action: 'increment' } });
   check('an unknown counter: 404 with SQLSTATE 42704', r.status === 404 && r.json.sqlstate === '42704' && noStack(r), [r.status, r.text]);
-  await db.query("SELECT counter.create('post_counter', mode => 'events')");
+  await db.query("SELECT counter.create('post_counter', mode => 'events', feed => true)");
   r = await call(URL, 'PUT', `/v1/${post}/counter`, { body: { action: 'increment' } });
   check('made again: counting from 0', r.status === 200 && r.json.count === 1, r.json);
 
