@@ -34,13 +34,7 @@ $$;
 
 -- one counter per mode; wal mode once the worker armed the database
 SELECT counter.create('tp_' || m, mode => m) FROM unnest(ARRAY['slots', 'events', 'buffered', 'wal']) m;
-DO $$
-BEGIN
-	FOR i IN 1 .. 300 LOOP
-		EXIT WHEN (SELECT start_lsn IS NOT NULL FROM counter.wal_state);
-		PERFORM pg_sleep(0.1);
-	END LOOP;
-END $$;
+DO $$ BEGIN WHILE (SELECT start_lsn IS NULL FROM counter.wal_state) AND clock_timestamp() < now() + interval '30 s' LOOP PERFORM pg_sleep(0.1); END LOOP; END $$;
 SELECT start_lsn IS NOT NULL AS armed FROM counter.wal_state;
 
 -- empty counters
