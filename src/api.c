@@ -807,14 +807,14 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 }
 
 /*
- * Exact top-k: keys with uncompacted deltas (events, slots, buffered) are
- * few; any other key's value is its compacted total, so the top k of all
- * keys lies among the top (k + |pending|) totals and the pending keys, the
- * totals taken in the result's own order (value, then key: index totals_top
- * since 1.4), so that ties at the cut are decided as the result decides
- * them.  With peer
- * nodes' rows present a key's total is a sum of rows, and every key is a
- * candidate.
+ * Exact top-k before version 1.4 (since 1.4, topk.c reads it through
+ * indexes, peer nodes' rows included): keys with uncompacted deltas
+ * (events, slots, buffered) are few; any other key's value is its
+ * compacted total, so the top k of all keys lies among the top
+ * (k + |pending|) totals and the pending keys, the totals taken in the
+ * result's own order (value, then key), so that ties at the cut are
+ * decided as the result decides them.  With peer nodes' rows present a
+ * key's total is a sum of rows, and every key is a candidate.
  */
 #define TOP_SQL(EVENTS, BUFFERED) \
 	"WITH p AS (" \
