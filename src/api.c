@@ -36,6 +36,7 @@
 #include "compact.h"
 #include "guc.h"
 #include "read.h"
+#include "topk.h"
 #include "wal.h"
 
 PG_FUNCTION_INFO_V1(counter_create);
@@ -835,14 +836,14 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 }
 
 /*
- * Exact top-k: keys with uncompacted deltas (events, slots, buffered) are
- * few; any other key's value is its compacted total, so the top k of all
- * keys lies among the top (k + |pending|) totals and the pending keys, the
- * totals taken in the result's own order (value, then key: index totals_top
- * since 1.4), so that ties at the cut are decided as the result decides
- * them.  With peer
- * nodes' rows present a key's total is a sum of rows, and every key is a
- * candidate.
+ * Exact top-k before version 1.4 (since 1.4, topk.c reads it through
+ * indexes, peer nodes' rows included): keys with uncompacted deltas
+ * (events, slots, buffered) are few; any other key's value is its
+ * compacted total, so the top k of all keys lies among the top
+ * (k + |pending|) totals and the pending keys, the totals taken in the
+ * result's own order (value, then key), so that ties at the cut are
+ * decided as the result decides them.  With peer nodes' rows present a
+ * key's total is a sum of rows, and every key is a candidate.
  */
 #define TOP_SQL(EVENTS, BUFFERED) \
 	"WITH p AS (" \
@@ -883,7 +884,10 @@ static CounterStmt top_stmt[3] = {
 	{TOP_SQL("counter.pending_events", TOP_BUFFERED), 4, {INT4OID, TEXTOID, INT4OID, INT4OID}}
 };
 
-/* counter.top(name, k): the k keys of highest value, exactly. */
+/*
+ * counter.top(name, k): the k keys of highest value, exactly.  Since 1.4
+ * read through indexes in C (topk.c); before, by statement.
+ */
 Datum
 counter_top(PG_FUNCTION_ARGS)
 {
@@ -895,11 +899,20 @@ counter_top(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("k must be a non-negative number")));
+	r = CounterGetRels();
+	if (OidIsValid(r->totals_top))
+	{
+		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+		InitMaterializedSRF(fcinfo, 0);
+		CounterReadTop(meta, PG_GETARG_INT32(1), GetActiveSnapshot(),
+					   rsinfo->setResult, rsinfo->setDesc);
+		return (Datum) 0;
+	}
 	values[0] = Int32GetDatum(meta->id);
 	values[1] = CStringGetTextDatum(meta->name);
 	values[2] = PG_GETARG_DATUM(1);
 	values[3] = Int32GetDatum(counter_node_id);
-	r = CounterGetRels();
 	return_rows(fcinfo, &top_stmt[OidIsValid(r->event_tables) ? 2 :
 								  OidIsValid(r->flushed) ? 1 : 0], values, NULL);
 	return (Datum) 0;

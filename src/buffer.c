@@ -754,7 +754,9 @@ CounterBufferUnflushed(CounterMeta *meta)
 /*
  * The entries of counter meta (this database), with their base + added,
  * read under every partition lock: *n of them, palloc'd.  Waits for the
- * replay of wal-mode adds first, as a read does.
+ * replay of wal-mode adds first, as a read does.  An empty hash is told
+ * by its entry count, without the walk over every bucket: an entry an
+ * earlier snapshot could need was entered before this call.
  */
 CounterBufferEntry *
 CounterBufferEntries(CounterMeta *meta, int *n)
@@ -768,6 +770,8 @@ CounterBufferEntries(CounterMeta *meta, int *n)
 	if (buffer_hash == NULL)
 		return NULL;
 	CounterWalWaitReady();
+	if (hash_get_num_entries(buffer_hash) == 0)
+		return NULL;
 	out = palloc(sizeof(CounterBufferEntry) * max);
 	lock_all_partitions(LW_SHARED);
 	hash_seq_init(&status, buffer_hash);

@@ -205,6 +205,7 @@ CounterGetRels(void)
 	rels.quarantine = InvalidOid;
 	rels.totals_updated = InvalidAttrNumber;
 	rels.feed = InvalidAttrNumber;
+	rels.totals_top = InvalidOid;
 	rels.valid = true;
 	lookup_update_rels();
 	return &rels;
@@ -230,6 +231,9 @@ lookup_update_rels(void)
 		rels.feed_channel = get_attnum(rels.counters, "feed_channel");
 	if (!OidIsValid(rels.quarantine))
 		rels.quarantine = get_relname_relid("quarantine", rels.schema);
+	/* of 1.4's shape only: 1.0's index of that name lacks the key */
+	if (!OidIsValid(rels.totals_top) && OidIsValid(rels.quarantine))
+		rels.totals_top = get_relname_relid("totals_top", rels.schema);
 	if (rels.totals_updated == InvalidAttrNumber)
 		rels.totals_updated = get_attnum(rels.totals, "updated");
 	if (rels.feed == InvalidAttrNumber)

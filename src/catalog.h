@@ -104,6 +104,7 @@ typedef struct CounterRels
 	Oid			quarantine;		/* InvalidOid before version 1.4 */
 	AttrNumber	totals_updated; /* of totals; InvalidAttrNumber before 1.4 */
 	AttrNumber	feed;			/* of counters; InvalidAttrNumber before 1.4 */
+	Oid			totals_top;		/* (counter, node, value DESC, key) since 1.4 */
 } CounterRels;
 
 /*

@@ -29,7 +29,7 @@ worker
 walreplay compact
 apply
 slots
-read
+read topk
 commit
 feed
 events buffer
