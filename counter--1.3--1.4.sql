@@ -41,39 +41,8 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'counter_channel'
 LANGUAGE C STABLE PARALLEL RESTRICTED;
 
--- A security barrier: a caller's function in WHERE (COST 0.0000001, say)
--- is applied only to the rows of counters the caller may read, after
--- counter.can_read(), so it cannot see the others' names and settings.
--- This is the definition of 1.4 (of 1.2, plus quarantined_keys).
-CREATE OR REPLACE VIEW counter.stats WITH (security_barrier = true) AS
-SELECT c.name,
-	   c.mode,
-	   c.slots,
-	   c.rollups,
-	   c.retention,
-	   c.min_value AS min,
-	   c.max_value AS max,
-	   c.members,
-	   c.owner::regrole AS owner,
-	   (SELECT pg_catalog.count(*) FROM counter.totals t
-		 WHERE t.counter = c.name AND t.node = pg_catalog.current_setting('counter.node_id')::int4) AS keys,
-	   (SELECT pg_catalog.count(*) FROM counter.pending_events e
-		 WHERE e.counter_id = c.id) AS pending_events,
-	   (SELECT pg_catalog.now() - pg_catalog.min(e.at) FROM counter.pending_events e
-		 WHERE e.counter_id = c.id) AS oldest_pending_age,
-	   (SELECT pg_catalog.count(*) FROM counter.slots s
-		 WHERE s.counter_id = c.id) AS slot_rows,
-	   w.last_compaction,
-	   w.last_rate AS events_compacted_per_s,
-	   counter._buffered_unflushed(c.name) AS buffered_unflushed,
-	   pg_catalog.pg_total_relation_size('counter.slots') AS slots_table_bytes,
-	   pg_catalog.pg_total_relation_size('counter.events') +
-	   pg_catalog.pg_total_relation_size('counter.events_1') AS events_table_bytes,
-	   (SELECT pg_catalog.count(*) FROM counter.quarantine q
-		 WHERE q.counter_id = c.id) AS quarantined_keys
-  FROM counter.counters c
-  LEFT JOIN counter.worker_status() w ON w.database = pg_catalog.current_database()
- WHERE counter.can_read(c.name);
+-- counter.stats (a security barrier since 1.4) is defined once, in section
+-- 'feed option' below, with every column 1.4 adds.
 
 -- == end section: feed ==
 
@@ -287,7 +256,11 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'counter_alter'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
--- The definition of 1.4 with feed and feed_dropped at the end.
+-- A security barrier: a caller's function in WHERE (COST 0.0000001, say)
+-- is applied only to the rows of counters the caller may read, after
+-- counter.can_read(), so it cannot see the others' names and settings.
+-- This is the definition of 1.4: that of 1.2, plus quarantined_keys, feed
+-- and feed_dropped at the end.
 CREATE OR REPLACE VIEW counter.stats WITH (security_barrier = true) AS
 SELECT c.name,
 	   c.mode,
