@@ -253,6 +253,30 @@ CounterEventsLive(CounterRels *r, Snapshot snapshot)
 	return EV_ALL & ~folded_in(r, snapshot, NULL);
 }
 
+/*
+ * The events tables a read in snapshot must scan: the live ones (bit t for
+ * table t) that have a block at all.  One that was rotated and emptied has
+ * none, and a row any snapshot taken before this check could see would
+ * have extended it already: an lseek, cheaper than an index scan.
+ */
+int
+CounterEventsToRead(CounterRels *r, Snapshot snapshot)
+{
+	int			live = CounterEventsLive(r, snapshot);
+	int			t;
+
+	for (t = 0; t < 2; t++)
+		if (live & (1 << t))
+		{
+			Relation	rel = table_open(r->events[t], AccessShareLock);
+
+			if (RelationGetNumberOfBlocks(rel) == 0)
+				live &= ~(1 << t);
+			table_close(rel, AccessShareLock);
+		}
+	return live;
+}
+
 /* counter._event_table_live(tab): is events table tab live in the current snapshot? */
 Datum
 counter_event_table_live(PG_FUNCTION_ARGS)

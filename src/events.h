@@ -13,6 +13,7 @@
 
 extern int	CounterEventsTableForAdd(CounterRels *r);
 extern int	CounterEventsLive(CounterRels *r, Snapshot snapshot);
+extern int	CounterEventsToRead(CounterRels *r, Snapshot snapshot);
 extern int	CounterEventsSync(void);
 extern int	CounterEventsRotate(int folded, bool idle);
 extern bool CounterEventsTruncate(void);

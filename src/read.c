@@ -15,7 +15,6 @@
 #include "access/tableam.h"
 #include "catalog/pg_collation.h"
 #include "executor/tuptable.h"
-#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
@@ -70,21 +69,6 @@ sum_rows(Oid relid, Oid indexid, ScanKey keys, int nkeys, AttrNumber attnum,
 }
 
 /*
- * Whether an events table has no block at all, as it has once rotated and
- * emptied (events.c): a row any snapshot taken before this check could see
- * would have extended it already.  An lseek, cheaper than an index scan.
- */
-static bool
-events_empty(Oid relid)
-{
-	Relation	rel = table_open(relid, AccessShareLock);
-	bool		empty = RelationGetNumberOfBlocks(rel) == 0;
-
-	table_close(rel, AccessShareLock);
-	return empty;
-}
-
-/*
  * The exact value of (counter, key) in snapshot: every source summed; with
  * updated, also the time of the latest add it counts (DT_NOBEGIN if none
  * is known): totals.updated, slot rows' touched, events' at, the buffered
@@ -115,9 +99,9 @@ CounterReadValueAt(CounterMeta *meta, text *key, Snapshot snapshot,
 	CounterScanKeys(keys, meta->id, key, false, 0);
 	sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot, true,
 					want ? Anum_slots_touched : InvalidAttrNumber, true, &latest);
-	live = CounterEventsLive(r, snapshot);
+	live = CounterEventsToRead(r, snapshot);
 	for (t = 0; t < 2; t++)
-		if (live & (1 << t) && !events_empty(r->events[t]))
+		if (live & (1 << t))
 			sum += sum_rows(r->events[t], r->events_key[t], keys, 2,
 							Anum_events_delta, snapshot, false,
 							want ? Anum_events_at : InvalidAttrNumber, false, &latest);

@@ -36,7 +36,6 @@
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
-#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
@@ -243,7 +242,7 @@ static void
 gather_pending(TopState *st)
 {
 	CounterRels *r = st->r;
-	int			live = CounterEventsLive(r, st->snapshot);
+	int			live = CounterEventsToRead(r, st->snapshot);
 	int			t;
 	CounterBufferEntry *entries;
 	int			n;
@@ -251,15 +250,8 @@ gather_pending(TopState *st)
 
 	for (t = 0; t < 2; t++)
 		if (live & (1 << t))
-		{
-			Relation	rel = table_open(r->events[t], AccessShareLock);
-			bool		empty = RelationGetNumberOfBlocks(rel) == 0;
-
-			table_close(rel, AccessShareLock);
-			if (!empty)
-				gather_rows(st, r->events[t], r->events_key[t], Anum_events_key,
-							Anum_events_delta, false, false);
-		}
+			gather_rows(st, r->events[t], r->events_key[t], Anum_events_key,
+						Anum_events_delta, false, false);
 	gather_rows(st, r->slots, r->slots_pkey, Anum_slots_key, Anum_slots_value, true, true);
 
 	entries = CounterBufferEntries(st->meta, &n);
