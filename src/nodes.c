@@ -896,7 +896,9 @@ counter_remove_node(PG_FUNCTION_ARGS)
 		SPI_connect();
 		if (SPI_execute("SELECT name, node_id, conninfo FROM counter.mesh ORDER BY node_id",
 						true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not read counter.mesh");
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not read counter.mesh")));
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			bool		isnull;
