@@ -48,6 +48,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -150,6 +151,41 @@ counter_relid(const char *relname)
 
 static void lookup_update_rels(void);
 
+/*
+ * The installed version of extension counter as major * 100 + minor (104
+ * for "1.4"), read from pg_extension: what the internal SQL may rely on.
+ */
+static int
+installed_version(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int			version = 0;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("counter"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+		int			major = 0,
+					minor = 0;
+
+		if (!isnull &&
+			sscanf(TextDatumGetCString(d), "%d.%d", &major, &minor) == 2)
+			version = major * 100 + minor;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
 /* Return the cached OIDs of our relations, filling the cache if needed. */
 CounterRels *
 CounterGetRels(void)
@@ -206,19 +242,23 @@ CounterGetRels(void)
 	rels.totals_updated = InvalidAttrNumber;
 	rels.feed = InvalidAttrNumber;
 	rels.totals_top = InvalidOid;
+	rels.version = 0;
 	rels.valid = true;
 	lookup_update_rels();
 	return &rels;
 }
 
 /*
- * Relations (and the columns counters.feed_channel and feed) of versions 1.1 to 1.4,
- * absent until ALTER EXTENSION counter
- * UPDATE: looked up again while absent, so an update is seen at once.
+ * The installed version, and the relations (and the columns
+ * counters.feed_channel and feed) of versions 1.1 to 1.4, absent until ALTER
+ * EXTENSION counter UPDATE: looked up again while older or absent, so an
+ * update is seen at once.
  */
 static void
 lookup_update_rels(void)
 {
+	if (rels.version < COUNTER_VERSION_CURRENT)
+		rels.version = installed_version();
 	if (!OidIsValid(rels.flushed))
 	{
 		rels.flushed = get_relname_relid("flushed", rels.schema);

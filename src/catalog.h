@@ -105,7 +105,11 @@ typedef struct CounterRels
 	AttrNumber	totals_updated; /* of totals; InvalidAttrNumber before 1.4 */
 	AttrNumber	feed;			/* of counters; InvalidAttrNumber before 1.4 */
 	Oid			totals_top;		/* (counter, node, value DESC, key) since 1.4 */
+	int			version;		/* installed extension version: 104 for 1.4 */
 } CounterRels;
+
+/* the version of the extension's SQL this library was built with (1.4) */
+#define COUNTER_VERSION_CURRENT 104
 
 /*
  * One internal SQL statement: its text, argument types, and the plan
