@@ -58,7 +58,7 @@ CREATE INDEX totals_top ON counter.totals (counter, node, value DESC, key);
 -- == section: nodes (add_node / remove_node / counter.nodes) ==
 
 -- Multi-node meshes wired by counter.add_node() (src/nodes.c).  Every node
--- publishes all of counter.totals (publication counter_totals, no row
+-- publishes all of counter.totals (publication counter_mesh, no row
 -- filter) and subscribes to every other member, so every node holds and
 -- republishes every shard, also the shards of nodes that left: a node that
 -- joins at any time copies the whole history from any member.  Rows that

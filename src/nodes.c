@@ -4,10 +4,10 @@
  *	  Multi-node meshes in one call: counter.add_node(), counter.remove_node().
  *
  * A mesh is a full mesh of PostgreSQL logical replication: every member
- * publishes all of counter.totals (publication counter_totals) and
- * subscribes to every other member's publication, subscription and slot
- * counter_n<subscriber id>_from_n<publisher id>.  Every node therefore
- * holds and republishes every shard, also the shards of nodes that left,
+ * publishes in full the tables that must converge (counter.totals and the
+ * others of mesh_tables, publication counter_mesh) and subscribes to every
+ * other member's publication, subscription and slot
+ * counter_n<subscriber id>_from_n<publisher id>.  Every node therefore holds and republishes every shard, also the shards of nodes that left,
  * and a replica trigger joins each applied row with the one already there
  * (counter--1.3--1.4.sql, section nodes), so echoes stop at the first node
  * that has the row already and an initial copy merges over existing rows.
@@ -500,18 +500,40 @@ subscriptions(PGconn *conn, const char *name, const char *pattern)
 					  1, &pattern, false);
 }
 
-/* On node name: publish all of counter.totals, unless it does already. */
+/*
+ * The tables every member publishes in full (publication counter_mesh) and
+ * takes from every other member: the state that must converge on all nodes.
+ */
+static const char *const mesh_tables[] = {
+	"counter.totals",
+};
+
+/* On node name: publish every table of mesh_tables, adding any it lacks. */
 static void
 ensure_publication(PGconn *conn, const char *name)
 {
 	char	   *v = node_value(conn, name,
 							   "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication"
-							   " WHERE pubname = 'counter_totals')", 0, NULL);
+							   " WHERE pubname = 'counter_mesh')", 0, NULL);
 
 	if (strcmp(v, "f") == 0)
 		node_exec(conn, name,
-				  "CREATE PUBLICATION counter_totals FOR TABLE counter.totals"
+				  "CREATE PUBLICATION counter_mesh"
 				  " WITH (publish = 'insert, update, delete')", 0, NULL);
+	for (int i = 0; i < lengthof(mesh_tables); i++)
+	{
+		const char *table = mesh_tables[i];
+
+		v = node_value(conn, name,
+					   "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r"
+					   " JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid"
+					   " WHERE p.pubname = 'counter_mesh' AND r.prrelid = $1::regclass)",
+					   1, &table);
+		if (strcmp(v, "f") == 0)
+			node_exec(conn, name,
+					  psprintf("ALTER PUBLICATION counter_mesh ADD TABLE %s", table),
+					  0, NULL);
+	}
 }
 
 /* a statement sent by start_subscription(), its result not yet read */
@@ -542,7 +564,7 @@ start_subscription(List *pending, PGconn *conn, const char *name,
 	p = palloc(sizeof(Pending));
 	p->conn = conn;
 	p->name = name;
-	p->sql = psprintf("CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION counter_totals"
+	p->sql = psprintf("CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION counter_mesh"
 					  " WITH (copy_data = true)",
 					  quote_identifier(sub), quote_literal_cstr(conninfo));
 	node_send(conn, name, p->sql, 0, NULL);
@@ -956,7 +978,7 @@ counter_remove_node(PG_FUNCTION_ARGS)
 			drop_subscriptions(leaver->conn, leaver->name,
 							   psprintf("^counter_n%d_from_n[0-9]+$", leaver->id));
 			node_exec(leaver->conn, leaver->name,
-					  "DROP PUBLICATION IF EXISTS counter_totals", 0, NULL);
+					  "DROP PUBLICATION IF EXISTS counter_mesh", 0, NULL);
 			node_exec(leaver->conn, leaver->name, "DELETE FROM counter.mesh", 0, NULL);
 		}
 		foreach(lc, others)
