@@ -7,7 +7,8 @@
  * publishes in full the tables that must converge (counter.totals and the
  * others of mesh_tables, publication counter_mesh) and subscribes to every
  * other member's publication, subscription and slot
- * counter_n<subscriber id>_from_n<publisher id>.  Every node therefore holds and republishes every shard, also the shards of nodes that left,
+ * counter_n<subscriber id>_from_n<publisher id>.  Every node therefore
+ * holds and republishes every shard, also the shards of nodes that left,
  * and a replica trigger joins each applied row with the one already there
  * (counter--1.3--1.4.sql, section nodes), so echoes stop at the first node
  * that has the row already and an initial copy merges over existing rows.
