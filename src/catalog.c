@@ -272,7 +272,7 @@ lookup_update_rels(void)
 	if (!OidIsValid(rels.quarantine))
 		rels.quarantine = get_relname_relid("quarantine", rels.schema);
 	/* of 1.4's shape only: 1.0's index of that name lacks the key */
-	if (!OidIsValid(rels.totals_top) && OidIsValid(rels.quarantine))
+	if (!OidIsValid(rels.totals_top) && rels.version >= 104)
 		rels.totals_top = get_relname_relid("totals_top", rels.schema);
 	if (rels.totals_updated == InvalidAttrNumber)
 		rels.totals_updated = get_attnum(rels.totals, "updated");
