@@ -232,11 +232,9 @@ CounterGetRels(void)
 	rels.totals_pkey = counter_relid("totals_pkey");
 	rels.flushed = InvalidOid;
 	rels.flushed_pkey = InvalidOid;
-	rels.members = InvalidOid;
 	rels.events[1] = InvalidOid;
 	rels.events_key[1] = InvalidOid;
 	rels.event_tables = InvalidOid;
-	rels.wal_state = InvalidOid;
 	rels.feed_channel = InvalidAttrNumber;
 	rels.quarantine = InvalidOid;
 	rels.totals_updated = InvalidAttrNumber;
@@ -263,10 +261,7 @@ lookup_update_rels(void)
 	{
 		rels.flushed = get_relname_relid("flushed", rels.schema);
 		rels.flushed_pkey = get_relname_relid("flushed_pkey", rels.schema);
-		rels.members = get_relname_relid("members", rels.schema);
 	}
-	if (!OidIsValid(rels.wal_state))
-		rels.wal_state = get_relname_relid("wal_state", rels.schema);
 	if (rels.feed_channel == InvalidAttrNumber)
 		rels.feed_channel = get_attnum(rels.counters, "feed_channel");
 	if (!OidIsValid(rels.quarantine))
