@@ -297,4 +297,122 @@ SELECT c.name,
 -- == end section: feed option ==
 
 -- == section: internal (version-dependent SQL as internal functions) ==
+
+-- The statements of src/api.c whose SQL differs between versions, as
+-- functions: C runs one statement per job, "SELECT counter._job(...)", as
+-- the schema's owner (src/catalog.c), and each later upgrade script
+-- replaces a body where its version changes the job (CREATE OR REPLACE).
+-- SQL-standard bodies: parsed here, with every name bound now, so nothing
+-- depends on the search_path of a call.  Schemas older than 1.4 run the
+-- statements of src/legacy.c instead.  Parameters are positional ($n), as
+-- the statements were: column names would shadow parameter names.
+
+-- A new counter owned by owner, from counter.create()'s checked arguments.
+CREATE FUNCTION counter._create(name text, owner oid, mode text, slots int4,
+								rollups interval[], retention interval[],
+								min int8, max int8, members bool, feed bool)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+BEGIN ATOMIC
+	INSERT INTO counter.counters (name, owner, mode, slots, rollups, retention,
+								  min_value, max_value, members, feed)
+	VALUES ($1, $2, $3, $4, $5,
+			coalesce($6, pg_catalog.array_fill(NULL::interval,
+											   ARRAY[pg_catalog.cardinality($5)])),
+			$7, $8, $9, coalesce($10, false));
+END;
+REVOKE ALL ON FUNCTION counter._create(text, oid, text, int4, interval[], interval[],
+									   int8, int8, bool, bool) FROM PUBLIC;
+
+-- counter.alter() of counter id: NULL keeps a setting; rollups of a
+-- granularity dropped go, and a new granularity starts from this node's
+-- compacted total (node), in one bucket.
+CREATE FUNCTION counter._alter(id int4, mode text, slots int4, rollups interval[],
+							   retention interval[], node int4, feed bool)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+BEGIN ATOMIC
+	WITH c AS (
+		UPDATE counter.counters SET mode = coalesce($2, mode), slots = coalesce($3, slots),
+			   rollups = coalesce($4, rollups),
+			   retention = coalesce($5, CASE WHEN $4 IS NULL THEN retention
+											 ELSE pg_catalog.array_fill(NULL::interval,
+																		ARRAY[pg_catalog.cardinality($4)]) END),
+			   feed = coalesce($7, feed)
+		 WHERE id = $1 RETURNING id, name, rollups),
+	gone AS (DELETE FROM counter.rollups r USING c
+			  WHERE r.counter_id = c.id AND r.granularity <> ALL (c.rollups))
+	INSERT INTO counter.rollups (counter_id, key, granularity, bucket, value)
+	SELECT c.id, t.key, g.g, '-infinity', t.value
+	  FROM c, pg_catalog.unnest(c.rollups) g(g), counter.totals t
+	 WHERE t.counter = c.name AND t.node = $6 AND $4 IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM counter.rollups r
+						WHERE r.counter_id = c.id AND r.granularity = g.g);
+END;
+REVOKE ALL ON FUNCTION counter._alter(int4, text, int4, interval[], interval[], int4, bool)
+	FROM PUBLIC;
+
+-- counter.drop() of counter id (named name): its rows of this node (node).
+-- Peers' rows of counter.totals stay: they are their nodes' shares,
+-- replicated here.  Rows of tables with a foreign key on counters go with
+-- the counter.
+CREATE FUNCTION counter._drop(id int4, name text, node int4)
+RETURNS void
+LANGUAGE sql VOLATILE STRICT PARALLEL UNSAFE
+BEGIN ATOMIC
+	WITH s AS (DELETE FROM counter.slots WHERE counter_id = $1),
+	e AS (DELETE FROM counter.events WHERE counter_id = $1),
+	e1 AS (DELETE FROM counter.events_1 WHERE counter_id = $1),
+	r AS (DELETE FROM counter.rollups WHERE counter_id = $1),
+	i AS (DELETE FROM counter.idempotency WHERE counter_id = $1),
+	t AS (DELETE FROM counter.totals WHERE counter = $2 AND node = $3)
+	DELETE FROM counter.counters WHERE id = $1;
+END;
+REVOKE ALL ON FUNCTION counter._drop(int4, text, int4) FROM PUBLIC;
+
+-- counter.revoke() of one grant of counter id; taking a read right away
+-- (read, or admin, which includes it) also gives the counter a new feed
+-- channel, so the role that lost the right can follow the feed no longer.
+CREATE FUNCTION counter._revoke(id int4, grantee oid, privilege text)
+RETURNS void
+LANGUAGE sql VOLATILE STRICT PARALLEL UNSAFE
+BEGIN ATOMIC
+	WITH d AS (DELETE FROM counter.grants
+				WHERE counter_id = $1 AND grantee = $2 AND privilege = $3)
+	UPDATE counter.counters SET feed_channel = DEFAULT
+	 WHERE id = $1 AND $3 <> 'add';
+END;
+REVOKE ALL ON FUNCTION counter._revoke(int4, oid, text) FROM PUBLIC;
+
+-- counter.series() of counter id's key: the non-empty buckets of
+-- granularity from "from" to "to": rollups, plus events not yet compacted
+-- in their own (event time) bucket, plus slot deltas not yet collected in
+-- the current bucket (slot adds are bucketed when the worker collects
+-- them).  Not STRICT, so that the planner inlines it into the caller's
+-- statement (kept planned there).
+CREATE FUNCTION counter._series(id int4, key text, "from" timestamptz,
+								"to" timestamptz, granularity interval)
+RETURNS TABLE (bucket timestamptz, value int8)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+	WITH o AS (SELECT timestamptz '2000-01-01 00:00:00+00' AS origin),
+	lo AS (SELECT pg_catalog.date_bin($5, $3, o.origin) AS b FROM o)
+	SELECT s.b, pg_catalog.sum(s.v)::int8 FROM (
+		SELECT bucket AS b, value AS v FROM counter.rollups
+		 WHERE counter_id = $1 AND key = $2 AND granularity = $5
+		   AND bucket >= (SELECT b FROM lo) AND bucket < $4
+		UNION ALL
+		SELECT pg_catalog.date_bin($5, e.at, o.origin), e.delta
+		  FROM counter.pending_events e, o
+		 WHERE e.counter_id = $1 AND e.key = $2
+		UNION ALL
+		SELECT pg_catalog.date_bin($5, pg_catalog.now(), o.origin), s.value
+		  FROM counter.slots s, o
+		 WHERE s.counter_id = $1 AND s.key = $2) s
+	 WHERE s.b >= (SELECT b FROM lo) AND s.b < $4
+	 GROUP BY s.b HAVING pg_catalog.sum(s.v) <> 0 ORDER BY s.b;
+END;
+REVOKE ALL ON FUNCTION counter._series(int4, text, timestamptz, timestamptz, interval)
+	FROM PUBLIC;
+
 -- == end section: internal ==

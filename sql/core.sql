@@ -1,4 +1,4 @@
--- Proves the core API: managing counters, exact adds and reads in slots and events modes (own uncommitted adds seen, rolled-back adds never), errors with their SQLSTATE, rights per counter, hidden tables, and independence from the caller's search_path.
+-- Proves the core API: managing counters, exact adds and reads in slots and events modes (own uncommitted adds seen, rolled-back adds never), errors with their SQLSTATE, rights per counter, hidden tables and internal functions (1.4's, revoked from PUBLIC, _series inlined), and independence from the caller's search_path.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS counter;
 RESET client_min_messages;
@@ -176,6 +176,11 @@ SELECT c.relname FROM pg_class c
    AND (has_table_privilege('counter_alice', c.oid, 'SELECT')
         OR has_table_privilege('counter_alice', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE'))
  ORDER BY 1;
+-- internal functions a plain role may run: only those checking the rights themselves
+SELECT p.proname FROM pg_proc p
+ WHERE p.pronamespace = 'counter'::regnamespace AND p.proname LIKE '\_%'
+   AND has_function_privilege('counter_alice', p.oid, 'EXECUTE')
+ ORDER BY 1;
 SET ROLE counter_bob;
 SELECT counter.add('alice_likes', 'x');
 \echo :LAST_ERROR_SQLSTATE
@@ -247,6 +252,35 @@ SELECT counter.compact('views') >= 0;
 SELECT counter.value('views', 'home');
 RESET search_path;
 DROP SCHEMA evil CASCADE;
+
+--
+-- Internal functions (1.4's version-dependent statements): their labels,
+-- bodies bound at creation, no EXECUTE for PUBLIC, and _series inlined
+-- into the statement that calls it
+--
+SELECT p.proname, p.provolatile, p.proisstrict, p.proparallel,
+       p.prosqlbody IS NOT NULL AS bound,
+       EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                WHERE a.grantee = 0) AS public_may_run
+  FROM pg_proc p
+ WHERE p.pronamespace = 'counter'::regnamespace
+   AND p.proname IN ('_create', '_alter', '_drop', '_revoke', '_series')
+ ORDER BY 1;
+CREATE FUNCTION pg_temp.series_inlined() RETURNS bool LANGUAGE plpgsql AS $$
+DECLARE
+	line text;
+BEGIN
+	FOR line IN EXPLAIN (COSTS OFF)
+		SELECT * FROM counter._series(1, 'k', now() - interval '1 day', now(), '1 hour')
+	LOOP
+		IF line LIKE '%Function Scan%' THEN
+			RETURN false;
+		END IF;
+	END LOOP;
+	RETURN true;
+END
+$$;
+SELECT pg_temp.series_inlined();
 
 --
 -- Dropping

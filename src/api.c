@@ -35,6 +35,7 @@
 #include "commit.h"
 #include "compact.h"
 #include "guc.h"
+#include "legacy.h"
 #include "read.h"
 #include "topk.h"
 #include "wal.h"
@@ -159,23 +160,14 @@ check_slots(int32 slots)
 				 errmsg("slots must be between 1 and 1024, not %d", slots)));
 }
 
-/* Parse a mode; buffered mode needs version 1.1 of the extension, wal 1.3. */
+/* Parse a mode; an older installed schema may lack it (legacy.c). */
 static CounterMode
 check_mode(const char *name)
 {
 	CounterMode mode = CounterParseMode(name);
-	CounterRels *r = CounterGetRels();
-	const char *version = NULL;
 
-	if (mode == COUNTER_MODE_BUFFERED && !OidIsValid(r->flushed))
-		version = "1.1";
-	else if (mode == COUNTER_MODE_WAL && !OidIsValid(r->wal_state))
-		version = "1.3";
-	if (version != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s mode needs version %s of extension \"counter\"", name, version),
-				 errhint("Run ALTER EXTENSION counter UPDATE;")));
+	if (CounterLegacy())
+		CounterLegacyCheckMode(mode, name);
 	if (mode == COUNTER_MODE_WAL && !CounterWalPossible())
 		ereport(WARNING,
 				(errmsg("adds to a wal-mode counter are stored as events on this server"),
@@ -184,36 +176,25 @@ check_mode(const char *name)
 	return mode;
 }
 
+/* $1 name, $2 owner, $3 mode, $4 slots, ... $9 members, $10 feed */
 static CounterStmt create_stmt = {
-	"INSERT INTO counter.counters (name, owner, mode, slots, rollups, retention,"
-	" min_value, max_value, members)"
-	" VALUES ($1, $2, $3, $4, $5,"
-	" coalesce($6, array_fill(NULL::interval, ARRAY[cardinality($5)])),"
-	" $7, $8, $9)",
-	9, {TEXTOID, OIDOID, TEXTOID, INT4OID, INTERVALARRAYOID, INTERVALARRAYOID,
-	INT8OID, INT8OID, BOOLOID}
-};
-
-/* $1 name, $2 feed: set counters.feed (version 1.4, by create and alter) */
-static CounterStmt feed_stmt = {
-	"UPDATE counter.counters SET feed = $2 WHERE name = $1",
-	2, {TEXTOID, BOOLOID}
+	"SELECT counter._create($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+	10, {TEXTOID, OIDOID, TEXTOID, INT4OID, INTERVALARRAYOID, INTERVALARRAYOID,
+	INT8OID, INT8OID, BOOLOID, BOOLOID}
 };
 
 /*
- * Set the feed option of counter name from argument argno (1.4's create
- * and alter, the last argument; NULL keeps it); SPI must be connected.
+ * Argument argno into values[i] and nulls[i], NULL when the call has no
+ * such argument: the feed, last argument of create and alter, which the
+ * SQL functions of schemas older than 1.4 do not pass.
  */
 static void
-set_feed(FunctionCallInfo fcinfo, int argno, const char *name)
+opt_arg(FunctionCallInfo fcinfo, int argno, Datum *values, char *nulls, int i)
 {
-	Datum		values[2];
+	bool		isnull = PG_NARGS() <= argno || PG_ARGISNULL(argno);
 
-	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
-		return;
-	values[0] = CStringGetTextDatum(name);
-	values[1] = PG_GETARG_DATUM(argno);
-	CounterExec(&feed_stmt, values, NULL, false);
+	values[i] = isnull ? (Datum) 0 : PG_GETARG_DATUM(argno);
+	nulls[i] = isnull ? 'n' : ' ';
 }
 
 /*
@@ -224,8 +205,8 @@ Datum
 counter_create(PG_FUNCTION_ARGS)
 {
 	char	   *name = CounterArgName(fcinfo, 0);
-	Datum		values[9];
-	char		nulls[9];
+	Datum		values[10];
+	char		nulls[10];
 	int			nrollups;
 	int			i;
 
@@ -274,11 +255,8 @@ counter_create(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("feed must not be null")));
 
-	if (PG_GETARG_BOOL(7) && !OidIsValid(CounterGetRels()->members))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("membership counters need version 1.1 of extension \"counter\""),
-				 errhint("Run ALTER EXTENSION counter UPDATE;")));
+	if (PG_GETARG_BOOL(7) && CounterLegacy())
+		CounterLegacyCheckMembers();
 	if (CounterLookup(name, true) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -297,32 +275,22 @@ counter_create(PG_FUNCTION_ARGS)
 	values[7] = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
 	nulls[7] = PG_ARGISNULL(6) ? 'n' : ' ';
 	values[8] = PG_GETARG_DATUM(7);
+	opt_arg(fcinfo, 8, values, nulls, 9);
 
 	SPI_connect();
-	CounterExec(&create_stmt, values, nulls, false);
-	set_feed(fcinfo, 8, name);
+	CounterExec(CounterLegacyStmt(LEGACY_CREATE, &create_stmt), values, nulls, false);
 	SPI_finish();
 	CounterInvalidate();
 	PG_RETURN_VOID();
 }
 
+/*
+ * $1 id, $2 mode, $3 slots, $4 rollups, $5 retention, $6 this node, $7
+ * feed; NULL keeps a setting.
+ */
 static CounterStmt alter_stmt = {
-	"WITH c AS ("
-	"  UPDATE counter.counters SET mode = coalesce($2, mode), slots = coalesce($3, slots),"
-	"    rollups = coalesce($4, rollups),"
-	"    retention = coalesce($5, CASE WHEN $4 IS NULL THEN retention"
-	"                                  ELSE array_fill(NULL::interval, ARRAY[cardinality($4)]) END)"
-	"   WHERE id = $1 RETURNING id, name, rollups),"
-	" gone AS (DELETE FROM counter.rollups r USING c"
-	"   WHERE r.counter_id = c.id AND r.granularity <> ALL (c.rollups))"
-	/* a new granularity starts from the compacted total, in one bucket */
-	" INSERT INTO counter.rollups (counter_id, key, granularity, bucket, value)"
-	" SELECT c.id, t.key, g.g, '-infinity', t.value"
-	"   FROM c, unnest(c.rollups) g(g), counter.totals t"
-	"  WHERE t.counter = c.name AND t.node = $6 AND $4 IS NOT NULL"
-	"    AND NOT EXISTS (SELECT 1 FROM counter.rollups r"
-	"                     WHERE r.counter_id = c.id AND r.granularity = g.g)",
-	6, {INT4OID, TEXTOID, INT4OID, INTERVALARRAYOID, INTERVALARRAYOID, INT4OID}
+	"SELECT counter._alter($1, $2, $3, $4, $5, $6, $7)",
+	7, {INT4OID, TEXTOID, INT4OID, INTERVALARRAYOID, INTERVALARRAYOID, INT4OID, BOOLOID}
 };
 
 /*
@@ -334,8 +302,8 @@ Datum
 counter_alter(PG_FUNCTION_ARGS)
 {
 	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_ADMIN);
-	Datum		values[6];
-	char		nulls[6];
+	Datum		values[7];
+	char		nulls[7];
 	int			nrollups = -1;
 	int			i;
 
@@ -372,34 +340,22 @@ counter_alter(PG_FUNCTION_ARGS)
 	}
 	values[5] = Int32GetDatum(counter_node_id);
 	nulls[5] = ' ';
+	opt_arg(fcinfo, 5, values, nulls, 6);
 
 	/* rollups must not change under a running compaction */
 	if (!PG_ARGISNULL(3))
 		CounterCompactLock(true);
 
 	SPI_connect();
-	CounterExec(&alter_stmt, values, nulls, false);
-	set_feed(fcinfo, 5, meta->name);
+	CounterExec(CounterLegacyStmt(LEGACY_ALTER, &alter_stmt), values, nulls, false);
 	SPI_finish();
 	CounterInvalidate();
 	PG_RETURN_VOID();
 }
 
-#define DROP_SQL(EVENTS_1) \
-	"WITH s AS (DELETE FROM counter.slots WHERE counter_id = $1)," \
-	" e AS (DELETE FROM counter.events WHERE counter_id = $1)," \
-	EVENTS_1 \
-	" r AS (DELETE FROM counter.rollups WHERE counter_id = $1)," \
-	" i AS (DELETE FROM counter.idempotency WHERE counter_id = $1)," \
-	/* peers' rows stay: they are their nodes' shares, replicated here */ \
-	" t AS (DELETE FROM counter.totals WHERE counter = $2 AND node = $3)" \
-	" DELETE FROM counter.counters WHERE id = $1"
-
-/* [0] before version 1.2, [1] with the second events table */
-static CounterStmt drop_stmt[2] = {
-	{DROP_SQL(""), 3, {INT4OID, TEXTOID, INT4OID}},
-	{DROP_SQL(" e1 AS (DELETE FROM counter.events_1 WHERE counter_id = $1),"),
-	3, {INT4OID, TEXTOID, INT4OID}}
+/* $1 id, $2 name, $3 this node */
+static CounterStmt drop_stmt = {
+	"SELECT counter._drop($1, $2, $3)", 3, {INT4OID, TEXTOID, INT4OID}
 };
 
 /*
@@ -416,7 +372,7 @@ counter_drop(PG_FUNCTION_ARGS)
 	/* a compaction in flight would re-add rows this statement cannot see */
 	CounterCompactLock(true);
 	SPI_connect();
-	CounterExec(&drop_stmt[OidIsValid(CounterGetRels()->event_tables)], values, NULL, false);
+	CounterExec(CounterLegacyStmt(LEGACY_DROP, &drop_stmt), values, NULL, false);
 	SPI_finish();
 	CounterInvalidate();
 	PG_RETURN_VOID();
@@ -429,18 +385,12 @@ static CounterStmt grant_stmt = {
 };
 
 /*
- * Taking a read right away (read, or admin, which includes it) also gives
- * the counter a new feed channel, so the role that lost the right can
- * follow the feed no longer (version 1.4, with counters.feed_channel; [0]
- * before it).
+ * $1 id, $2 grantee, $3 privilege.  Taking a read right away (read, or
+ * admin, which includes it) also gives the counter a new feed channel, so
+ * the role that lost the right can follow the feed no longer.
  */
-#define REVOKE_SQL "DELETE FROM counter.grants WHERE counter_id = $1 AND grantee = $2 AND privilege = $3"
-static CounterStmt revoke_stmt[2] = {
-	{REVOKE_SQL, 3, {INT4OID, OIDOID, TEXTOID}},
-	{"WITH d AS (" REVOKE_SQL ")"
-		" UPDATE counter.counters SET feed_channel = DEFAULT"
-		"  WHERE id = $1 AND $3 <> 'add'",
-	3, {INT4OID, OIDOID, TEXTOID}}
+static CounterStmt revoke_stmt = {
+	"SELECT counter._revoke($1, $2, $3)", 3, {INT4OID, OIDOID, TEXTOID}
 };
 
 /*
@@ -497,11 +447,12 @@ counter_grant(PG_FUNCTION_ARGS)
 Datum
 counter_revoke(PG_FUNCTION_ARGS)
 {
-	bool		rotates = CounterGetRels()->feed_channel != InvalidAttrNumber;
-	CounterMeta *meta = grant_or_revoke(fcinfo, &revoke_stmt[rotates]);
+	CounterMeta *meta = grant_or_revoke(fcinfo,
+										CounterLegacyStmt(LEGACY_REVOKE, &revoke_stmt));
 
-	/* grant_or_revoke checked the privilege's name */
-	if (rotates && strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "add") != 0)
+	/* grant_or_revoke checked the privilege's name; no channel before 1.4 */
+	if (meta->feed_channel[0] != '\0' &&
+		strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "add") != 0)
 		Async_Notify(meta->feed_channel, "[]");
 	PG_RETURN_VOID();
 }
@@ -836,115 +787,35 @@ return_rows(FunctionCallInfo fcinfo, CounterStmt *stmt, Datum *values,
 }
 
 /*
- * Exact top-k before version 1.4 (since 1.4, topk.c reads it through
- * indexes, peer nodes' rows included): keys with uncompacted deltas
- * (events, slots, buffered) are few; any other key's value is its
- * compacted total, so the top k of all keys lies among the top
- * (k + |pending|) totals and the pending keys, the totals taken in the
- * result's own order (value, then key), so that ties at the cut are
- * decided as the result decides them.  With peer nodes' rows present a
- * key's total is a sum of rows, and every key is a candidate.
- */
-#define TOP_SQL(EVENTS, BUFFERED) \
-	"WITH p AS (" \
-	"   SELECT x.key, sum(x.d) AS d FROM (" \
-	"     SELECT key, delta AS d FROM " EVENTS " WHERE counter_id = $1" \
-	"     UNION ALL SELECT key, value FROM counter.slots" \
-	"                WHERE counter_id = $1 AND value <> 0" \
-	BUFFERED \
-	"   ) x GROUP BY x.key)," \
-	/* two range probes of totals_top, not a walk over this node's rows */ \
-	" peers AS (SELECT EXISTS (SELECT 1 FROM counter.totals" \
-	"                           WHERE counter = $2 AND node < $4)" \
-	"               OR EXISTS (SELECT 1 FROM counter.totals" \
-	"                           WHERE counter = $2 AND node > $4) AS any)," \
-	" cand AS (" \
-	"   SELECT key FROM p" \
-	"   UNION (SELECT t.key FROM counter.totals t WHERE t.counter = $2 AND t.node = $4" \
-	"           ORDER BY t.value DESC, t.key LIMIT $3 + (SELECT count(*) FROM p))" \
-	"   UNION SELECT t.key FROM counter.totals t, peers WHERE peers.any AND t.counter = $2)" \
-	" SELECT c.key, (coalesce(t.v, 0) + coalesce(p.d, 0))::int8 AS value" \
-	"   FROM cand c LEFT JOIN p ON p.key = c.key" \
-	"   LEFT JOIN LATERAL (SELECT sum(t.value) AS v FROM counter.totals t" \
-	"                       WHERE t.counter = $2 AND t.key = c.key) t ON true" \
-	"  ORDER BY value DESC, c.key LIMIT $3"
-
-#define TOP_BUFFERED \
-	"     UNION ALL SELECT b.key, b.pending - coalesce(f.flushed, 0)" \
-	"       FROM counter._buffered($2) b" \
-	"       LEFT JOIN counter.flushed f ON f.counter_id = $1 AND f.key = b.key"
-
-/*
- * By version: 1.0; 1.1 (buffered adds in shared memory are pending too);
- * 1.2 (two events tables, only the live ones pending).
- */
-static CounterStmt top_stmt[3] = {
-	{TOP_SQL("counter.events", ""), 4, {INT4OID, TEXTOID, INT4OID, INT4OID}},
-	{TOP_SQL("counter.events", TOP_BUFFERED), 4, {INT4OID, TEXTOID, INT4OID, INT4OID}},
-	{TOP_SQL("counter.pending_events", TOP_BUFFERED), 4, {INT4OID, TEXTOID, INT4OID, INT4OID}}
-};
-
-/*
- * counter.top(name, k): the k keys of highest value, exactly.  Since 1.4
- * read through indexes in C (topk.c); before, by statement.
+ * counter.top(name, k): the k keys of highest value, exactly, read through
+ * indexes in C (topk.c); by statement in an older schema (legacy.c).
  */
 Datum
 counter_top(PG_FUNCTION_ARGS)
 {
 	CounterMeta *meta = CounterArgCounter(fcinfo, COUNTER_PRIV_READ);
-	Datum		values[4];
-	CounterRels *r;
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
 	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("k must be a non-negative number")));
-	r = CounterGetRels();
-	if (OidIsValid(r->totals_top))
-	{
-		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-
-		InitMaterializedSRF(fcinfo, 0);
+	InitMaterializedSRF(fcinfo, 0);
+	if (CounterLegacy())
+		CounterLegacyTop(meta, PG_GETARG_INT32(1), rsinfo->setResult);
+	else
 		CounterReadTop(meta, PG_GETARG_INT32(1), GetActiveSnapshot(),
 					   rsinfo->setResult, rsinfo->setDesc);
-		return (Datum) 0;
-	}
-	values[0] = Int32GetDatum(meta->id);
-	values[1] = CStringGetTextDatum(meta->name);
-	values[2] = PG_GETARG_DATUM(1);
-	values[3] = Int32GetDatum(counter_node_id);
-	return_rows(fcinfo, &top_stmt[OidIsValid(r->event_tables) ? 2 :
-								  OidIsValid(r->flushed) ? 1 : 0], values, NULL);
 	return (Datum) 0;
 }
 
 /*
- * Buckets of one granularity: rollups, plus events not yet compacted in
- * their own (event time) bucket, plus slot deltas not yet collected in the
- * current bucket (slot adds are bucketed when the worker collects them).
+ * $1 id, $2 key, $3 from, $4 to, $5 granularity: the non-empty buckets,
+ * counting what is not compacted yet.
  */
-#define SERIES_SQL(EVENTS) \
-	"WITH o AS (SELECT timestamptz '2000-01-01 00:00:00+00' AS origin)," \
-	" lo AS (SELECT date_bin($5, $3, o.origin) AS b FROM o)" \
-	" SELECT s.b, sum(s.v)::int8 FROM (" \
-	"   SELECT bucket AS b, value AS v FROM counter.rollups" \
-	"    WHERE counter_id = $1 AND key = $2 AND granularity = $5" \
-	"      AND bucket >= (SELECT b FROM lo) AND bucket < $4" \
-	"   UNION ALL" \
-	"   SELECT date_bin($5, e.at, o.origin), e.delta FROM " EVENTS " e, o" \
-	"    WHERE e.counter_id = $1 AND e.key = $2" \
-	"   UNION ALL" \
-	"   SELECT date_bin($5, now(), o.origin), s.value FROM counter.slots s, o" \
-	"    WHERE s.counter_id = $1 AND s.key = $2) s" \
-	" WHERE s.b >= (SELECT b FROM lo) AND s.b < $4" \
-	" GROUP BY s.b HAVING sum(s.v) <> 0 ORDER BY s.b"
-
-/* [0] before version 1.2, [1] with two events tables */
-static CounterStmt series_stmt[2] = {
-	{SERIES_SQL("counter.events"), 5,
-	{INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID}},
-	{SERIES_SQL("counter.pending_events"), 5,
-	{INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID}}
+static CounterStmt series_stmt = {
+	"SELECT bucket, value FROM counter._series($1, $2, $3, $4, $5)", 5,
+	{INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID}
 };
 
 static CounterStmt has_granularity_stmt = {
@@ -987,8 +858,7 @@ counter_series(PG_FUNCTION_ARGS)
 						DatumGetCString(DirectFunctionCall1(interval_out, values[4]))),
 				 errhint("Add it with counter.alter('%s', rollups => ...).", meta->name)));
 
-	return_rows(fcinfo, &series_stmt[OidIsValid(CounterGetRels()->event_tables)],
-				values, NULL);
+	return_rows(fcinfo, CounterLegacyStmt(LEGACY_SERIES, &series_stmt), values, NULL);
 	return (Datum) 0;
 }
 
@@ -1045,7 +915,7 @@ counter_verify(PG_FUNCTION_ARGS)
 }
 
 /*
- * counter.channel(name) (version 1.4): the channel of the counter's change
+ * counter.channel(name): the channel of the counter's change
  * feed, told only to a role that may read it.
  */
 Datum

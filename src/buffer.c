@@ -73,6 +73,7 @@
 #include "buffer.h"
 #include "catalog.h"
 #include "guc.h"
+#include "legacy.h"
 #include "wal.h"
 
 #define BUFFER_PARTITIONS		16
@@ -423,12 +424,13 @@ make_entry(CounterMeta *meta, text *key, CounterBufferKey *bk, bool for_replay,
 
 /*
  * Fill the hash key of (counter, key): false when the add cannot be
- * buffered (no shared memory, before version 1.1, a long key).
+ * buffered (no shared memory, no counter.flushed in an older schema, a
+ * long key).
  */
 bool
 CounterBufferMakeKey(CounterBufferKey *bk, CounterMeta *meta, text *key)
 {
-	return buffer_hash != NULL && OidIsValid(CounterGetRels()->flushed) &&
+	return buffer_hash != NULL && !CounterLegacyLacks(LEGACY_FLUSHED) &&
 		make_key(bk, meta, key);
 }
 
@@ -551,7 +553,7 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot,
 	int128		sum;
 	bool		have = false;
 
-	if (buffer_hash == NULL || !OidIsValid(CounterGetRels()->flushed) ||
+	if (buffer_hash == NULL || CounterLegacyLacks(LEGACY_FLUSHED) ||
 		!make_key(&bk, meta, key))
 		return 0;
 
@@ -636,7 +638,7 @@ CounterBufferTake(CounterBufferTaken *out)
 	MemoryContext old;
 
 	out->n = 0;
-	if (buffer_hash == NULL || !OidIsValid(CounterGetRels()->flushed))
+	if (buffer_hash == NULL || CounterLegacyLacks(LEGACY_FLUSHED))
 		return 0;
 
 	old = MemoryContextSwitchTo(TopTransactionContext);

@@ -232,11 +232,9 @@ CounterGetRels(void)
 	rels.totals_pkey = counter_relid("totals_pkey");
 	rels.flushed = InvalidOid;
 	rels.flushed_pkey = InvalidOid;
-	rels.members = InvalidOid;
 	rels.events[1] = InvalidOid;
 	rels.events_key[1] = InvalidOid;
 	rels.event_tables = InvalidOid;
-	rels.wal_state = InvalidOid;
 	rels.feed_channel = InvalidAttrNumber;
 	rels.quarantine = InvalidOid;
 	rels.totals_updated = InvalidAttrNumber;
@@ -263,16 +261,13 @@ lookup_update_rels(void)
 	{
 		rels.flushed = get_relname_relid("flushed", rels.schema);
 		rels.flushed_pkey = get_relname_relid("flushed_pkey", rels.schema);
-		rels.members = get_relname_relid("members", rels.schema);
 	}
-	if (!OidIsValid(rels.wal_state))
-		rels.wal_state = get_relname_relid("wal_state", rels.schema);
 	if (rels.feed_channel == InvalidAttrNumber)
 		rels.feed_channel = get_attnum(rels.counters, "feed_channel");
 	if (!OidIsValid(rels.quarantine))
 		rels.quarantine = get_relname_relid("quarantine", rels.schema);
 	/* of 1.4's shape only: 1.0's index of that name lacks the key */
-	if (!OidIsValid(rels.totals_top) && OidIsValid(rels.quarantine))
+	if (!OidIsValid(rels.totals_top) && rels.version >= 104)
 		rels.totals_top = get_relname_relid("totals_top", rels.schema);
 	if (rels.totals_updated == InvalidAttrNumber)
 		rels.totals_updated = get_attnum(rels.totals, "updated");

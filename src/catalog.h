@@ -98,8 +98,6 @@ typedef struct CounterRels
 	Oid			totals_pkey;
 	Oid			flushed;		/* InvalidOid before version 1.1 */
 	Oid			flushed_pkey;
-	Oid			members;		/* InvalidOid before version 1.1 */
-	Oid			wal_state;		/* InvalidOid before version 1.3 */
 	AttrNumber	feed_channel;	/* of counters; InvalidAttrNumber before 1.4 */
 	Oid			quarantine;		/* InvalidOid before version 1.4 */
 	AttrNumber	totals_updated; /* of totals; InvalidAttrNumber before 1.4 */

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * events.c
- *	  The two events tables (version 1.2): which one an add writes, which
- *	  ones a snapshot reads, and their rotation.
+ *	  The two events tables: which one an add writes, which ones a
+ *	  snapshot reads, and their rotation (a schema older than 1.2 has one
+ *	  table, counter.events, and no rotation: legacy.c).
  *
  * Adds append to the "current" table, counter.events (table 0) or
  * counter.events_1 (table 1).  Compaction either deletes the visible rows
@@ -57,6 +58,7 @@
 #include "events.h"
 #include "catalog.h"
 #include "guc.h"
+#include "legacy.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(counter_event_table_live);
@@ -192,8 +194,8 @@ CounterEventsTableForAdd(CounterRels *r)
 {
 	CounterEventsState *e;
 
-	if (!OidIsValid(r->events[1]))
-		return 0;				/* before version 1.2: one table */
+	if (CounterLegacyLacks(LEGACY_EVENTS_1))
+		return 0;
 
 	for (;;)
 	{
@@ -245,7 +247,7 @@ CounterEventsLive(CounterRels *r, Snapshot snapshot)
 {
 	uint32		bits;
 
-	if (!OidIsValid(r->events[1]))
+	if (CounterLegacyLacks(LEGACY_EVENTS_1))
 		return 1;
 	bits = state_bits(r);
 	if (bits != 0 && (bits & EV_FOLDING_ANY) == 0)
@@ -302,7 +304,7 @@ CounterEventsSync(void)
 	CounterEventsState *e;
 	int			folded;
 
-	if (!OidIsValid(r->events[1]))
+	if (CounterLegacyLacks(LEGACY_EVENTS_1))
 		return 0;
 	folded = folded_in(r, GetLatestSnapshot(), NULL);
 	if (!RecoveryInProgress() && (e = my_entry()) != NULL)
@@ -348,7 +350,7 @@ CounterEventsRotate(int folded, bool idle)
 	int			waited;
 
 	/* a fold must read every row committed before it: a fresh snapshot */
-	if (!OidIsValid(r->events[1]) || e == NULL || counter_rotate_size < 0 ||
+	if (CounterLegacyLacks(LEGACY_EVENTS_1) || e == NULL || counter_rotate_size < 0 ||
 		IsolationUsesXactSnapshot() || folded != 0)
 		return -1;
 	bits = state_bits(r);
@@ -402,7 +404,7 @@ CounterEventsTruncate(void)
 	int			t;
 	bool		emptied = false;
 
-	if (!OidIsValid(r->events[1]))
+	if (CounterLegacyLacks(LEGACY_EVENTS_1))
 		return false;
 	folded = folded_in(r, GetLatestSnapshot(), xids);
 	if (folded == 0)

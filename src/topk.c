@@ -367,8 +367,8 @@ settled(TopState *st, TopNode *nodes, int nnodes)
 
 /*
  * Fill the SRF's tuplestore with the k keys of highest value of meta in
- * snapshot (value DESC, key ASC).  Needs index totals_top of version 1.4
- * (counter, node, value DESC, key).
+ * snapshot (value DESC, key ASC).  Needs 1.4's index totals_top
+ * (counter, node, value DESC, key); legacy.c serves older schemas.
  */
 void
 CounterReadTop(CounterMeta *meta, int k, Snapshot snapshot, Tuplestorestate *out,

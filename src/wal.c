@@ -79,6 +79,7 @@
 
 #include "wal.h"
 #include "catalog.h"
+#include "legacy.h"
 #include "shmem.h"
 
 #define WAL_READY_WAIT_MS		10000
@@ -213,7 +214,7 @@ CounterWalRaiseSeq(uint64 maxseq)
 
 /*
  * Whether counter.wal_state says the database is armed (start_lsn set),
- * in the caller's snapshot; false without the table (before 1.3).
+ * in the caller's snapshot; false in an older schema without the table.
  */
 bool
 CounterWalDatabaseArmed(void)
@@ -221,7 +222,7 @@ CounterWalDatabaseArmed(void)
 	bool		armed = false;
 	bool		isnull;
 
-	if (!OidIsValid(CounterGetRels()->wal_state))
+	if (CounterLegacyLacks(LEGACY_WAL_STATE))
 		return false;
 	SPI_connect();
 	CounterExec(&armed_stmt, NULL, NULL, true);
@@ -375,7 +376,7 @@ CounterWalTakeBegin(void)
 	CounterWalState *db = my_db();
 
 	take_lsn = InvalidXLogRecPtr;
-	if (!OidIsValid(CounterGetRels()->wal_state) || db == NULL)
+	if (CounterLegacyLacks(LEGACY_WAL_STATE) || db == NULL)
 		return;
 	LWLockAcquire(wal_shared->apply_lock, LW_EXCLUSIVE);
 	if (!db->ready)

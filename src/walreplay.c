@@ -28,6 +28,7 @@
 #include "walreplay.h"
 #include "buffer.h"
 #include "catalog.h"
+#include "legacy.h"
 #include "shmem.h"
 #include "wal.h"
 
@@ -170,7 +171,7 @@ replay(void)
 	XLogReaderState *reader;
 	ReadLocalXLogPageNoWaitPrivate *priv;
 
-	if (!OidIsValid(CounterGetRels()->wal_state))
+	if (CounterLegacyLacks(LEGACY_WAL_STATE))
 		return;
 	CounterExec(&state_stmt, NULL, NULL, true);
 	if (SPI_processed != 1)
@@ -454,7 +455,7 @@ CounterWalRound(bool may_arm)
 {
 	CounterWalState *db;
 
-	if (!CounterWalLoaded() || !OidIsValid(CounterGetRels()->wal_state))
+	if (!CounterWalLoaded() || CounterLegacyLacks(LEGACY_WAL_STATE))
 		return false;
 	db = CounterWalDb(MyDatabaseId, true);
 	if (db == NULL)

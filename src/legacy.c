@@ -1,0 +1,293 @@
+/*-------------------------------------------------------------------------
+ *
+ * legacy.c
+ *	  Serving an installed schema older than 1.4: every difference of
+ *	  versions 1.0 to 1.3 that C must know, in one file.
+ *
+ * Between a package upgrade and ALTER EXTENSION counter UPDATE the new
+ * library runs on the objects of the older version still installed, and
+ * must keep serving them: adds, reads, top, series, drop and the rest work
+ * as that version's library did, and what the version lacks is refused
+ * with 0A000 and the hint to update.
+ *
+ * From 1.4 on, C has one statement per job: a statement whose SQL would
+ * differ between versions calls an internal SQL function (counter._create,
+ * _alter, _drop, _revoke, _series: section "internal" of
+ * counter--1.3--1.4.sql), whose body each later upgrade script replaces,
+ * so that C stays the same.  Statements that are the same in every version
+ * stay plain statements in their files.  Older schemas have no such
+ * functions, so the statements they need are here, each taking the
+ * parameters of its job's 1.4 function, and so are the decisions on what
+ * an older schema lacks.  Which schema is installed is decided in one
+ * place, CounterLegacy(), from the version catalog.c reads from
+ * pg_extension (CounterGetRels()->version); no other file tests a version
+ * or the presence of a table for it.
+ *
+ * This file can be deleted, with its callers' legacy branches, once
+ * versions 1.0 to 1.3 are no longer supported (a release whose upgrade
+ * requires ALTER EXTENSION counter UPDATE to 1.4 first).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+
+#include "legacy.h"
+#include "catalog.h"
+#include "guc.h"
+
+/* the first version with the internal functions and 1.4's tables */
+#define LEGACY_BEFORE		104
+
+/* the version that added each CounterLegacyPart */
+static const int part_since[] = {
+	[LEGACY_FLUSHED] = 101,
+	[LEGACY_EVENTS_1] = 102,
+	[LEGACY_WAL_STATE] = 103
+};
+
+/* Whether the installed schema is older than 1.4: the one version test. */
+bool
+CounterLegacy(void)
+{
+	return CounterGetRels()->version < LEGACY_BEFORE;
+}
+
+/* Whether the installed schema is older than 1.4 and lacks part. */
+bool
+CounterLegacyLacks(CounterLegacyPart part)
+{
+	return CounterLegacy() && CounterGetRels()->version < part_since[part];
+}
+
+/*
+ * Refuse a mode the installed schema older than 1.4 lacks (0A000): buffered
+ * needs 1.1, wal 1.3.
+ */
+void
+CounterLegacyCheckMode(CounterMode mode, const char *name)
+{
+	const char *version = NULL;
+
+	if (mode == COUNTER_MODE_BUFFERED && CounterLegacyLacks(LEGACY_FLUSHED))
+		version = "1.1";
+	else if (mode == COUNTER_MODE_WAL && CounterLegacyLacks(LEGACY_WAL_STATE))
+		version = "1.3";
+	if (version != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s mode needs version %s of extension \"counter\"", name, version),
+				 errhint("Run ALTER EXTENSION counter UPDATE;")));
+}
+
+/* Refuse a membership counter in a schema without counter.members (0A000). */
+void
+CounterLegacyCheckMembers(void)
+{
+	if (CounterLegacyLacks(LEGACY_FLUSHED))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("membership counters need version 1.1 of extension \"counter\""),
+				 errhint("Run ALTER EXTENSION counter UPDATE;")));
+}
+
+/*
+ * create, as counter._create(name, owner, mode, slots, rollups, retention,
+ * min, max, members, feed) of 1.4 but without the feed (a counter of an
+ * older schema always feeds).
+ */
+static CounterStmt create_stmt = {
+	"INSERT INTO counter.counters (name, owner, mode, slots, rollups, retention,"
+	" min_value, max_value, members)"
+	" VALUES ($1, $2, $3, $4, $5,"
+	" coalesce($6, array_fill(NULL::interval, ARRAY[cardinality($5)])),"
+	" $7, $8, $9)",
+	10, {TEXTOID, OIDOID, TEXTOID, INT4OID, INTERVALARRAYOID, INTERVALARRAYOID,
+	INT8OID, INT8OID, BOOLOID, BOOLOID}
+};
+
+/*
+ * alter, as counter._alter(id, mode, slots, rollups, retention, node, feed)
+ * of 1.4 but without the feed.
+ */
+static CounterStmt alter_stmt = {
+	"WITH c AS ("
+	"  UPDATE counter.counters SET mode = coalesce($2, mode), slots = coalesce($3, slots),"
+	"    rollups = coalesce($4, rollups),"
+	"    retention = coalesce($5, CASE WHEN $4 IS NULL THEN retention"
+	"                                  ELSE array_fill(NULL::interval, ARRAY[cardinality($4)]) END)"
+	"   WHERE id = $1 RETURNING id, name, rollups),"
+	" gone AS (DELETE FROM counter.rollups r USING c"
+	"   WHERE r.counter_id = c.id AND r.granularity <> ALL (c.rollups))"
+	/* a new granularity starts from the compacted total, in one bucket */
+	" INSERT INTO counter.rollups (counter_id, key, granularity, bucket, value)"
+	" SELECT c.id, t.key, g.g, '-infinity', t.value"
+	"   FROM c, unnest(c.rollups) g(g), counter.totals t"
+	"  WHERE t.counter = c.name AND t.node = $6 AND $4 IS NOT NULL"
+	"    AND NOT EXISTS (SELECT 1 FROM counter.rollups r"
+	"                     WHERE r.counter_id = c.id AND r.granularity = g.g)",
+	7, {INT4OID, TEXTOID, INT4OID, INTERVALARRAYOID, INTERVALARRAYOID, INT4OID, BOOLOID}
+};
+
+/* drop, as counter._drop(id, name, node): this node's rows of the counter */
+#define DROP_SQL(EVENTS_1) \
+	"WITH s AS (DELETE FROM counter.slots WHERE counter_id = $1)," \
+	" e AS (DELETE FROM counter.events WHERE counter_id = $1)," \
+	EVENTS_1 \
+	" r AS (DELETE FROM counter.rollups WHERE counter_id = $1)," \
+	" i AS (DELETE FROM counter.idempotency WHERE counter_id = $1)," \
+	/* peers' rows stay: they are their nodes' shares, replicated here */ \
+	" t AS (DELETE FROM counter.totals WHERE counter = $2 AND node = $3)" \
+	" DELETE FROM counter.counters WHERE id = $1"
+
+/* [0] 1.0 and 1.1, [1] 1.2 and 1.3 (the second events table) */
+static CounterStmt drop_stmt[2] = {
+	{DROP_SQL(""), 3, {INT4OID, TEXTOID, INT4OID}},
+	{DROP_SQL(" e1 AS (DELETE FROM counter.events_1 WHERE counter_id = $1),"),
+	3, {INT4OID, TEXTOID, INT4OID}}
+};
+
+/*
+ * revoke, as counter._revoke(id, grantee, privilege) of 1.4 but without
+ * the new feed channel (counters.feed_channel is 1.4's).
+ */
+static CounterStmt revoke_stmt = {
+	"DELETE FROM counter.grants WHERE counter_id = $1 AND grantee = $2 AND privilege = $3",
+	3, {INT4OID, OIDOID, TEXTOID}
+};
+
+/*
+ * series, as counter._series(id, key, from, to, granularity): buckets of
+ * one granularity: rollups, plus events not yet compacted in their own
+ * (event time) bucket, plus slot deltas not yet collected in the current
+ * bucket (slot adds are bucketed when the worker collects them).
+ */
+#define SERIES_SQL(EVENTS) \
+	"WITH o AS (SELECT timestamptz '2000-01-01 00:00:00+00' AS origin)," \
+	" lo AS (SELECT date_bin($5, $3, o.origin) AS b FROM o)" \
+	" SELECT s.b, sum(s.v)::int8 FROM (" \
+	"   SELECT bucket AS b, value AS v FROM counter.rollups" \
+	"    WHERE counter_id = $1 AND key = $2 AND granularity = $5" \
+	"      AND bucket >= (SELECT b FROM lo) AND bucket < $4" \
+	"   UNION ALL" \
+	"   SELECT date_bin($5, e.at, o.origin), e.delta FROM " EVENTS " e, o" \
+	"    WHERE e.counter_id = $1 AND e.key = $2" \
+	"   UNION ALL" \
+	"   SELECT date_bin($5, now(), o.origin), s.value FROM counter.slots s, o" \
+	"    WHERE s.counter_id = $1 AND s.key = $2) s" \
+	" WHERE s.b >= (SELECT b FROM lo) AND s.b < $4" \
+	" GROUP BY s.b HAVING sum(s.v) <> 0 ORDER BY s.b"
+
+/* [0] 1.0 and 1.1, [1] 1.2 and 1.3 (only the live events tables count) */
+static CounterStmt series_stmt[2] = {
+	{SERIES_SQL("counter.events"), 5,
+	{INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID}},
+	{SERIES_SQL("counter.pending_events"), 5,
+	{INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID}}
+};
+
+/*
+ * The statement to run for job: stmt, its statement of 1.4; in a schema
+ * older than 1.4, the job's statement for that schema (same parameters).
+ */
+CounterStmt *
+CounterLegacyStmt(CounterLegacyJob job, CounterStmt *stmt)
+{
+	int			events_1;
+
+	if (!CounterLegacy())
+		return stmt;
+	events_1 = CounterLegacyLacks(LEGACY_EVENTS_1) ? 0 : 1;
+	switch (job)
+	{
+		case LEGACY_CREATE:
+			return &create_stmt;
+		case LEGACY_ALTER:
+			return &alter_stmt;
+		case LEGACY_DROP:
+			return &drop_stmt[events_1];
+		case LEGACY_REVOKE:
+			return &revoke_stmt;
+		case LEGACY_SERIES:
+			return &series_stmt[events_1];
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg_internal("unknown legacy job %d", (int) job)));
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Exact top-k before 1.4 (1.4 reads it through indexes, topk.c): keys with
+ * uncompacted deltas (events, slots, buffered) are few; any other key's
+ * value is its compacted total, so the top k of all keys lies among the top
+ * (k + |pending|) totals and the pending keys, the totals taken in the
+ * result's own order (value, then key), so that ties at the cut are
+ * decided as the result decides them.  With peer nodes' rows present a
+ * key's total is a sum of rows, and every key is a candidate.
+ */
+#define TOP_SQL(EVENTS, BUFFERED) \
+	"WITH p AS (" \
+	"   SELECT x.key, sum(x.d) AS d FROM (" \
+	"     SELECT key, delta AS d FROM " EVENTS " WHERE counter_id = $1" \
+	"     UNION ALL SELECT key, value FROM counter.slots" \
+	"                WHERE counter_id = $1 AND value <> 0" \
+	BUFFERED \
+	"   ) x GROUP BY x.key)," \
+	/* two range probes of totals_top, not a walk over this node's rows */ \
+	" peers AS (SELECT EXISTS (SELECT 1 FROM counter.totals" \
+	"                           WHERE counter = $2 AND node < $4)" \
+	"               OR EXISTS (SELECT 1 FROM counter.totals" \
+	"                           WHERE counter = $2 AND node > $4) AS any)," \
+	" cand AS (" \
+	"   SELECT key FROM p" \
+	"   UNION (SELECT t.key FROM counter.totals t WHERE t.counter = $2 AND t.node = $4" \
+	"           ORDER BY t.value DESC, t.key LIMIT $3 + (SELECT count(*) FROM p))" \
+	"   UNION SELECT t.key FROM counter.totals t, peers WHERE peers.any AND t.counter = $2)" \
+	" SELECT c.key, (coalesce(t.v, 0) + coalesce(p.d, 0))::int8 AS value" \
+	"   FROM cand c LEFT JOIN p ON p.key = c.key" \
+	"   LEFT JOIN LATERAL (SELECT sum(t.value) AS v FROM counter.totals t" \
+	"                       WHERE t.counter = $2 AND t.key = c.key) t ON true" \
+	"  ORDER BY value DESC, c.key LIMIT $3"
+
+#define TOP_BUFFERED \
+	"     UNION ALL SELECT b.key, b.pending - coalesce(f.flushed, 0)" \
+	"       FROM counter._buffered($2) b" \
+	"       LEFT JOIN counter.flushed f ON f.counter_id = $1 AND f.key = b.key"
+
+/*
+ * $1 id, $2 name, $3 k, $4 this node.  [0] 1.0; [1] 1.1 (buffered adds in
+ * shared memory are pending too); [2] 1.2 and 1.3 (two events tables, only
+ * the live ones pending).
+ */
+static CounterStmt top_stmt[3] = {
+	{TOP_SQL("counter.events", ""), 4, {INT4OID, TEXTOID, INT4OID, INT4OID}},
+	{TOP_SQL("counter.events", TOP_BUFFERED), 4, {INT4OID, TEXTOID, INT4OID, INT4OID}},
+	{TOP_SQL("counter.pending_events", TOP_BUFFERED), 4, {INT4OID, TEXTOID, INT4OID, INT4OID}}
+};
+
+/*
+ * Put the k keys of highest value of meta into out (rows of key text,
+ * value int8), in a schema older than 1.4, by statement.
+ */
+void
+CounterLegacyTop(CounterMeta *meta, int32 k, Tuplestorestate *out)
+{
+	Datum		values[4];
+	int			v = CounterLegacyLacks(LEGACY_FLUSHED) ? 0 :
+		CounterLegacyLacks(LEGACY_EVENTS_1) ? 1 : 2;
+	uint64		i;
+
+	values[0] = Int32GetDatum(meta->id);
+	values[1] = CStringGetTextDatum(meta->name);
+	values[2] = Int32GetDatum(k);
+	values[3] = Int32GetDatum(counter_node_id);
+	SPI_connect();
+	CounterExec(&top_stmt[v], values, NULL, true);
+	for (i = 0; i < SPI_processed; i++)
+		tuplestore_puttuple(out, SPI_tuptable->vals[i]);
+	SPI_finish();
+}
