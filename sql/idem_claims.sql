@@ -104,6 +104,13 @@ SELECT counter.value('ic_bounded', 'b');
 SELECT counter._correct('ic_bounded', 'b', -15);
 SELECT counter.value('ic_bounded', 'b');
 SELECT counter._correct(NULL, 'b', 1) IS NULL AS strict;
+-- a key claimed for an add that a bound refuses leaves no claim behind (its
+-- subtransaction is rolled back), and a later add may use it
+SELECT counter.try_add('ic_bounded', 'c', 11, idempotency_key => 'b-1');
+SELECT count(*) FROM counter.idempotency WHERE idem = 'b-1';
+SELECT counter.try_add('ic_bounded', 'c', 4, idempotency_key => 'b-1');
+SELECT counter.try_add('ic_bounded', 'c', 4, idempotency_key => 'b-1');
+SELECT node, delta FROM counter.idempotency WHERE idem = 'b-1';
 \set VERBOSITY terse
 SELECT counter._correct('no_such', 'b', 1);
 CREATE ROLE ic_plain;
@@ -119,4 +126,4 @@ SELECT counter.drop('ic_events');
 SELECT counter.drop('ic_bounded');
 SELECT idem, counter_id IS NULL AS no_id FROM counter.idempotency ORDER BY idem;
 SELECT count(*) FROM counter.idempotency_conflicts;
-DELETE FROM counter.idempotency;
+DROP EXTENSION counter;

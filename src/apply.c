@@ -113,20 +113,59 @@ idempotency_claim(CounterMeta *meta, text *key, int64 delta, text *idem)
 	return applied;
 }
 
-static CounterStmt idem_release_stmt = {
-	"DELETE FROM counter.idempotency WHERE idem = $1",
-	1, {TEXTOID}
-};
-
-/* Give back an idempotency key claimed by this transaction. */
-static void
-idempotency_release(text *idem)
+/* one add to a bounded counter under an idempotency key (bounded_add) */
+typedef struct BoundedAdd
 {
-	Datum		values[1] = {PointerGetDatum(idem)};
+	CounterMeta *meta;
+	text	   *key;
+	int64		delta;
+	text	   *idem;
+	ApplyResult result;
+} BoundedAdd;
 
-	SPI_connect();
-	CounterExec(&idem_release_stmt, values, NULL, false);
-	SPI_finish();
+/*
+ * Claim the key and add to the slots, in the subtransaction of
+ * CounterInSubxact: at the bound, an error rolls the claim back with it.
+ */
+static void
+bounded_add(void *arg)
+{
+	BoundedAdd *a = arg;
+
+	a->result = APPLY_REPEAT;
+	if (!idempotency_claim(a->meta, a->key, a->delta, a->idem))
+		return;
+	a->result = APPLY_DONE;
+	if (a->delta != 0 && !CounterSlotsAdd(a->meta, a->key, a->delta))
+	{
+		a->result = APPLY_BOUND;
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("the add would cross a bound")));
+	}
+}
+
+/*
+ * An add to a bounded counter under an idempotency key.  A key claimed for
+ * an add that a bound refuses is given back by rolling back the
+ * subtransaction of the claim, not by a delete: a mesh's peers never
+ * receive the claim.
+ */
+static ApplyResult
+bounded_claimed(CounterMeta *meta, text *key, int64 delta, text *idem)
+{
+	BoundedAdd	a = {meta, key, delta, idem, APPLY_DONE};
+	ErrorData  *edata = CounterInSubxact(bounded_add, &a);
+
+	if (edata != NULL)
+	{
+		if (a.result != APPLY_BOUND)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+	}
+	if (a.result == APPLY_DONE)
+		CommandCounterIncrement();
+	return a.result;
 }
 
 /*
@@ -146,6 +185,8 @@ CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("a bounded counter takes no back-dated adds")));
+	if (idem != NULL && bounded)
+		return bounded_claimed(meta, key, delta, idem);
 	if (idem != NULL && !idempotency_claim(meta, key, delta, idem))
 		return APPLY_REPEAT;
 
@@ -159,11 +200,7 @@ CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
 			CounterEventsInsert(meta, key, delta,
 								has_at ? at : GetCurrentTransactionStartTimestamp());
 		else if (!CounterSlotsAdd(meta, key, delta))
-		{
-			if (idem != NULL)
-				idempotency_release(idem);
 			return APPLY_BOUND;
-		}
 	}
 	/* later commands of this transaction, and later calls, see this add */
 	CommandCounterIncrement();
