@@ -1,4 +1,4 @@
-# Idempotency keys across a mesh of three nodes wired by counter.add_node(): a key used on two nodes during a partition counts once after it heals (the earlier claim wins, the later node undoes its add and counts the conflict); the same key used for another add, refused on node 1 and accepted on a cut-off node 2, ends with node 1's add (reads 1, not 6), a mismatch in counter.stats and a WARNING; 1,000 requests each sent to all three nodes by 8 clients per node, half of them while node 3 is cut off, end with every node reading exactly 1,000, every node holding the same claims, and each node's conflicts equal to the duplicates it undid (its applied adds minus its shard).
+# Idempotency keys across a mesh of three nodes wired by counter.add_node(): a key used on two nodes during a partition counts once after it heals (the earlier claim wins, the later node undoes its add and counts the conflict), on slots, events and buffered counters; the same key used for another add, refused on node 1 and accepted on a cut-off node 2, ends with node 1's add (reads 1, not 6), a mismatch in counter.stats and a WARNING; 1,000 requests each sent to all three nodes by 8 clients per node, half of them while node 3 is cut off, end with every node reading exactly 1,000, every node holding the same claims, and each node's conflicts equal to the duplicates it undid (its applied adds minus its shard).
 use strict;
 use warnings;
 
@@ -34,6 +34,8 @@ wal_retrieve_retry_interval = '200ms'
 	$n->safe_psql($db, q{
 		CREATE EXTENSION counter;
 		SELECT counter.create('t');
+		SELECT counter.create('te', mode => 'events');
+		SELECT counter.create('tb', mode => 'buffered');
 		SELECT counter.create('req');
 		CREATE TABLE applied (r int PRIMARY KEY);
 	});
@@ -139,6 +141,14 @@ set_cut('n2', 1);
 $node{n1}->safe_psql($db, "SELECT counter.add('t', 'a', 1, idempotency_key => 'dup-2')");
 $node{n2}->safe_psql($db, "SELECT counter.add('t', 'a', 1, idempotency_key => 'dup-2')");
 is($node{n2}->safe_psql($db, "SELECT counter.value('t', 'a')"), '2', 'cut off, n2 counts dup-1 and its own dup-2');
+# the same on an events and a buffered counter (undone through their modes)
+for my $name (qw(n1 n2))
+{
+	$node{$name}->safe_psql($db, q{
+		SELECT counter.add('te', 'a', 3, idempotency_key => 'dup-e');
+		SELECT counter.add('tb', 'a', 4, idempotency_key => 'dup-b');
+	});
+}
 
 #
 # 2. The same key for another add: refused on node 1, accepted on node 2.
@@ -152,6 +162,13 @@ $node{n2}->safe_psql($db, "SELECT counter.add('t', 'b', 5, idempotency_key => 'd
 $node{$_}->safe_psql($db, 'SELECT counter.compact()') for @names;
 set_cut('n2', 0);
 converge('two table cases', 'dup-%', $read_t, 'a=2,b=1');
+for my $name (@names)
+{
+	ok($node{$name}->poll_query_until($db,
+		"SELECT counter.value('te', 'a') = 3 AND counter.value('tb', 'a') = 4"),
+		"$name reads dup-e and dup-b once (events and buffered counters)");
+}
+is(stats_of('n2', 'te') . ',' . stats_of('n2', 'tb'), '1/0,1/0', 'n2 undid its dup-e and dup-b');
 is(stats_of('n2', 't'), '2/1', 'n2 undid its two duplicates (dup-2, dup-3), one of them another add');
 is(stats_of('n1', 't'), '0/0', 'n1, the winner, undid nothing');
 is(stats_of('n3', 't'), '0/0', 'n3 undid nothing');
