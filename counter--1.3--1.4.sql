@@ -416,3 +416,165 @@ REVOKE ALL ON FUNCTION counter._series(int4, text, timestamptz, timestamptz, int
 	FROM PUBLIC;
 
 -- == end section: internal ==
+
+-- == section: idem (idempotency keys across a mesh) ==
+
+-- Each row of counter.idempotency is a claim: an add (counter, key, delta)
+-- made under the key, by node at created.  Since 1.4 the claim names its
+-- counter (counter ids are local to each node) and its node, and the table
+-- is published to the mesh (src/nodes.c), so a key claimed on one node
+-- holds on every node once its claim has arrived.  counter_id is this
+-- node's id of the counter (NULL for a claim that arrived for a counter
+-- this node does not have).  Existing keys become claims of this node.
+ALTER TABLE counter.idempotency
+	ADD COLUMN counter text COLLATE "C",
+	ADD COLUMN node int4;
+UPDATE counter.idempotency i
+   SET counter = c.name,
+	   node = coalesce(pg_catalog.current_setting('counter.node_id', true)::int4, 1)
+  FROM counter.counters c
+ WHERE c.id = i.counter_id;
+DELETE FROM counter.idempotency WHERE counter IS NULL;
+ALTER TABLE counter.idempotency
+	ALTER COLUMN counter SET NOT NULL,
+	ALTER COLUMN node SET NOT NULL,
+	ALTER COLUMN counter_id DROP NOT NULL;
+
+-- This node's adds undone because another node's claim of the same key
+-- won (see counter._idempotency_join), per counter: undone in all,
+-- mismatched those whose claims named another add (counter, key or
+-- delta).  Shown in counter.stats.
+CREATE TABLE counter.idempotency_conflicts (
+	counter_id	int4 PRIMARY KEY REFERENCES counter.counters (id) ON DELETE CASCADE,
+	undone		int8 NOT NULL,
+	mismatched	int8 NOT NULL
+);
+REVOKE ALL ON counter.idempotency_conflicts FROM PUBLIC;
+
+-- Add delta to (name, key) on this node's shard, bypassing rights and
+-- bounds: a correction that replication makes (a bounded counter's
+-- correction that its slots refuse goes in as an event).
+CREATE FUNCTION counter._correct(name text, key text, delta int8)
+RETURNS void
+AS 'MODULE_PATHNAME', 'counter_correct'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION counter._correct(text, text, int8) FROM PUBLIC;
+
+-- A claim that logical replication applies is merged with the claim of the
+-- same key already here, never written over it.  Two claims made less than
+-- counter.idempotency_window apart are one request: the earlier claim wins
+-- (the lower node id on a tie), on every node alike.  When the claim that
+-- loses is this node's own, this node takes its add back from its own
+-- shard (counter._correct, in the apply worker's transaction) and counts
+-- it in counter.idempotency_conflicts; a loser that named another add
+-- (another counter, key or delta) is also a WARNING.  Claims a window or
+-- more apart are separate adds: the later one stays.  The winner is
+-- written by a delete and an insert, never an update, so that every node
+-- receives it whole; replicated deletes are skipped, since each node
+-- forgets claims by itself, by claim time (src/compact.c).  Enabled only
+-- for replication, like counter._totals_join: local adds pay nothing.
+CREATE FUNCTION counter._idempotency_join()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	win interval := pg_catalog.current_setting('counter.idempotency_window')::interval;
+	me int4 := pg_catalog.current_setting('counter.node_id')::int4;
+	cur counter.idempotency;
+	other bool;
+BEGIN
+	-- the statements below, at depth 2, are the real ones
+	IF pg_catalog.pg_trigger_depth() > 1 THEN
+		RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+	END IF;
+	IF TG_OP = 'DELETE' THEN
+		RETURN NULL;
+	END IF;
+	LOOP
+		SELECT * INTO cur FROM counter.idempotency i WHERE i.idem = NEW.idem FOR UPDATE;
+		IF FOUND THEN
+			IF NEW.created < cur.created + win AND
+			   (cur.created >= NEW.created + win OR
+				(cur.created, cur.node) <= (NEW.created, NEW.node)) THEN
+				RETURN NULL;	-- the same claim, a stale one, or a loser
+			END IF;
+			IF NEW.created < cur.created + win AND cur.node = me
+			   AND cur.counter_id IS NOT NULL THEN
+				-- this node's own add lost: take it back
+				other := (cur.counter, cur.key, cur.delta) IS DISTINCT FROM
+						 (NEW.counter, NEW.key, NEW.delta);
+				PERFORM counter._correct(cur.counter, cur.key, -cur.delta);
+				INSERT INTO counter.idempotency_conflicts AS s (counter_id, undone, mismatched)
+				VALUES (cur.counter_id, 1, other::int4)
+				ON CONFLICT (counter_id) DO UPDATE
+				   SET undone = s.undone + 1, mismatched = s.mismatched + excluded.mismatched;
+				IF other THEN
+					RAISE WARNING 'idempotency key "%" was used for another add on node %', NEW.idem, NEW.node
+						USING ERRCODE = '22023',
+							  DETAIL = pg_catalog.format('Node %s added %s to counter "%s" key "%s" at %s, node %s (here) %s to counter "%s" key "%s" at %s; the earlier add is kept, this node''s is undone.',
+														 NEW.node, NEW.delta, NEW.counter, NEW.key, NEW.created,
+														 cur.node, cur.delta, cur.counter, cur.key, cur.created);
+				END IF;
+			END IF;
+			DELETE FROM counter.idempotency i WHERE i.idem = NEW.idem;
+		ELSIF NEW.created < pg_catalog.now() - win THEN
+			RETURN NULL;		-- forgotten here already
+		END IF;
+		INSERT INTO counter.idempotency (idem, counter_id, key, delta, created, counter, node)
+		VALUES (NEW.idem, (SELECT c.id FROM counter.counters c WHERE c.name = NEW.counter),
+				NEW.key, NEW.delta, NEW.created, NEW.counter, NEW.node)
+		ON CONFLICT (idem) DO NOTHING;
+		IF FOUND THEN
+			RETURN NULL;
+		END IF;
+		-- a local add claimed the key meanwhile: merge with that claim
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION counter._idempotency_join() FROM PUBLIC;
+
+CREATE TRIGGER idempotency_join BEFORE INSERT OR UPDATE OR DELETE ON counter.idempotency
+	FOR EACH ROW EXECUTE FUNCTION counter._idempotency_join();
+ALTER TABLE counter.idempotency ENABLE REPLICA TRIGGER idempotency_join;
+
+-- counter.stats as defined in section 'feed option', plus
+-- idempotency_conflicts and idempotency_mismatches at the end.
+CREATE OR REPLACE VIEW counter.stats WITH (security_barrier = true) AS
+SELECT c.name,
+	   c.mode,
+	   c.slots,
+	   c.rollups,
+	   c.retention,
+	   c.min_value AS min,
+	   c.max_value AS max,
+	   c.members,
+	   c.owner::regrole AS owner,
+	   (SELECT pg_catalog.count(*) FROM counter.totals t
+		 WHERE t.counter = c.name AND t.node = pg_catalog.current_setting('counter.node_id')::int4) AS keys,
+	   (SELECT pg_catalog.count(*) FROM counter.pending_events e
+		 WHERE e.counter_id = c.id) AS pending_events,
+	   (SELECT pg_catalog.now() - pg_catalog.min(e.at) FROM counter.pending_events e
+		 WHERE e.counter_id = c.id) AS oldest_pending_age,
+	   (SELECT pg_catalog.count(*) FROM counter.slots s
+		 WHERE s.counter_id = c.id) AS slot_rows,
+	   w.last_compaction,
+	   w.last_rate AS events_compacted_per_s,
+	   counter._buffered_unflushed(c.name) AS buffered_unflushed,
+	   pg_catalog.pg_total_relation_size('counter.slots') AS slots_table_bytes,
+	   pg_catalog.pg_total_relation_size('counter.events') +
+	   pg_catalog.pg_total_relation_size('counter.events_1') AS events_table_bytes,
+	   (SELECT pg_catalog.count(*) FROM counter.quarantine q
+		 WHERE q.counter_id = c.id) AS quarantined_keys,
+	   c.feed,
+	   coalesce((SELECT d.dropped FROM counter.feed_drops d
+				  WHERE d.counter_id = c.id), 0) AS feed_dropped,
+	   coalesce((SELECT i.undone FROM counter.idempotency_conflicts i
+				  WHERE i.counter_id = c.id), 0) AS idempotency_conflicts,
+	   coalesce((SELECT i.mismatched FROM counter.idempotency_conflicts i
+				  WHERE i.counter_id = c.id), 0) AS idempotency_mismatches
+  FROM counter.counters c
+  LEFT JOIN counter.worker_status() w ON w.database = pg_catalog.current_database()
+ WHERE counter.can_read(c.name);
+
+-- == end section: idem ==

@@ -1,4 +1,4 @@
--- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it; 1.4: the values survive and the counters keep working).
+-- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it; 1.4: the values survive and the counters keep working, an idempotency key of before becomes a claim of this node).
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS counter;
 CREATE EXTENSION counter VERSION '1.0';
@@ -11,6 +11,7 @@ SELECT counter.add('views', 'home', 7);
 SELECT counter.add('views', 'home', 1, at => '2026-01-01');
 SELECT counter.compact() >= 0;
 SELECT counter.add('views', 'home', 2);
+SELECT counter.add('likes', 'idem', 1, idempotency_key => 'up-1');
 SELECT counter.value('likes', 'p1'), counter.value('views', 'home');
 ALTER EXTENSION counter UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'counter';
@@ -52,5 +53,12 @@ SELECT counter.add('views', 'home', 6);
 SELECT counter.compact() >= 0;
 SELECT counter.value('views', 'home');
 SELECT granularity, drift FROM counter.verify('views');
+-- a key of before is a claim of this node: a repeat is skipped, another add refused
+SELECT idem, counter, key, delta, node FROM counter.idempotency;
+SELECT counter.add('likes', 'idem', 1, idempotency_key => 'up-1');
+SELECT counter.add('likes', 'idem', 2, idempotency_key => 'up-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT counter.value('likes', 'idem');
+SELECT name, idempotency_conflicts, idempotency_mismatches FROM counter.stats WHERE name = 'likes';
 SELECT counter.drop(name) FROM counter.list();
 DROP EXTENSION counter;

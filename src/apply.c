@@ -11,6 +11,8 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 
 #include "apply.h"
@@ -21,32 +23,54 @@
 #include "slots.h"
 #include "wal.h"
 
-static CounterStmt idem_claim_stmt = {
-	"INSERT INTO counter.idempotency AS i (idem, counter_id, key, delta)"
-	" VALUES ($1, $2, $3, $4)"
-	" ON CONFLICT (idem) DO UPDATE SET counter_id = excluded.counter_id,"
-	"   key = excluded.key, delta = excluded.delta, created = now()"
-	"  WHERE i.created < now() - $5 * interval '1 second'"
-	" RETURNING true",
-	5, {TEXTOID, INT4OID, TEXTOID, INT8OID, INT4OID}
+/*
+ * The parameters of the statements below: $1 idem, $2 counter_id, $3 key,
+ * $4 delta, $5 the window in seconds, $6 the counter's name, $7 this node.
+ * [0] before version 1.4; [1] a claim with its counter's name and node
+ * (replicated to a mesh, see the section idem of counter--1.3--1.4.sql).
+ */
+#define IDEM_ARGS	{TEXTOID, INT4OID, TEXTOID, INT8OID, INT4OID, TEXTOID, INT4OID}
+
+static CounterStmt idem_claim_stmt[2] = {
+	{"INSERT INTO counter.idempotency (idem, counter_id, key, delta)"
+		" VALUES ($1, $2, $3, $4) ON CONFLICT (idem) DO NOTHING RETURNING true",
+	4, IDEM_ARGS},
+	{"INSERT INTO counter.idempotency (idem, counter_id, key, delta, counter, node)"
+		" VALUES ($1, $2, $3, $4, $6, $7) ON CONFLICT (idem) DO NOTHING RETURNING true",
+	7, IDEM_ARGS}
 };
 
-static CounterStmt idem_check_stmt = {
-	"SELECT counter_id = $2 AND key = $3 AND delta = $4"
-	"  FROM counter.idempotency WHERE idem = $1",
-	4, {TEXTOID, INT4OID, TEXTOID, INT8OID}
+/* is the claim there the same add; has it expired */
+static CounterStmt idem_check_stmt[2] = {
+	{"SELECT counter_id = $2 AND key = $3 AND delta = $4,"
+		" created < now() - $5 * interval '1 second'"
+		"  FROM counter.idempotency WHERE idem = $1",
+	5, IDEM_ARGS},
+	{"SELECT counter = $6 AND key = $3 AND delta = $4,"
+		" created < now() - $5 * interval '1 second'"
+		"  FROM counter.idempotency WHERE idem = $1",
+	6, IDEM_ARGS}
+};
+
+static CounterStmt idem_expire_stmt = {
+	"DELETE FROM counter.idempotency"
+	" WHERE idem = $1 AND created < now() - $5 * interval '1 second'",
+	5, IDEM_ARGS
 };
 
 /*
  * Claim an idempotency key for this add.  True when the add should apply;
  * false when the key was already used for the same add within the window;
  * 22023 when it was used for another add.  A transaction still holding the
- * key is waited for: if it aborts, the key is ours.
+ * key is waited for: if it aborts, the key is ours.  An expired claim is
+ * deleted and the key claimed anew, never updated in place: a mesh's
+ * peers receive every claim whole (an insert).
  */
 static bool
 idempotency_claim(CounterMeta *meta, text *key, int64 delta, text *idem)
 {
-	Datum		values[5];
+	int			v = CounterGetRels()->version >= 104;
+	Datum		values[7];
 	bool		applied;
 
 	values[0] = PointerGetDatum(idem);
@@ -54,42 +78,94 @@ idempotency_claim(CounterMeta *meta, text *key, int64 delta, text *idem)
 	values[2] = PointerGetDatum(key);
 	values[3] = Int64GetDatum(delta);
 	values[4] = Int32GetDatum(counter_idempotency_window);
+	values[5] = CStringGetTextDatum(meta->name);
+	values[6] = Int32GetDatum(counter_node_id);
 
 	SPI_connect();
-	CounterExec(&idem_claim_stmt, values, NULL, false);
-	applied = SPI_processed == 1;
-	if (!applied)
+	for (;;)
 	{
 		bool		isnull;
+		HeapTuple	tup;
 
-		CounterExec(&idem_check_stmt, values, NULL, false);
-		if (SPI_processed != 1 ||
-			!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 1, &isnull)))
+		CHECK_FOR_INTERRUPTS();
+		CounterExec(&idem_claim_stmt[v], values, NULL, false);
+		applied = SPI_processed == 1;
+		if (applied)
+			break;
+		CounterExec(&idem_check_stmt[v], values, NULL, false);
+		if (SPI_processed == 0)
+			continue;			/* the claim went away meanwhile */
+		tup = SPI_tuptable->vals[0];
+		if (DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull)))
+		{
+			CounterExec(&idem_expire_stmt, values, NULL, false);
+			continue;
+		}
+		if (!DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull)))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("idempotency key \"%s\" was already used for another add",
 							text_to_cstring(idem)),
 					 errdetail("A key identifies one add: the same counter, key and delta.")));
+		break;
 	}
 	SPI_finish();
 	return applied;
 }
 
-static CounterStmt idem_release_stmt = {
-	"DELETE FROM counter.idempotency WHERE idem = $1",
-	1, {TEXTOID}
-};
-
-/* Give back an idempotency key claimed by this transaction. */
-static void
-idempotency_release(text *idem)
+/* one add to a bounded counter under an idempotency key (bounded_add) */
+typedef struct BoundedAdd
 {
-	Datum		values[1] = {PointerGetDatum(idem)};
+	CounterMeta *meta;
+	text	   *key;
+	int64		delta;
+	text	   *idem;
+	ApplyResult result;
+} BoundedAdd;
 
-	SPI_connect();
-	CounterExec(&idem_release_stmt, values, NULL, false);
-	SPI_finish();
+/*
+ * Claim the key and add to the slots, in the subtransaction of
+ * CounterInSubxact: at the bound, an error rolls the claim back with it.
+ */
+static void
+bounded_add(void *arg)
+{
+	BoundedAdd *a = arg;
+
+	a->result = APPLY_REPEAT;
+	if (!idempotency_claim(a->meta, a->key, a->delta, a->idem))
+		return;
+	a->result = APPLY_DONE;
+	if (a->delta != 0 && !CounterSlotsAdd(a->meta, a->key, a->delta))
+	{
+		a->result = APPLY_BOUND;
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("the add would cross a bound")));
+	}
+}
+
+/*
+ * An add to a bounded counter under an idempotency key.  A key claimed for
+ * an add that a bound refuses is given back by rolling back the
+ * subtransaction of the claim, not by a delete: a mesh's peers never
+ * receive the claim.
+ */
+static ApplyResult
+bounded_claimed(CounterMeta *meta, text *key, int64 delta, text *idem)
+{
+	BoundedAdd	a = {meta, key, delta, idem, APPLY_DONE};
+	ErrorData  *edata = CounterInSubxact(bounded_add, &a);
+
+	if (edata != NULL)
+	{
+		if (a.result != APPLY_BOUND)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+	}
+	if (a.result == APPLY_DONE)
+		CommandCounterIncrement();
+	return a.result;
 }
 
 /*
@@ -109,6 +185,8 @@ CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("a bounded counter takes no back-dated adds")));
+	if (idem != NULL && bounded)
+		return bounded_claimed(meta, key, delta, idem);
 	if (idem != NULL && !idempotency_claim(meta, key, delta, idem))
 		return APPLY_REPEAT;
 
@@ -122,11 +200,7 @@ CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
 			CounterEventsInsert(meta, key, delta,
 								has_at ? at : GetCurrentTransactionStartTimestamp());
 		else if (!CounterSlotsAdd(meta, key, delta))
-		{
-			if (idem != NULL)
-				idempotency_release(idem);
 			return APPLY_BOUND;
-		}
 	}
 	/* later commands of this transaction, and later calls, see this add */
 	CommandCounterIncrement();
@@ -144,6 +218,28 @@ CounterBoundError(CounterMeta *meta, text *key, int64 delta)
 			 errdetail("Bounds: %s to %s; nothing was changed.",
 					   meta->has_min ? psprintf(INT64_FORMAT, meta->min) : "unbounded",
 					   meta->has_max ? psprintf(INT64_FORMAT, meta->max) : "unbounded")));
+}
+
+/*
+ * counter._correct(name, key, delta): add delta to (name, key) on this
+ * node's shard, for replication's corrections (an idempotency key whose
+ * claim lost on another node): no rights check (REVOKEd from PUBLIC), and
+ * no bound stops it: an add that the slots refuse goes in as an event.
+ */
+PG_FUNCTION_INFO_V1(counter_correct);
+Datum
+counter_correct(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = CounterLookup(CounterArgName(fcinfo, 0), false);
+	text	   *key = CounterArgKey(fcinfo, 1);
+	int64		delta = PG_GETARG_INT64(2);
+
+	if (CounterApply(meta, key, delta, NULL, false, 0) == APPLY_BOUND)
+	{
+		CounterEventsInsert(meta, key, delta, GetCurrentTransactionStartTimestamp());
+		CommandCounterIncrement();
+	}
+	PG_RETURN_VOID();
 }
 
 /* CounterApply, raising 23514 at a bound. */
