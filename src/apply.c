@@ -20,36 +20,31 @@
 #include "commit.h"
 #include "events.h"
 #include "guc.h"
+#include "legacy.h"
 #include "slots.h"
 #include "wal.h"
 
 /*
  * The parameters of the statements below: $1 idem, $2 counter_id, $3 key,
  * $4 delta, $5 the window in seconds, $6 the counter's name, $7 this node.
- * [0] before version 1.4; [1] a claim with its counter's name and node
- * (replicated to a mesh, see the section idem of counter--1.3--1.4.sql).
+ * A claim records its counter's name and node (replicated to a mesh, see
+ * the section idem of counter--1.3--1.4.sql); legacy.c has the claim and
+ * check of older schemas.
  */
 #define IDEM_ARGS	{TEXTOID, INT4OID, TEXTOID, INT8OID, INT4OID, TEXTOID, INT4OID}
 
-static CounterStmt idem_claim_stmt[2] = {
-	{"INSERT INTO counter.idempotency (idem, counter_id, key, delta)"
-		" VALUES ($1, $2, $3, $4) ON CONFLICT (idem) DO NOTHING RETURNING true",
-	4, IDEM_ARGS},
-	{"INSERT INTO counter.idempotency (idem, counter_id, key, delta, counter, node)"
-		" VALUES ($1, $2, $3, $4, $6, $7) ON CONFLICT (idem) DO NOTHING RETURNING true",
-	7, IDEM_ARGS}
+static CounterStmt idem_claim_stmt = {
+	"INSERT INTO counter.idempotency (idem, counter_id, key, delta, counter, node)"
+	" VALUES ($1, $2, $3, $4, $6, $7) ON CONFLICT (idem) DO NOTHING RETURNING true",
+	7, IDEM_ARGS
 };
 
 /* is the claim there the same add; has it expired */
-static CounterStmt idem_check_stmt[2] = {
-	{"SELECT counter_id = $2 AND key = $3 AND delta = $4,"
-		" created < now() - $5 * interval '1 second'"
-		"  FROM counter.idempotency WHERE idem = $1",
-	5, IDEM_ARGS},
-	{"SELECT counter = $6 AND key = $3 AND delta = $4,"
-		" created < now() - $5 * interval '1 second'"
-		"  FROM counter.idempotency WHERE idem = $1",
-	6, IDEM_ARGS}
+static CounterStmt idem_check_stmt = {
+	"SELECT counter = $6 AND key = $3 AND delta = $4,"
+	" created < now() - $5 * interval '1 second'"
+	"  FROM counter.idempotency WHERE idem = $1",
+	6, IDEM_ARGS
 };
 
 static CounterStmt idem_expire_stmt = {
@@ -69,7 +64,8 @@ static CounterStmt idem_expire_stmt = {
 static bool
 idempotency_claim(CounterMeta *meta, text *key, int64 delta, text *idem)
 {
-	int			v = CounterGetRels()->version >= 104;
+	CounterStmt *claim = CounterLegacyStmt(LEGACY_IDEM_CLAIM, &idem_claim_stmt);
+	CounterStmt *check = CounterLegacyStmt(LEGACY_IDEM_CHECK, &idem_check_stmt);
 	Datum		values[7];
 	bool		applied;
 
@@ -88,11 +84,11 @@ idempotency_claim(CounterMeta *meta, text *key, int64 delta, text *idem)
 		HeapTuple	tup;
 
 		CHECK_FOR_INTERRUPTS();
-		CounterExec(&idem_claim_stmt[v], values, NULL, false);
+		CounterExec(claim, values, NULL, false);
 		applied = SPI_processed == 1;
 		if (applied)
 			break;
-		CounterExec(&idem_check_stmt[v], values, NULL, false);
+		CounterExec(check, values, NULL, false);
 		if (SPI_processed == 0)
 			continue;			/* the claim went away meanwhile */
 		tup = SPI_tuptable->vals[0];

@@ -190,6 +190,24 @@ static CounterStmt series_stmt[2] = {
 };
 
 /*
+ * An idempotency claim and its check, as apply.c's statements of 1.4
+ * ($1 idem, $2 counter_id, $3 key, $4 delta, $5 the window in seconds; the
+ * counter's name $6 and this node $7 are not recorded before 1.4).
+ */
+static CounterStmt idem_claim_stmt = {
+	"INSERT INTO counter.idempotency (idem, counter_id, key, delta)"
+	" VALUES ($1, $2, $3, $4) ON CONFLICT (idem) DO NOTHING RETURNING true",
+	4, {TEXTOID, INT4OID, TEXTOID, INT8OID}
+};
+
+static CounterStmt idem_check_stmt = {
+	"SELECT counter_id = $2 AND key = $3 AND delta = $4,"
+	" created < now() - $5 * interval '1 second'"
+	"  FROM counter.idempotency WHERE idem = $1",
+	5, {TEXTOID, INT4OID, TEXTOID, INT8OID, INT4OID}
+};
+
+/*
  * The statement to run for job: stmt, its statement of 1.4; in a schema
  * older than 1.4, the job's statement for that schema (same parameters).
  */
@@ -213,6 +231,10 @@ CounterLegacyStmt(CounterLegacyJob job, CounterStmt *stmt)
 			return &revoke_stmt;
 		case LEGACY_SERIES:
 			return &series_stmt[events_1];
+		case LEGACY_IDEM_CLAIM:
+			return &idem_claim_stmt;
+		case LEGACY_IDEM_CHECK:
+			return &idem_check_stmt;
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_INTERNAL_ERROR),

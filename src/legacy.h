@@ -29,7 +29,9 @@ typedef enum CounterLegacyJob
 	LEGACY_ALTER,				/* as counter._alter; feed ignored */
 	LEGACY_DROP,				/* as counter._drop */
 	LEGACY_REVOKE,				/* as counter._revoke */
-	LEGACY_SERIES				/* as counter._series */
+	LEGACY_SERIES,				/* as counter._series */
+	LEGACY_IDEM_CLAIM,			/* as apply.c's idem_claim_stmt */
+	LEGACY_IDEM_CHECK			/* as apply.c's idem_check_stmt */
 } CounterLegacyJob;
 
 extern bool CounterLegacy(void);
