@@ -43,6 +43,9 @@ CREATE FUNCTION pg_temp.quarantined() RETURNS TABLE (counter text, key text, sou
 	LANGUAGE sql AS $$SELECT c.name, q.key, q.source, q.reason FROM counter.quarantine q
 	JOIN counter.counters c ON c.id = q.counter_id ORDER BY 1, 2, 3$$;
 
+-- ov_slots keys take a slot row at their first add (not an event): the
+-- slot rows are the source tested
+SET counter.slot_events = 0;
 SELECT counter.create('ov_events', mode => 'events');
 SELECT counter.create('ov_slots', mode => 'slots');
 SELECT counter.create('ov_week', mode => 'events', rollups => '{7 days}');

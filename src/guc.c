@@ -19,6 +19,7 @@ int			counter_batch_size = 1000000;
 bool		counter_worker_enabled = true;
 int			counter_node_id = 1;
 int			counter_fold_after = 60;
+int			counter_slot_events = 4;
 int			counter_idempotency_window = 86400;
 int			counter_notify_interval = 1000;
 double		counter_feed_queue_limit = 0.5;
@@ -74,6 +75,15 @@ CounterGucInit(void)
 							60, 0, 86400 * 365,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.slot_events",
+							"Pending events a slots-mode key may have before its adds take a slot row.",
+							"A key without a slot row stores an add as an event row while it has fewer pending events than this and no other transaction is inserting one for it; 0 gives every key a slot row at its first add.",
+							&counter_slot_events,
+							4, 0, 1024,
+							PGC_USERSET,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("counter.idempotency_window",

@@ -15,6 +15,7 @@ extern int	counter_batch_size;
 extern bool counter_worker_enabled;
 extern int	counter_node_id;
 extern int	counter_fold_after;
+extern int	counter_slot_events;
 extern int	counter_idempotency_window;
 extern int	counter_notify_interval;
 extern double counter_feed_queue_limit;
