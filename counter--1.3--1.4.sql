@@ -298,3 +298,50 @@ SELECT c.name,
 
 -- == section: internal (version-dependent SQL as internal functions) ==
 -- == end section: internal ==
+
+-- == section: storage (buffered fallbacks in counter.stats) ==
+
+-- Adds of new keys of a buffered or wal counter stored as events since the
+-- server started because the shared hash held counter.buffered_keys keys.
+CREATE FUNCTION counter._buffered_fallbacks(name text)
+RETURNS int8
+AS 'MODULE_PATHNAME', 'counter_buffered_fallbacks'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+-- Replaces the definition of section 'feed option': the same columns, plus
+-- buffered_fallbacks at the end.
+CREATE OR REPLACE VIEW counter.stats WITH (security_barrier = true) AS
+SELECT c.name,
+	   c.mode,
+	   c.slots,
+	   c.rollups,
+	   c.retention,
+	   c.min_value AS min,
+	   c.max_value AS max,
+	   c.members,
+	   c.owner::regrole AS owner,
+	   (SELECT pg_catalog.count(*) FROM counter.totals t
+		 WHERE t.counter = c.name AND t.node = pg_catalog.current_setting('counter.node_id')::int4) AS keys,
+	   (SELECT pg_catalog.count(*) FROM counter.pending_events e
+		 WHERE e.counter_id = c.id) AS pending_events,
+	   (SELECT pg_catalog.now() - pg_catalog.min(e.at) FROM counter.pending_events e
+		 WHERE e.counter_id = c.id) AS oldest_pending_age,
+	   (SELECT pg_catalog.count(*) FROM counter.slots s
+		 WHERE s.counter_id = c.id) AS slot_rows,
+	   w.last_compaction,
+	   w.last_rate AS events_compacted_per_s,
+	   counter._buffered_unflushed(c.name) AS buffered_unflushed,
+	   pg_catalog.pg_total_relation_size('counter.slots') AS slots_table_bytes,
+	   pg_catalog.pg_total_relation_size('counter.events') +
+	   pg_catalog.pg_total_relation_size('counter.events_1') AS events_table_bytes,
+	   (SELECT pg_catalog.count(*) FROM counter.quarantine q
+		 WHERE q.counter_id = c.id) AS quarantined_keys,
+	   c.feed,
+	   coalesce((SELECT d.dropped FROM counter.feed_drops d
+				  WHERE d.counter_id = c.id), 0) AS feed_dropped,
+	   counter._buffered_fallbacks(c.name) AS buffered_fallbacks
+  FROM counter.counters c
+  LEFT JOIN counter.worker_status() w ON w.database = pg_catalog.current_database()
+ WHERE counter.can_read(c.name);
+
+-- == end section: storage ==
