@@ -299,7 +299,7 @@ SELECT c.name,
 -- == section: internal (version-dependent SQL as internal functions) ==
 -- == end section: internal ==
 
--- == section: storage (buffered fallbacks in counter.stats) ==
+-- == section: storage (buffered fallbacks in counter.stats, no rollups by default) ==
 
 -- Adds of new keys of a buffered or wal counter stored as events since the
 -- server started because the shared hash held counter.buffered_keys keys.
@@ -343,5 +343,23 @@ SELECT c.name,
   FROM counter.counters c
   LEFT JOIN counter.worker_status() w ON w.database = pg_catalog.current_database()
  WHERE counter.can_read(c.name);
+
+-- New counters have no rollups unless asked for: a rollup costs a row per
+-- key and bucket (about 150 bytes each, a granularity of '1 day' one row
+-- per key per day it is added on), more than the key's total.  Replaces
+-- the definition of section 'feed option', with only this default changed;
+-- existing counters keep their rollups.
+CREATE OR REPLACE FUNCTION counter."create"(name text,
+								 mode text DEFAULT 'slots',
+								 slots int4 DEFAULT 64,
+								 rollups interval[] DEFAULT '{}',
+								 retention interval[] DEFAULT NULL,
+								 min int8 DEFAULT NULL,
+								 max int8 DEFAULT NULL,
+								 members bool DEFAULT false,
+								 feed bool DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'counter_create'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 -- == end section: storage ==

@@ -7,7 +7,7 @@ RESET client_min_messages;
 --
 -- Managing counters
 --
-SELECT counter.create('likes');
+SELECT counter.create('likes', rollups => '{1 hour,1 day}');
 SELECT counter.create('views', mode => 'events', rollups => '{1 minute,1 hour}',
                       retention => '{1 day,NULL}');
 SELECT name, mode, slots, rollups, retention, owner FROM counter.list();

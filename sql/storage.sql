@@ -1,4 +1,4 @@
--- Proves the storage defaults of 1.4: counter.slot_events (4) and counter.buffered_keys (-1: sized from shared_buffers, at least 100,000 keys); in slots mode an uncontended key's adds are event rows (no slot row) until it has counter.slot_events pending events, then it gets one slot row; on that event path an add that would take the key's pending events out of bigint fails with 22003 as a slot row's does; slot_events = 0 gives a slot row at the first add; bad settings fail (22023, 55P02); counter.stats.buffered_fallbacks is 0 while the buffered hash has room.
+-- Proves the storage defaults of 1.4: no rollups for a new counter, counter.slot_events (4) and counter.buffered_keys (-1: sized from shared_buffers, at least 100,000 keys); in slots mode an uncontended key's adds are event rows (no slot row) until it has counter.slot_events pending events, then it gets one slot row; on that event path an add that would take the key's pending events out of bigint fails with 22003 as a slot row's does; slot_events = 0 gives a slot row at the first add; bad settings fail (22023, 55P02); counter.stats.buffered_fallbacks is 0 while the buffered hash has room.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS counter;
 RESET client_min_messages;
@@ -7,6 +7,8 @@ SHOW counter.slot_events;
 SHOW counter.buffered_keys;
 SELECT counter.create('st_slots');
 SELECT counter.create('st_buffered', mode => 'buffered');
+-- no rollups by default (1.4)
+SELECT name, rollups, retention FROM counter.list() WHERE name = 'st_slots';
 CREATE FUNCTION pg_temp.rows(k text) RETURNS TABLE (slot_rows int8, events int8)
 	LANGUAGE sql AS $$
 	SELECT (SELECT count(*) FROM counter.slots s JOIN counter.counters c ON c.id = s.counter_id
