@@ -256,43 +256,9 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'counter_alter'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
--- A security barrier: a caller's function in WHERE (COST 0.0000001, say)
--- is applied only to the rows of counters the caller may read, after
--- counter.can_read(), so it cannot see the others' names and settings.
--- This is the definition of 1.4: that of 1.2, plus quarantined_keys, feed
--- and feed_dropped at the end.
-CREATE OR REPLACE VIEW counter.stats WITH (security_barrier = true) AS
-SELECT c.name,
-	   c.mode,
-	   c.slots,
-	   c.rollups,
-	   c.retention,
-	   c.min_value AS min,
-	   c.max_value AS max,
-	   c.members,
-	   c.owner::regrole AS owner,
-	   (SELECT pg_catalog.count(*) FROM counter.totals t
-		 WHERE t.counter = c.name AND t.node = pg_catalog.current_setting('counter.node_id')::int4) AS keys,
-	   (SELECT pg_catalog.count(*) FROM counter.pending_events e
-		 WHERE e.counter_id = c.id) AS pending_events,
-	   (SELECT pg_catalog.now() - pg_catalog.min(e.at) FROM counter.pending_events e
-		 WHERE e.counter_id = c.id) AS oldest_pending_age,
-	   (SELECT pg_catalog.count(*) FROM counter.slots s
-		 WHERE s.counter_id = c.id) AS slot_rows,
-	   w.last_compaction,
-	   w.last_rate AS events_compacted_per_s,
-	   counter._buffered_unflushed(c.name) AS buffered_unflushed,
-	   pg_catalog.pg_total_relation_size('counter.slots') AS slots_table_bytes,
-	   pg_catalog.pg_total_relation_size('counter.events') +
-	   pg_catalog.pg_total_relation_size('counter.events_1') AS events_table_bytes,
-	   (SELECT pg_catalog.count(*) FROM counter.quarantine q
-		 WHERE q.counter_id = c.id) AS quarantined_keys,
-	   c.feed,
-	   coalesce((SELECT d.dropped FROM counter.feed_drops d
-				  WHERE d.counter_id = c.id), 0) AS feed_dropped
-  FROM counter.counters c
-  LEFT JOIN counter.worker_status() w ON w.database = pg_catalog.current_database()
- WHERE counter.can_read(c.name);
+-- counter.stats gains quarantined_keys, feed and feed_dropped: see the
+-- section stats at the end, which defines the view once with every column
+-- of 1.4.
 
 -- == end section: feed option ==
 
@@ -538,8 +504,46 @@ CREATE TRIGGER idempotency_join BEFORE INSERT OR UPDATE OR DELETE ON counter.ide
 	FOR EACH ROW EXECUTE FUNCTION counter._idempotency_join();
 ALTER TABLE counter.idempotency ENABLE REPLICA TRIGGER idempotency_join;
 
--- counter.stats as defined in section 'feed option', plus
--- idempotency_conflicts and idempotency_mismatches at the end.
+-- == end section: idem ==
+
+-- == section: storage (buffered fallbacks in counter.stats, no rollups by default) ==
+
+-- Adds of new keys of a buffered or wal counter stored as events since the
+-- server started because the shared hash held counter.buffered_keys keys.
+CREATE FUNCTION counter._buffered_fallbacks(name text)
+RETURNS int8
+AS 'MODULE_PATHNAME', 'counter_buffered_fallbacks'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+-- New counters have no rollups unless asked for: a rollup costs a row per
+-- key and bucket (about 150 bytes each, a granularity of '1 day' one row
+-- per key per day it is added on), more than the key's total.  Replaces
+-- the definition of section 'feed option', with only this default changed;
+-- existing counters keep their rollups.
+CREATE OR REPLACE FUNCTION counter."create"(name text,
+								 mode text DEFAULT 'slots',
+								 slots int4 DEFAULT 64,
+								 rollups interval[] DEFAULT '{}',
+								 retention interval[] DEFAULT NULL,
+								 min int8 DEFAULT NULL,
+								 max int8 DEFAULT NULL,
+								 members bool DEFAULT false,
+								 feed bool DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'counter_create'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- == end section: storage ==
+
+-- == section: stats (counter.stats, defined once with every column of 1.4) ==
+
+-- A security barrier: a caller's function in WHERE (COST 0.0000001, say)
+-- is applied only to the rows of counters the caller may read, after
+-- counter.can_read(), so it cannot see the others' names and settings.
+-- The columns of 1.2, then those 1.4 adds at the end: quarantined_keys
+-- (section quarantine), feed and feed_dropped (feed option),
+-- idempotency_conflicts and idempotency_mismatches (idem),
+-- buffered_fallbacks (storage).
 CREATE OR REPLACE VIEW counter.stats WITH (security_barrier = true) AS
 SELECT c.name,
 	   c.mode,
@@ -572,9 +576,10 @@ SELECT c.name,
 	   coalesce((SELECT i.undone FROM counter.idempotency_conflicts i
 				  WHERE i.counter_id = c.id), 0) AS idempotency_conflicts,
 	   coalesce((SELECT i.mismatched FROM counter.idempotency_conflicts i
-				  WHERE i.counter_id = c.id), 0) AS idempotency_mismatches
+				  WHERE i.counter_id = c.id), 0) AS idempotency_mismatches,
+	   counter._buffered_fallbacks(c.name) AS buffered_fallbacks
   FROM counter.counters c
   LEFT JOIN counter.worker_status() w ON w.database = pg_catalog.current_database()
  WHERE counter.can_read(c.name);
 
--- == end section: idem ==
+-- == end section: stats ==

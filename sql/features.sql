@@ -30,7 +30,7 @@ SELECT counter.value('orders', 'eu');
 --
 -- Bounds
 --
-SELECT counter.create('stock', min => 0, max => 100);
+SELECT counter.create('stock', min => 0, max => 100, rollups => '{1 hour,1 day}');
 SELECT counter.add('stock', 'sku1', 60);
 SELECT counter.add('stock', 'sku1', 50);
 \echo :LAST_ERROR_SQLSTATE

@@ -43,8 +43,11 @@ CREATE FUNCTION pg_temp.quarantined() RETURNS TABLE (counter text, key text, sou
 	LANGUAGE sql AS $$SELECT c.name, q.key, q.source, q.reason FROM counter.quarantine q
 	JOIN counter.counters c ON c.id = q.counter_id ORDER BY 1, 2, 3$$;
 
-SELECT counter.create('ov_events', mode => 'events');
-SELECT counter.create('ov_slots', mode => 'slots');
+-- ov_slots keys take a slot row at their first add (not an event): the
+-- slot rows are the source tested
+SET counter.slot_events = 0;
+SELECT counter.create('ov_events', mode => 'events', rollups => '{1 hour,1 day}');
+SELECT counter.create('ov_slots', mode => 'slots', rollups => '{1 hour,1 day}');
 SELECT counter.create('ov_week', mode => 'events', rollups => '{7 days}');
 SELECT counter.create('ov_good', mode => 'events');
 SELECT counter.compact() >= 0 AS settled;

@@ -8,7 +8,7 @@ CREATE TABLE par_rows AS SELECT g FROM generate_series(1, 5000) g;
 ANALYZE par_rows;
 CREATE ROLE counter_par_reader;
 GRANT SELECT ON par_rows TO counter_par_reader;
-SELECT counter.create('par_e', mode => 'events');
+SELECT counter.create('par_e', mode => 'events', rollups => '{1 hour,1 day}');
 SELECT counter.create('par_m', members => true);
 SELECT counter.create('par_b', mode => 'buffered');
 SELECT counter.add('par_e', 'k', 5);

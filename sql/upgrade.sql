@@ -1,4 +1,4 @@
--- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it; 1.4: the values survive and the counters keep working, an idempotency key of before becomes a claim of this node).
+-- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it; 1.4: the values survive and the counters keep working, keeping their rollups and change feed while a new counter has neither, and an idempotency key of before becomes a claim of this node).
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS counter;
 CREATE EXTENSION counter VERSION '1.0';
@@ -48,6 +48,9 @@ SELECT extversion FROM pg_extension WHERE extname = 'counter';
 -- the counters of before keep their change feed; a new one has none
 SELECT counter.create('after_update');
 SELECT name, feed, feed_dropped FROM counter.stats ORDER BY name;
+-- the counters of before keep their rollups; a new one has none, and
+-- counter.stats has buffered_fallbacks
+SELECT name, rollups, buffered_fallbacks FROM counter.stats ORDER BY name;
 SELECT counter.value('likes', 'p1'), counter.value('views', 'home');
 SELECT counter.add('views', 'home', 6);
 SELECT counter.compact() >= 0;

@@ -4,7 +4,7 @@ CREATE EXTENSION IF NOT EXISTS counter;
 RESET client_min_messages;
 \set SHOW_CONTEXT never
 
-SELECT counter.create('plays', mode => 'wal');
+SELECT counter.create('plays', mode => 'wal', rollups => '{1 hour,1 day}');
 SELECT mode FROM counter.list() WHERE name = 'plays';
 -- the worker arms the database: a replication slot and a replay position
 DO $$

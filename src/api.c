@@ -63,6 +63,7 @@ PG_FUNCTION_INFO_V1(counter_can_read);
 PG_FUNCTION_INFO_V1(counter_channel);
 PG_FUNCTION_INFO_V1(counter_buffered);
 PG_FUNCTION_INFO_V1(counter_buffered_unflushed);
+PG_FUNCTION_INFO_V1(counter_buffered_fallbacks);
 
 /* Parameters ($1 id, $2 name, $3 this node) of statements on one counter. */
 static void
@@ -972,4 +973,20 @@ counter_buffered_unflushed(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	meta = CounterLookup(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
 	PG_RETURN_INT64(CounterBufferUnflushed(meta));
+}
+
+/*
+ * counter._buffered_fallbacks(name): for counter.stats, the adds of new
+ * keys stored as events since the server started because the shared hash
+ * was full; NULL if unreadable.
+ */
+Datum
+counter_buffered_fallbacks(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta;
+
+	if (!CounterCanRead(text_to_cstring(PG_GETARG_TEXT_PP(0))))
+		PG_RETURN_NULL();
+	meta = CounterLookup(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	PG_RETURN_INT64(CounterBufferFallbacks(meta));
 }

@@ -95,7 +95,31 @@ typedef struct BufferShared
 {
 	LWLockPadded locks[BUFFER_PARTITIONS];
 	pg_atomic_uint32 nentries;
+	LWLockPadded fallback_lock;	/* entering a counter in fallback_hash */
 } BufferShared;
+
+/*
+ * Adds of new keys stored as events because the hash was full, per
+ * counter, since the server started: a small hash of its own, of
+ * FALLBACK_COUNTERS counters (the adds of a counter that finds it full too
+ * are not counted).
+ */
+#define FALLBACK_COUNTERS		1024
+
+typedef struct FallbackKey
+{
+	Oid			dboid;
+	int32		counter_id;
+	TimestampTz created;
+} FallbackKey;
+
+typedef struct FallbackEntry
+{
+	FallbackKey key;
+	pg_atomic_uint64 n;
+} FallbackEntry;
+
+static HTAB *fallback_hash = NULL;
 
 /* an entry taken by a flush of this transaction */
 typedef struct Taken
@@ -126,7 +150,8 @@ buffer_capacity(void)
 Size
 CounterBufferShmemSize(void)
 {
-	return add_size(hash_estimate_size(buffer_capacity(), sizeof(BufferEntry)),
+	return add_size(add_size(hash_estimate_size(buffer_capacity(), sizeof(BufferEntry)),
+							 hash_estimate_size(FALLBACK_COUNTERS, sizeof(FallbackEntry))),
 					MAXALIGN(sizeof(BufferShared)));
 }
 
@@ -146,6 +171,7 @@ CounterBufferShmemInit(void)
 		for (i = 0; i < BUFFER_PARTITIONS; i++)
 			LWLockInitialize(&buffer_shared->locks[i].lock, tranche);
 		pg_atomic_init_u32(&buffer_shared->nentries, 0);
+		LWLockInitialize(&buffer_shared->fallback_lock.lock, tranche);
 	}
 	LWLockRegisterTranche(buffer_shared->locks[0].lock.tranche, "counter buffer");
 
@@ -156,6 +182,79 @@ CounterBufferShmemInit(void)
 	buffer_hash = ShmemInitHash("counter buffer", buffer_capacity(), buffer_capacity(),
 								&info, HASH_ELEM | HASH_BLOBS | HASH_PARTITION |
 								HASH_FIXED_SIZE);
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(FallbackKey);
+	info.entrysize = sizeof(FallbackEntry);
+	fallback_hash = ShmemInitHash("counter buffer fallbacks", FALLBACK_COUNTERS,
+								  FALLBACK_COUNTERS, &info,
+								  HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+}
+
+/* The fallback key of bk's counter. */
+static FallbackKey
+fallback_key(CounterBufferKey *bk)
+{
+	FallbackKey fk;
+
+	memset(&fk, 0, sizeof(fk));
+	fk.dboid = bk->dboid;
+	fk.counter_id = bk->counter_id;
+	fk.created = bk->created;
+	return fk;
+}
+
+/*
+ * Count an add of bk's counter that found the hash full (it is stored as
+ * an event) in the counter's entry, made if there is room for it.
+ */
+static void
+count_fallback(CounterBufferKey *bk)
+{
+	FallbackKey fk = fallback_key(bk);
+	FallbackEntry *f;
+	bool		found;
+
+	LWLockAcquire(&buffer_shared->fallback_lock.lock, LW_SHARED);
+	f = hash_search(fallback_hash, &fk, HASH_FIND, NULL);
+	if (f != NULL)
+		pg_atomic_fetch_add_u64(&f->n, 1);
+	LWLockRelease(&buffer_shared->fallback_lock.lock);
+	if (f != NULL)
+		return;
+	LWLockAcquire(&buffer_shared->fallback_lock.lock, LW_EXCLUSIVE);
+	f = hash_search(fallback_hash, &fk, HASH_ENTER_NULL, &found);
+	if (f != NULL && !found)
+		pg_atomic_init_u64(&f->n, 0);
+	if (f != NULL)
+		pg_atomic_fetch_add_u64(&f->n, 1);
+	LWLockRelease(&buffer_shared->fallback_lock.lock);
+}
+
+/*
+ * Adds of counter meta (this database) stored as events since the server
+ * started because the hash was full; 0 without shared memory.
+ */
+int64
+CounterBufferFallbacks(CounterMeta *meta)
+{
+	CounterBufferKey bk;
+	FallbackKey fk;
+	FallbackEntry *f;
+	int64		n = 0;
+
+	if (fallback_hash == NULL)
+		return 0;
+	bk.dboid = MyDatabaseId;
+	bk.counter_id = meta->id;
+	bk.created = meta->created;
+	fk = fallback_key(&bk);
+	LWLockAcquire(&buffer_shared->fallback_lock.lock, LW_SHARED);
+	f = hash_search(fallback_hash, &fk, HASH_FIND, NULL);
+	if (f != NULL)
+		n = (int64) pg_atomic_read_u64(&f->n);
+	LWLockRelease(&buffer_shared->fallback_lock.lock);
+	return n;
 }
 
 /* Fill the hash key of (counter, key); false when the key is too long. */
@@ -386,7 +485,10 @@ make_entry(CounterMeta *meta, text *key, CounterBufferKey *bk, bool for_replay,
 
 		if (pg_atomic_read_u32(&buffer_shared->nentries) >= counter_buffered_keys &&
 			!for_replay)
+		{
+			count_fallback(bk);
 			return false;
+		}
 		snapshot = RegisterSnapshot(GetLatestSnapshot());
 		f = read_flushed(meta, key, snapshot);
 		UnregisterSnapshot(snapshot);
@@ -398,6 +500,7 @@ make_entry(CounterMeta *meta, text *key, CounterBufferKey *bk, bool for_replay,
 		{
 			pg_atomic_fetch_sub_u32(&buffer_shared->nentries, 1);
 			LWLockRelease(lock);
+			count_fallback(bk);
 			return false;
 		}
 		e = hash_search_with_hash_value(buffer_hash, bk, hashcode,

@@ -42,6 +42,7 @@ extern void CounterBufferTakenSubCommit(SubTransactionId subxid, SubTransactionI
 extern void CounterBufferTakenReset(void);
 extern CounterBufferEntry *CounterBufferEntries(CounterMeta *meta, int *n);
 extern int64 CounterBufferUnflushed(CounterMeta *meta);
+extern int64 CounterBufferFallbacks(CounterMeta *meta);
 extern int128 CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot,
 								   TimestampTz *latest);
 /* the entries a flush took, as arrays (in TopTransactionContext) */

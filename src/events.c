@@ -46,6 +46,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
@@ -427,6 +428,62 @@ CounterEventsTruncate(void)
 		emptied = true;
 	}
 	return emptied;
+}
+
+/*
+ * Whether (counter, key) has at least max events pending in the live events
+ * tables, or one that another transaction is still inserting: the signs
+ * that a slots-mode key is added to often or concurrently, and should get
+ * a slot row (slots.c).  Read with a dirty snapshot, so that insertions in
+ * progress count; the tables' locks are not kept, as in read.c.  When not
+ * busy, *sum is the sum of the key's pending events (committed, or this
+ * transaction's).
+ */
+bool
+CounterEventsBusy(CounterMeta *meta, text *key, int max, int128 *sum)
+{
+	CounterRels *r = CounterGetRels();
+	Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
+	int			live = CounterEventsToRead(r, latest);
+	SnapshotData dirty;
+	ScanKeyData keys[3];
+	bool		busy = false;
+	int			n = 0;
+	int			t;
+
+	*sum = 0;
+	UnregisterSnapshot(latest);
+	InitDirtySnapshot(dirty);
+	CounterScanKeys(keys, meta->id, key, false, 0);
+	for (t = 0; t < 2 && !busy; t++)
+	{
+		Relation	rel;
+		Relation	idx;
+		IndexScanDesc scan;
+		TupleTableSlot *tts;
+
+		if (!(live & (1 << t)))
+			continue;
+		rel = table_open(r->events[t], AccessShareLock);
+		idx = index_open(r->events_key[t], AccessShareLock);
+		tts = table_slot_create(rel, NULL);
+		scan = index_beginscan(rel, idx, &dirty, 2, 0);
+		index_rescan(scan, keys, 2, NULL, 0);
+		while (!busy && index_getnext_slot(scan, ForwardScanDirection, tts))
+		{
+			bool		isnull;
+
+			*sum += DatumGetInt64(slot_getattr(tts, Anum_events_delta, &isnull));
+			busy = ++n >= max ||
+				(TransactionIdIsValid(dirty.xmin) &&
+				 !TransactionIdIsCurrentTransactionId(dirty.xmin));
+		}
+		index_endscan(scan);
+		ExecDropSingleTupleTableSlot(tts);
+		index_close(idx, AccessShareLock);
+		table_close(rel, AccessShareLock);
+	}
+	return busy;
 }
 
 /*

@@ -18,6 +18,8 @@ extern int	CounterEventsSync(void);
 extern int	CounterEventsRotate(int folded, bool idle);
 extern bool CounterEventsTruncate(void);
 
+extern bool CounterEventsBusy(CounterMeta *meta, text *key, int max,
+							  int128 *sum);
 extern void CounterEventsInsert(CounterMeta *meta, text *key, int64 delta,
 								TimestampTz at);
 

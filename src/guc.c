@@ -10,6 +10,7 @@
 #include <limits.h>
 
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/guc.h"
 
 #include "guc.h"
@@ -19,13 +20,36 @@ int			counter_batch_size = 1000000;
 bool		counter_worker_enabled = true;
 int			counter_node_id = 1;
 int			counter_fold_after = 60;
+int			counter_slot_events = 4;
 int			counter_idempotency_window = 86400;
 int			counter_notify_interval = 1000;
 double		counter_feed_queue_limit = 0.5;
-int			counter_buffered_keys = 10000;
+int			counter_buffered_keys = 100000;
 int			counter_flush_interval = 1000;
 int			counter_rotate_size = 1024;
 char	   *counter_node_conninfo = NULL;
+
+/*
+ * counter.buffered_keys = -1 (the default): as many keys as an eighth of
+ * shared_buffers holds at COUNTER_BUFFER_KEY_BYTES each, at least 100,000
+ * and at most 10,000,000 (as wal_buffers = -1 follows shared_buffers).
+ */
+static bool
+check_buffered_keys(int *newval, void **extra, GucSource source)
+{
+	if (*newval == -1)
+	{
+		int64		keys = (int64) NBuffers * BLCKSZ / 8 / COUNTER_BUFFER_KEY_BYTES;
+
+		*newval = (int) Min(Max(keys, 100000), 10000000);
+	}
+	else if (*newval < 16)
+	{
+		GUC_check_errdetail("counter.buffered_keys must be -1 or at least 16.");
+		return false;
+	}
+	return true;
+}
 
 /* Define every counter.* parameter; called once from _PG_init. */
 void
@@ -76,6 +100,15 @@ CounterGucInit(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("counter.slot_events",
+							"Pending events a slots-mode key may have before its adds take a slot row.",
+							"A key without a slot row stores an add as an event row while it has fewer pending events than this and no other transaction is inserting one for it; 0 gives every key a slot row at its first add.",
+							&counter_slot_events,
+							4, 0, 1024,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("counter.idempotency_window",
 							"How long an idempotency key is remembered.",
 							NULL,
@@ -107,12 +140,12 @@ CounterGucInit(void)
 	if (process_shared_preload_libraries_in_progress)
 		DefineCustomIntVariable("counter.buffered_keys",
 								"Keys that buffered-mode counters can hold in shared memory.",
-								"When they are all taken, buffered adds of new keys are stored as events.",
+								"When they are all taken, buffered adds of new keys are stored as events; -1 sizes the hash from shared_buffers.",
 								&counter_buffered_keys,
-								100000, 16, 10000000,
+								-1, -1, 10000000,
 								PGC_POSTMASTER,
 								0,
-								NULL, NULL, NULL);
+								check_buffered_keys, NULL, NULL);
 
 	DefineCustomIntVariable("counter.flush_interval",
 							"Time between flushes of buffered adds, checked at each compaction round: the loss window on a crash is the larger of this and counter.naptime.",

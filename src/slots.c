@@ -15,6 +15,11 @@
  * never waited for.  Only when every row is held does the backend insert its
  * own row, so the number of rows of a key follows the real concurrency on
  * it, up to the counter's slot limit; past the limit it waits on one row.
+ * A key of an unbounded counter that has no slot row at all takes its add
+ * as an event row instead (a row among other keys' rows, where a slot row
+ * takes a page), until it has counter.slot_events pending events or another
+ * transaction is inserting one for it: so only a key added to often or
+ * concurrently gets slot rows, and the worker folds both kinds alike.
  * Rows are found with the latest snapshot and locked in their newest
  * version, so an add works the same under every isolation level: an add is
  * blind (it never depends on the value it reads).
@@ -51,6 +56,8 @@
 
 #include "slots.h"
 #include "catalog.h"
+#include "events.h"
+#include "guc.h"
 #include "read.h"
 
 /*
@@ -671,6 +678,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		int			nrows;
 		int			best;
 		int			i;
+		int128		pending;
 
 		CHECK_FOR_INTERRUPTS();
 		snapshot = RegisterSnapshot(xact_snapshot ? GetTransactionSnapshot() :
@@ -706,6 +714,19 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 				nrows = count_rows(rel, idx, meta, key, &have_own, &own, &inserting);
 				if (!have_own && nrows < meta->nslots)
 					escrow_split_off(rel, idx, meta, key, &held, own);
+			}
+			/*
+			 * A key without slot rows, neither hot nor contended: an event,
+			 * its pending events taking the place of a slot row's value
+			 */
+			if (result == SLOT_BUSY && nall == 0 && !bounded &&
+				counter_slot_events > 0 &&
+				!CounterEventsBusy(meta, key, counter_slot_events, &pending))
+			{
+				(void) to_int64(pending + delta);
+				CounterEventsInsert(meta, key, delta,
+									GetCurrentTransactionStartTimestamp());
+				result = SLOT_DONE;
 			}
 		}
 		UnregisterSnapshot(snapshot);

@@ -92,13 +92,13 @@ setup_counters() {
     sql "CREATE EXTENSION counter;
          CREATE TABLE ledger (counter text NOT NULL, key text NOT NULL, delta int8 NOT NULL);
          CREATE TABLE mledger (key text NOT NULL, member text NOT NULL, delta int8 NOT NULL);
-         SELECT counter.create('s_slots');
-         SELECT counter.create('s_events', mode => 'events');
-         SELECT counter.create('s_buffered', mode => 'buffered');
-         SELECT counter.create('s_wal', mode => 'wal');
-         SELECT counter.create('s_bounded', min => 0);
-         SELECT counter.create('s_members', members => true);
-         SELECT counter.create('s_switch');" >/dev/null
+         SELECT counter.create('s_slots', rollups => '{1 hour,1 day}');
+         SELECT counter.create('s_events', rollups => '{1 hour,1 day}', mode => 'events');
+         SELECT counter.create('s_buffered', rollups => '{1 hour,1 day}', mode => 'buffered');
+         SELECT counter.create('s_wal', rollups => '{1 hour,1 day}', mode => 'wal');
+         SELECT counter.create('s_bounded', rollups => '{1 hour,1 day}', min => 0);
+         SELECT counter.create('s_members', rollups => '{1 hour,1 day}', members => true);
+         SELECT counter.create('s_switch', rollups => '{1 hour,1 day}');" >/dev/null
     for ((i = 0; i < 300; i++)); do
         [[ $(sql "SELECT start_lsn IS NOT NULL FROM counter.wal_state") == t ]] && break
         sleep 0.1

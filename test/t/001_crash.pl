@@ -29,9 +29,9 @@ $node->safe_psql(
 	$db, q(
 CREATE EXTENSION counter;
 CREATE EXTENSION amcheck;
-SELECT counter.create('c_slots', mode => 'slots');
-SELECT counter.create('c_events', mode => 'events');
-SELECT counter.create('c_wal', mode => 'wal');
+SELECT counter.create('c_slots', mode => 'slots', rollups => '{1 hour,1 day}');
+SELECT counter.create('c_events', mode => 'events', rollups => '{1 hour,1 day}');
+SELECT counter.create('c_wal', mode => 'wal', rollups => '{1 hour,1 day}');
 CREATE TABLE ledger (
 	id		bigserial PRIMARY KEY,
 	round	int NOT NULL,

@@ -31,8 +31,8 @@ wal_retrieve_retry_interval = '500ms'
 ));
 	$n->safe_psql('postgres', q(
 		CREATE EXTENSION counter;
-		SELECT counter.create('likes');
-		SELECT counter.create('views', mode => 'events');
+		SELECT counter.create('likes', rollups => '{1 hour,1 day}');
+		SELECT counter.create('views', mode => 'events', rollups => '{1 hour,1 day}');
 	));
 	$node{$id} = $n;
 }

@@ -25,7 +25,7 @@ like($err, qr/shared_preload_libraries/, 'with a hint naming the setting');
 
 $node->safe_psql('postgres', q{
 	SELECT counter.create('s');
-	SELECT counter.create('e', mode => 'events');
+	SELECT counter.create('e', mode => 'events', rollups => '{1 hour,1 day}');
 	SELECT counter.create('b', mode => 'buffered');
 	SELECT count(counter.add('s', 'k' || (i % 3), 1)) FROM generate_series(1, 300) i;
 	SELECT count(counter.add('e', 'k', 2)) FROM generate_series(1, 100) i;

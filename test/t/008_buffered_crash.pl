@@ -14,7 +14,7 @@ fsync = on
 ));
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION counter;
-	SELECT counter.create('views', mode => 'buffered');
+	SELECT counter.create('views', mode => 'buffered', rollups => '{1 hour,1 day}');
 });
 
 # pgbench: N transactions of one buffered add each, from 8 clients

@@ -18,7 +18,7 @@ max_prepared_transactions = 2
 my $db = 'postgres';
 $node->safe_psql($db, q{
 	CREATE EXTENSION counter;
-	SELECT counter.create('hits', mode => 'wal');
+	SELECT counter.create('hits', mode => 'wal', rollups => '{1 hour,1 day}');
 	CREATE TABLE ledger (k text, delta int8);
 });
 

@@ -14,7 +14,7 @@ counter.rotate_size = -1
 ));
 $node->safe_psql($db, q{
 	CREATE EXTENSION counter;
-	SELECT counter.create('bad', mode => 'events');
+	SELECT counter.create('bad', mode => 'events', rollups => '{1 hour,1 day}');
 	SELECT counter.create('good', mode => 'events');
 	SELECT counter.add('bad', 'max', 9223372036854775807);
 });

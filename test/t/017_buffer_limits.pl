@@ -1,4 +1,4 @@
-# Proves the buffered hash keeps to its size: with counter.buffered_keys = 16, adds to 60,000 buffered keys are all exact (those past the limit stored as events), the hash takes none of the server's spare shared memory and unrelated work (3,000 advisory locks, which need it) still gets it; and after a crash the replay of wal-mode adds finds room although buffered adds made before it filled the adds' share of the hash.
+# Proves the buffered hash keeps to its size: with counter.buffered_keys = 16, adds to 60,000 buffered keys are all exact (those past the limit stored as events, each counted in counter.stats.buffered_fallbacks), the hash takes none of the server's spare shared memory and unrelated work (3,000 advisory locks, which need it) still gets it; and after a crash the replay of wal-mode adds finds room although buffered adds made before it filled the adds' share of the hash.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -33,6 +33,8 @@ is($node->safe_psql($db, q{
 	'0', 'all 60,000 keys read exactly');
 my $events = $node->safe_psql($db, q{SELECT pending_events FROM counter.stats WHERE name = 'b'});
 cmp_ok($events, '>=', 60000 - 16, 'the adds past the 16 entries went to events');
+is($node->safe_psql($db, q{SELECT buffered_fallbacks FROM counter.stats WHERE name = 'b'}),
+	60000 - 16, 'counter.stats counts each add stored as an event for want of room');
 is($node->safe_psql($db, q{
 		SELECT s.buffered_unflushed + (SELECT sum(e.delta) FROM counter.pending_events e
 										 JOIN counter.counters c ON c.id = e.counter_id
@@ -62,6 +64,8 @@ $node->safe_psql($db,
 my $b2events = $node->safe_psql($db,
 	q{SELECT count(*) FROM counter.pending_events e JOIN counter.counters c ON c.id = e.counter_id WHERE c.name = 'b2'});
 cmp_ok($b2events, '>', 0, 'buffered adds before the replay filled the adds\' share');
+is($node->safe_psql($db, q{SELECT buffered_fallbacks FROM counter.stats WHERE name = 'b2'}),
+	$b2events, 'and counter.stats counts them, from 0 since the restart');
 
 my $offset = -s $node->logfile;
 $node->adjust_conf('postgresql.conf', 'counter.worker_enabled', 'on');
