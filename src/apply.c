@@ -18,6 +18,7 @@
 #include "commit.h"
 #include "events.h"
 #include "guc.h"
+#include "rights.h"
 #include "slots.h"
 #include "wal.h"
 
@@ -123,6 +124,7 @@ CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
 								has_at ? at : GetCurrentTransactionStartTimestamp());
 		else if (!CounterSlotsAdd(meta, key, delta))
 		{
+			CounterRightsRefused(meta, key, delta);
 			if (idem != NULL)
 				idempotency_release(idem);
 			return APPLY_BOUND;

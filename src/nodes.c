@@ -507,6 +507,7 @@ subscriptions(PGconn *conn, const char *name, const char *pattern)
  */
 static const char *const mesh_tables[] = {
 	"counter.totals",
+	"counter.bound_rights",
 };
 
 /* On node name: publish every table of mesh_tables, adding any it lacks. */
@@ -853,7 +854,8 @@ drop_slots(PGconn *conn, const char *name, const char *pattern)
 }
 
 /*
- * Drain the leaver: compact it (buffered adds flushed, everything in its
+ * Drain the leaver: hand its rights on bounded keys over to a remaining
+ * member (rights.c), compact it (buffered adds flushed, everything in its
  * totals), then wait until every reachable member has applied its WAL up
  * to that point, at most timeout ms.
  */
@@ -863,6 +865,7 @@ drain(Member *leaver, List *others, long timeout)
 	const char *params[2];
 	ListCell   *lc;
 
+	node_exec(leaver->conn, leaver->name, "SELECT counter._rights_hand_over()", 0, NULL);
 	node_exec(leaver->conn, leaver->name, "SELECT counter.compact()", 0, NULL);
 	params[1] = node_value(leaver->conn, leaver->name,
 						   "SELECT pg_catalog.pg_current_wal_lsn()::text", 0, NULL);
