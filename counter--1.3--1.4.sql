@@ -431,13 +431,19 @@ $$;
 REVOKE ALL ON FUNCTION counter._rights_share(text, text, int4, int8, int8) FROM PUBLIC;
 
 -- Give node peer rights on (counter, key, bound) from this node (me): half
--- of what is spare (rounded up), or all of it; NULL, giving nothing, when
+-- of what is spare (rounded down: the last unit stays where adds use it,
+-- rather than moving to and fro), or all of it when asked to (give_all) or
+-- when no add touched the key here for a second; NULL, giving nothing, when
 -- the key's lock or every one of its slot rows is held by someone else
 -- (try again later; wait: wait for them instead).  The rights come out of
 -- the slot rows this call locks (each gives its part of its share), or,
 -- for a key without slot rows here, out of the whole share; the transfer
 -- row is written in the same transaction, so the rights are never in two
--- places.  Returns the amount given.
+-- places.  Never more than this node's shard holds beyond its own bound
+-- (-lo, hi of counter._rights_share): rights that adds created but
+-- compaction has not yet folded into the shard stay here until it has, so
+-- a peer that spends them reads them in the shard too.  Returns the amount
+-- given.
 CREATE FUNCTION counter._rights_give(cid int4, cname text, k text, bd text, me int4,
 									 peer int4, give_all bool, wait bool)
 RETURNS int8
@@ -447,27 +453,37 @@ AS $$
 DECLARE
 	given	int8 := 0;
 	held	int8;
+	cap		int8;
 	s		record;
 	c		counter.counters%ROWTYPE;
 BEGIN
 	IF NOT counter._rights_lock(cid, k, wait) THEN
 		RETURN NULL;
 	END IF;
+	SELECT * INTO c FROM counter.counters WHERE id = cid;
+	SELECT * INTO s FROM counter._rights_share(cname, k, me, c.min_value, c.max_value);
+	cap := greatest(CASE bd WHEN 'min' THEN -s.lo ELSE s.hi END, 0);
 	IF EXISTS (SELECT 1 FROM counter.slots x WHERE x.counter_id = cid AND x.key = k) THEN
 		IF wait THEN
 			PERFORM 1 FROM counter.slots x WHERE x.counter_id = cid AND x.key = k
 			  FOR NO KEY UPDATE;
 		END IF;
-		WITH h AS (SELECT x.ctid AS tid,
+		WITH h AS (SELECT x.ctid AS tid, x.touched,
 						  CASE bd WHEN 'min' THEN x.value - x.lo ELSE x.hi - x.value END AS spare
 					 FROM counter.slots x WHERE x.counter_id = cid AND x.key = k
 					  FOR NO KEY UPDATE SKIP LOCKED),
-		g AS (SELECT h.tid, CASE WHEN give_all THEN h.spare ELSE (h.spare + 1) / 2 END AS part
+		t AS (SELECT least(cap, pg_catalog.sum(h.spare)::int8 /
+							CASE WHEN give_all OR pg_catalog.max(h.touched) < pg_catalog.now() - interval '1 second'
+								 THEN 1 ELSE 2 END) AS target
 				FROM h WHERE h.spare > 0),
+		g AS (SELECT h.tid,
+					 least(h.spare, t.target - coalesce(pg_catalog.sum(h.spare) OVER
+						 (ORDER BY h.tid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)::int8) AS part
+				FROM h, t WHERE h.spare > 0),
 		u AS (UPDATE counter.slots x
 				 SET lo = CASE bd WHEN 'min' THEN x.lo + g.part ELSE x.lo END,
 					 hi = CASE bd WHEN 'max' THEN x.hi - g.part ELSE x.hi END
-				FROM g WHERE x.ctid = g.tid
+				FROM g WHERE x.ctid = g.tid AND g.part > 0
 			  RETURNING g.part)
 		SELECT coalesce((SELECT pg_catalog.sum(u.part) FROM u), 0), (SELECT pg_catalog.count(*) FROM h)
 		  INTO given, held;
@@ -475,12 +491,7 @@ BEGIN
 			RETURN NULL;
 		END IF;
 	ELSE
-		SELECT * INTO c FROM counter.counters WHERE id = cid;
-		SELECT * INTO s FROM counter._rights_share(cname, k, me, c.min_value, c.max_value);
-		given := greatest(CASE bd WHEN 'min' THEN -s.lo ELSE s.hi END, 0);
-		IF NOT give_all THEN
-			given := (given + 1) / 2;
-		END IF;
+		given := cap;
 	END IF;
 	INSERT INTO counter.bound_rights AS b (counter, key, bound, src, dst, amount, moves)
 	VALUES (cname, k, bd, me, peer, given, (given > 0)::int)
@@ -496,9 +507,9 @@ REVOKE ALL ON FUNCTION counter._rights_give(int4, text, text, text, int4, int4, 
 -- whether it was the max bound, how many refusals) become ask rows for
 -- every key of those counters with that hash; rights transferred to this
 -- node are credited to one of its slot rows of the key; every peer's ask
--- not yet answered gets half of this node's spare rights.  A key whose
--- lock or rows are held is left to the next round.  Returns the number of
--- transfers made.
+-- not yet answered gets half of this node's spare rights (all of them on
+-- a key idle here).  A key whose lock or rows are held is left to the next
+-- round.  Returns the number of transfers made.
 CREATE FUNCTION counter._rights_round(ids int4[], hashes int4[], maxes bool[], counts int8[])
 RETURNS int8
 LANGUAGE plpgsql

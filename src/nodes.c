@@ -854,9 +854,9 @@ drop_slots(PGconn *conn, const char *name, const char *pattern)
 }
 
 /*
- * Drain the leaver: hand its rights on bounded keys over to a remaining
- * member (rights.c), compact it (buffered adds flushed, everything in its
- * totals), then wait until every reachable member has applied its WAL up
+ * Drain the leaver: compact it (buffered adds flushed, everything in its
+ * totals), hand its rights on bounded keys over to a remaining member
+ * (rights.c), then wait until every reachable member has applied its WAL up
  * to that point, at most timeout ms.
  */
 static void
@@ -865,8 +865,8 @@ drain(Member *leaver, List *others, long timeout)
 	const char *params[2];
 	ListCell   *lc;
 
-	node_exec(leaver->conn, leaver->name, "SELECT counter._rights_hand_over()", 0, NULL);
 	node_exec(leaver->conn, leaver->name, "SELECT counter.compact()", 0, NULL);
+	node_exec(leaver->conn, leaver->name, "SELECT counter._rights_hand_over()", 0, NULL);
 	params[1] = node_value(leaver->conn, leaver->name,
 						   "SELECT pg_catalog.pg_current_wal_lsn()::text", 0, NULL);
 	foreach(lc, others)
