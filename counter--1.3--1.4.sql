@@ -509,7 +509,8 @@ REVOKE ALL ON FUNCTION counter._rights_give(int4, text, text, text, int4, int4, 
 -- node are credited to one of its slot rows of the key; every peer's ask
 -- not yet answered gets half of this node's spare rights (all of them on
 -- a key idle here).  A key whose lock or rows are held is left to the next
--- round.  Returns the number of transfers made.
+-- round.  Returns the number of transfers made; NULL when this node is in
+-- no mesh of more than one member (its worker then stops noting refusals).
 CREATE FUNCTION counter._rights_round(ids int4[], hashes int4[], maxes bool[], counts int8[])
 RETURNS int8
 LANGUAGE plpgsql
@@ -523,7 +524,7 @@ DECLARE
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM counter.mesh WHERE node_id = me)
 	   OR (SELECT pg_catalog.count(*) FROM counter.mesh) < 2 THEN
-		RETURN 0;
+		RETURN NULL;
 	END IF;
 
 	INSERT INTO counter.bound_rights AS b (counter, key, bound, src, dst, amount)

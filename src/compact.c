@@ -186,12 +186,12 @@ FOLD, \
  * node's rights (rights.c).
  */
 #define MESH_FOLD_ORDER(A) \
-"   AND NOT (((" A ".lo IS NOT NULL AND " A ".value < 0) OR" \
-"             (" A ".lo IS NULL AND " A ".hi IS NOT NULL AND " A ".value > 0))" \
+"   AND NOT ((SELECT count(*) FROM counter.mesh) > 1" \
+"            AND ((" A ".lo IS NOT NULL AND " A ".value < 0) OR" \
+"                 (" A ".lo IS NULL AND " A ".hi IS NOT NULL AND " A ".value > 0))" \
 "            AND EXISTS (SELECT 1 FROM counter.slots y" \
 "                         WHERE y.counter_id = " A ".counter_id AND y.key = " A ".key" \
-"                           AND sign(y.value) = -sign(" A ".value))" \
-"            AND (SELECT count(*) FROM counter.mesh) > 1)"
+"                           AND sign(y.value) = -sign(" A ".value)))"
 
 static CounterStmt slots_stmt[2] = {
 	SLOTS("", FOLD_MOVED),

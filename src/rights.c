@@ -133,9 +133,9 @@ CounterRightsShare(CounterMeta *meta, text *key, int64 *lo, int64 *hi)
 
 /*
  * Note an add of delta to (counter, key) that its bound refused, for the
- * worker to ask the mesh for rights (on one node it drops the note), and
- * wake the worker when the note is new.  A note that finds no room is
- * dropped: the next refusal notes it again.
+ * worker to ask the mesh for rights, and wake the worker when the note is
+ * new; nothing on a node that its worker last found in no mesh.  A note
+ * that finds no room is dropped: the next refusal notes it again.
  */
 void
 CounterRightsRefused(CounterMeta *meta, text *key, int64 delta)
@@ -152,20 +152,23 @@ CounterRightsRefused(CounterMeta *meta, text *key, int64 delta)
 		return;
 	asks = &db->asks;
 	SpinLockAcquire(&asks->mutex);
-	for (i = 0; i < asks->n; i++)
-		if (asks->ask[i].counter_id == meta->id && asks->ask[i].key_hash == hash &&
-			asks->ask[i].max == max)
-			break;
-	if (i < asks->n)
-		asks->ask[i].count++;
-	else if (asks->n < COUNTER_MAX_ASKS)
+	if (asks->mesh)
 	{
-		asks->ask[i].counter_id = meta->id;
-		asks->ask[i].key_hash = hash;
-		asks->ask[i].max = max;
-		asks->ask[i].count = 1;
-		asks->n++;
-		fresh = true;
+		for (i = 0; i < asks->n; i++)
+			if (asks->ask[i].counter_id == meta->id && asks->ask[i].key_hash == hash &&
+				asks->ask[i].max == max)
+				break;
+		if (i < asks->n)
+			asks->ask[i].count++;
+		else if (asks->n < COUNTER_MAX_ASKS)
+		{
+			asks->ask[i].counter_id = meta->id;
+			asks->ask[i].key_hash = hash;
+			asks->ask[i].max = max;
+			asks->ask[i].count = 1;
+			asks->n++;
+			fresh = true;
+		}
 	}
 	SpinLockRelease(&asks->mutex);
 
@@ -183,7 +186,8 @@ CounterRightsRefused(CounterMeta *meta, text *key, int64 delta)
  * One round of rights for the worker, in its transaction with SPI
  * connected: the refusals noted since the last round become asks, rights
  * that arrived are credited, peers' asks are answered (see
- * counter._rights_round).  Returns the number of transfers made.
+ * counter._rights_round); whether the node is in a mesh is kept for
+ * CounterRightsRefused.  Returns the number of transfers made.
  */
 int64
 CounterRightsRound(void)
@@ -198,7 +202,8 @@ CounterRightsRound(void)
 	int			n = 0;
 	int			i;
 	bool		isnull;
-	int64		moves = 0;
+	Datum		d;
+	int64		moves;
 
 	if (CounterGetRels()->version < 104)
 		return 0;
@@ -223,11 +228,13 @@ CounterRightsRound(void)
 	values[3] = PointerGetDatum(construct_array(counts, n, INT8OID, 8, FLOAT8PASSBYVAL,
 												TYPALIGN_DOUBLE));
 	CounterExec(&round_stmt, values, NULL, false);
-	if (SPI_processed == 1)
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	moves = isnull ? 0 : DatumGetInt64(d);
+	if (db != NULL)
 	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		moves = isnull ? 0 : DatumGetInt64(d);
+		SpinLockAcquire(&db->asks.mutex);
+		db->asks.mesh = !isnull;
+		SpinLockRelease(&db->asks.mutex);
 	}
 	return moves;
 }

@@ -73,6 +73,7 @@ db_reset(CounterDb *db, Oid dboid)
 	db->wal.ready = false;
 	db->wal.armed = false;
 	SpinLockAcquire(&db->asks.mutex);
+	db->asks.mesh = false;
 	db->asks.n = 0;
 	SpinLockRelease(&db->asks.mutex);
 }

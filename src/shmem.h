@@ -51,7 +51,8 @@ typedef struct CounterWalState
 
 /*
  * Adds refused at a bound on this node, by counter and hash of key, for the
- * worker to ask the mesh for rights (rights.c); under mutex.
+ * worker to ask the mesh for rights (rights.c), noted only while the node
+ * is in a mesh; under mutex.
  */
 #define COUNTER_MAX_ASKS	64
 typedef struct CounterAsk
@@ -65,6 +66,7 @@ typedef struct CounterAsk
 typedef struct CounterAsks
 {
 	slock_t		mutex;
+	bool		mesh;			/* in a mesh of more than one, as the worker saw last */
 	int			n;
 	CounterAsk	ask[COUNTER_MAX_ASKS];
 } CounterAsks;
