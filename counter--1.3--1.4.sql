@@ -382,6 +382,27 @@ CREATE TRIGGER rights_join BEFORE INSERT OR UPDATE ON counter.bound_rights
 	FOR EACH ROW EXECUTE FUNCTION counter._rights_join();
 ALTER TABLE counter.bound_rights ENABLE REPLICA TRIGGER rights_join;
 
+-- counter.drop() deletes this node's shard of counter.totals; with it go
+-- this node's rows of counter.bound_rights (replicated, as the shard's
+-- deletion is) and its book, so that a counter created again under the
+-- name starts with no rights moved.
+CREATE FUNCTION counter._rights_drop()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM counter.bound_rights
+	 WHERE counter = OLD.name AND src = pg_catalog.current_setting('counter.node_id')::int4;
+	DELETE FROM counter.rights_local WHERE counter = OLD.name;
+	RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION counter._rights_drop() FROM PUBLIC;
+
+CREATE TRIGGER rights_drop AFTER DELETE ON counter.counters
+	FOR EACH ROW EXECUTE FUNCTION counter._rights_drop();
+
 -- Take the lock that serializes the headroom of a bounded key (its first
 -- slot row, and every change of this node's rights on it); wait or not.
 CREATE FUNCTION counter._rights_lock(counter_id int4, key text, wait bool)

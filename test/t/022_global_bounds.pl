@@ -5,8 +5,9 @@
 # node with refills on one node, through a 20 s partition of one node (its
 # subscriptions disabled both ways): the value read on any node never goes
 # below 0, every node converges to the sum of the accepted adds, the rights
-# moved and were asked for; a live node removed from the mesh hands its
-# rights over (the others can take them all).  The fraction of refused
+# moved and were asked for, and every node's slot rows always shared out
+# exactly its rights; a live node removed from the mesh hands its rights
+# over (the others can take them all); a drop takes a node's rights rows.  The fraction of refused
 # decrements while rights existed elsewhere is reported in a note.
 use strict;
 use warnings;
@@ -320,5 +321,13 @@ while ($taken < $left && time < $deadline)
 }
 is($taken, $left, "n1 and n2 took all $left left of c, n3's handed-over rights included");
 ok(!try_add('n1', 'c', -1) && !try_add('n2', 'c', -1), 'and not one more');
+
+# counter.drop() takes this node's rights rows with its shard, on every node
+$node{n1}->safe_psql($db, "SELECT counter.drop('stock')");
+is($node{n1}->safe_psql($db, 'SELECT count(*) FROM counter.bound_rights WHERE src = 1')
+	  . $node{n1}->safe_psql($db, 'SELECT count(*) FROM counter.rights_local'),
+	'00', "n1's drop deleted its rows of counter.bound_rights and its book");
+ok($node{n2}->poll_query_until($db, 'SELECT count(*) FROM counter.bound_rights WHERE src = 1', '0'),
+	"n2 lost n1's rows of counter.bound_rights too");
 
 done_testing();
