@@ -535,6 +535,385 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 -- == end section: storage ==
 
+-- == section: bounds (global bounds: escrow rights across the nodes of a mesh) ==
+
+-- A bounded counter in a mesh of more than one member keeps its bounds
+-- globally by escrow: the headroom above min (and below max) is split into
+-- rights held by the nodes, and the slot rows of a node share out only the
+-- rights that node holds (src/rights.c, src/slots.c).  A node's rights on a
+-- key and bound are not stored as such: they follow from its own shard and
+-- the rows below, as AntidoteDB's bounded counter does it.  For min, the
+-- node's own contribution (its shard of counter.totals plus its slot
+-- values) must stay at or above
+--   L = (min if the node holds the initial headroom, else 0)
+--       + what it gave away - what it has credited of what it received,
+-- so its increments create rights there, its decrements consume them; for
+-- max it must stay at or below U = (max or 0) - given + credited.  The sum
+-- of every node's L is min plus the rights in flight, so the sum of the
+-- contributions, the value, stays within the bound wherever it is read.
+
+-- Replicated (publication counter_mesh): a row (src <> dst) holds what
+-- node src has transferred to node dst in total, and in how many moves;
+-- a row (src = dst) holds how often node src asked for rights, each refused
+-- add it noticed.  Each row is written by its src node only, its numbers
+-- only grow, and replicas are joined by the larger (counter._rights_join).
+CREATE TABLE counter.bound_rights (
+	counter		text COLLATE "C" NOT NULL,
+	key			text COLLATE "C" NOT NULL,
+	bound		text COLLATE "C" NOT NULL CHECK (bound IN ('min', 'max')),
+	src			int4 NOT NULL,
+	dst			int4 NOT NULL,
+	amount		int8 NOT NULL CHECK (amount >= 0),
+	moves		int8 NOT NULL DEFAULT 0 CHECK (moves >= 0),
+	PRIMARY KEY (counter, key, bound, src, dst)
+);
+REVOKE ALL ON counter.bound_rights FROM PUBLIC;
+
+-- This node's own book, not replicated: of the rights peer transferred to
+-- this node, how much its slot rows hold already (credited), and up to
+-- which of peer's asks this node has answered (served).
+CREATE TABLE counter.rights_local (
+	counter		text COLLATE "C" NOT NULL,
+	key			text COLLATE "C" NOT NULL,
+	bound		text COLLATE "C" NOT NULL CHECK (bound IN ('min', 'max')),
+	peer		int4 NOT NULL,
+	credited	int8 NOT NULL DEFAULT 0,
+	served		int8 NOT NULL DEFAULT 0,
+	PRIMARY KEY (counter, key, bound, peer)
+);
+REVOKE ALL ON counter.rights_local FROM PUBLIC;
+
+-- A row of counter.bound_rights that replication applies is joined with
+-- the one there (the larger numbers), as counter._totals_join does it for
+-- counter.totals: an echo that changes nothing stops here.
+CREATE FUNCTION counter._rights_join()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'UPDATE' THEN
+		NEW.amount := greatest(OLD.amount, NEW.amount);
+		NEW.moves := greatest(OLD.moves, NEW.moves);
+		IF NEW.counter = OLD.counter AND NEW.key = OLD.key AND NEW.bound = OLD.bound
+		   AND NEW.src = OLD.src AND NEW.dst = OLD.dst
+		   AND NEW.amount = OLD.amount AND NEW.moves = OLD.moves THEN
+			RETURN NULL;
+		END IF;
+		RETURN NEW;
+	END IF;
+	IF pg_catalog.pg_trigger_depth() > 1 THEN
+		RETURN NEW;
+	END IF;
+	INSERT INTO counter.bound_rights AS b (counter, key, bound, src, dst, amount, moves)
+	VALUES (NEW.counter, NEW.key, NEW.bound, NEW.src, NEW.dst, NEW.amount, NEW.moves)
+	ON CONFLICT (counter, key, bound, src, dst) DO UPDATE
+	   SET amount = excluded.amount, moves = excluded.moves;
+	RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION counter._rights_join() FROM PUBLIC;
+
+CREATE TRIGGER rights_join BEFORE INSERT OR UPDATE ON counter.bound_rights
+	FOR EACH ROW EXECUTE FUNCTION counter._rights_join();
+ALTER TABLE counter.bound_rights ENABLE REPLICA TRIGGER rights_join;
+
+-- counter.drop() deletes this node's shard of counter.totals; with it go
+-- this node's rows of counter.bound_rights (replicated, as the shard's
+-- deletion is) and its book, so that a counter created again under the
+-- name starts with no rights moved.
+CREATE FUNCTION counter._rights_drop()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM counter.bound_rights
+	 WHERE counter = OLD.name AND src = pg_catalog.current_setting('counter.node_id')::int4;
+	DELETE FROM counter.rights_local WHERE counter = OLD.name;
+	RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION counter._rights_drop() FROM PUBLIC;
+
+CREATE TRIGGER rights_drop AFTER DELETE ON counter.counters
+	FOR EACH ROW EXECUTE FUNCTION counter._rights_drop();
+
+-- Take the lock that serializes the headroom of a bounded key (its first
+-- slot row, and every change of this node's rights on it); wait or not.
+CREATE FUNCTION counter._rights_lock(counter_id int4, key text, wait bool)
+RETURNS bool
+AS 'MODULE_PATHNAME', 'counter_rights_lock'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION counter._rights_lock(int4, text, bool) FROM PUBLIC;
+
+-- The share of the whole headroom of (name, key) on node me, as the first
+-- slot row of the key there takes it: lo = L - own shard, hi = U - own
+-- shard (NULL for a bound the counter lacks); in_mesh false (and the
+-- shares NULL) unless me is a member of a mesh of more than one.  The
+-- holder of the initial headroom (min, max themselves) is the lowest
+-- node id among the members, the nodes with a shard of the key and the
+-- nodes that transferred rights on it: the lowest member, until it leaves
+-- after having taken part in the key.  Reads in the caller's snapshot.
+CREATE FUNCTION counter._rights_share(cname text, k text, me int4, min_bound int8,
+									  max_bound int8, OUT in_mesh bool, OUT lo int8, OUT hi int8)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH m AS (SELECT pg_catalog.count(*) > 1 AND pg_catalog.bool_or(x.node_id = me) AS ok
+			 FROM counter.mesh x),
+h AS (SELECT pg_catalog.min(n.i) = me AS holder
+		FROM (SELECT x.node_id FROM counter.mesh x
+			  UNION ALL SELECT t.node FROM counter.totals t WHERE t.counter = cname AND t.key = k
+			  UNION ALL SELECT b.src FROM counter.bound_rights b
+			   WHERE b.counter = cname AND b.key = k AND b.src <> b.dst) n(i)),
+own AS (SELECT coalesce((SELECT t.value FROM counter.totals t
+						  WHERE t.counter = cname AND t.key = k AND t.node = me), 0) AS v),
+net AS (SELECT bd.bound,
+			   coalesce((SELECT pg_catalog.sum(b.amount) FROM counter.bound_rights b
+						  WHERE b.counter = cname AND b.key = k AND b.bound = bd.bound
+							AND b.src = me AND b.dst <> me), 0) -
+			   coalesce((SELECT pg_catalog.sum(l.credited) FROM counter.rights_local l
+						  WHERE l.counter = cname AND l.key = k AND l.bound = bd.bound), 0) AS out
+		  FROM (VALUES ('min'), ('max')) bd(bound))
+SELECT m.ok,
+	   CASE WHEN m.ok AND min_bound IS NOT NULL THEN
+		   ((CASE WHEN h.holder THEN min_bound ELSE 0 END) +
+			(SELECT net.out FROM net WHERE net.bound = 'min') - own.v)::int8 END,
+	   CASE WHEN m.ok AND max_bound IS NOT NULL THEN
+		   ((CASE WHEN h.holder THEN max_bound ELSE 0 END) -
+			(SELECT net.out FROM net WHERE net.bound = 'max') - own.v)::int8 END
+  FROM m, h, own
+$$;
+REVOKE ALL ON FUNCTION counter._rights_share(text, text, int4, int8, int8) FROM PUBLIC;
+
+-- Give node peer rights on (counter, key, bound) from this node (me): half
+-- of what is spare (rounded down: the last unit stays where adds use it,
+-- rather than moving to and fro), or all of it when asked to (give_all) or
+-- when no add touched the key here for a second; NULL, giving nothing, when
+-- the key's lock or every one of its slot rows is held by someone else
+-- (try again later; wait: wait for them instead).  The rights come out of
+-- the slot rows this call locks (each gives its part of its share), or,
+-- for a key without slot rows here, out of the whole share; the transfer
+-- row is written in the same transaction, so the rights are never in two
+-- places.  Never more than this node's shard holds beyond its own bound
+-- (-lo, hi of counter._rights_share): rights that adds created but
+-- compaction has not yet folded into the shard stay here until it has, so
+-- a peer that spends them reads them in the shard too.  Returns the amount
+-- given.
+CREATE FUNCTION counter._rights_give(cid int4, cname text, k text, bd text, me int4,
+									 peer int4, give_all bool, wait bool)
+RETURNS int8
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	given	int8 := 0;
+	held	int8;
+	cap		int8;
+	s		record;
+	c		counter.counters%ROWTYPE;
+BEGIN
+	IF NOT counter._rights_lock(cid, k, wait) THEN
+		RETURN NULL;
+	END IF;
+	SELECT * INTO c FROM counter.counters WHERE id = cid;
+	SELECT * INTO s FROM counter._rights_share(cname, k, me, c.min_value, c.max_value);
+	cap := greatest(CASE bd WHEN 'min' THEN -s.lo ELSE s.hi END, 0);
+	IF EXISTS (SELECT 1 FROM counter.slots x WHERE x.counter_id = cid AND x.key = k) THEN
+		IF wait THEN
+			PERFORM 1 FROM counter.slots x WHERE x.counter_id = cid AND x.key = k
+			  FOR NO KEY UPDATE;
+		END IF;
+		WITH h AS (SELECT x.ctid AS tid, x.touched,
+						  CASE bd WHEN 'min' THEN x.value - x.lo ELSE x.hi - x.value END AS spare
+					 FROM counter.slots x WHERE x.counter_id = cid AND x.key = k
+					  FOR NO KEY UPDATE SKIP LOCKED),
+		t AS (SELECT least(cap, pg_catalog.sum(h.spare)::int8 /
+							CASE WHEN give_all OR pg_catalog.max(h.touched) < pg_catalog.now() - interval '1 second'
+								 THEN 1 ELSE 2 END) AS target
+				FROM h WHERE h.spare > 0),
+		g AS (SELECT h.tid,
+					 least(h.spare, t.target - coalesce(pg_catalog.sum(h.spare) OVER
+						 (ORDER BY h.tid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)::int8) AS part
+				FROM h, t WHERE h.spare > 0),
+		u AS (UPDATE counter.slots x
+				 SET lo = CASE bd WHEN 'min' THEN x.lo + g.part ELSE x.lo END,
+					 hi = CASE bd WHEN 'max' THEN x.hi - g.part ELSE x.hi END
+				FROM g WHERE x.ctid = g.tid AND g.part > 0
+			  RETURNING g.part)
+		SELECT coalesce((SELECT pg_catalog.sum(u.part) FROM u), 0), (SELECT pg_catalog.count(*) FROM h)
+		  INTO given, held;
+		IF held = 0 THEN
+			RETURN NULL;
+		END IF;
+	ELSE
+		given := cap;
+	END IF;
+	INSERT INTO counter.bound_rights AS b (counter, key, bound, src, dst, amount, moves)
+	VALUES (cname, k, bd, me, peer, given, (given > 0)::int)
+	ON CONFLICT (counter, key, bound, src, dst) DO UPDATE
+	   SET amount = b.amount + excluded.amount, moves = b.moves + excluded.moves;
+	RETURN given;
+END
+$$;
+REVOKE ALL ON FUNCTION counter._rights_give(int4, text, text, text, int4, int4, bool, bool) FROM PUBLIC;
+
+-- One round of this node's worker in a mesh of more than one member: the
+-- asks noticed since the last round (counter ids, hashtext() of keys,
+-- whether it was the max bound, how many refusals) become ask rows for
+-- every key of those counters with that hash; rights transferred to this
+-- node are credited to one of its slot rows of the key; every peer's ask
+-- not yet answered gets half of this node's spare rights (all of them on
+-- a key idle here).  A key whose lock or rows are held is left to the next
+-- round.  Returns the number of transfers made; NULL when this node is in
+-- no mesh of more than one member (its worker then stops noting refusals).
+CREATE FUNCTION counter._rights_round(ids int4[], hashes int4[], maxes bool[], counts int8[])
+RETURNS int8
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	me		int4 := pg_catalog.current_setting('counter.node_id')::int4;
+	r		record;
+	g		int8;
+	nmoves	int8 := 0;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM counter.mesh WHERE node_id = me)
+	   OR (SELECT pg_catalog.count(*) FROM counter.mesh) < 2 THEN
+		RETURN NULL;
+	END IF;
+
+	INSERT INTO counter.bound_rights AS b (counter, key, bound, src, dst, amount)
+	SELECT c.name, k.key, CASE WHEN a.mx THEN 'max' ELSE 'min' END, me, me, pg_catalog.sum(a.n)
+	  FROM unnest(ids, hashes, maxes, counts) a(id, h, mx, n)
+	  JOIN counter.counters c ON c.id = a.id
+	 CROSS JOIN LATERAL (SELECT s.key FROM counter.slots s
+						  WHERE s.counter_id = a.id AND pg_catalog.hashtext(s.key) = a.h
+						 UNION
+						 SELECT t.key FROM counter.totals t
+						  WHERE t.counter = c.name AND pg_catalog.hashtext(t.key) = a.h) k
+	 GROUP BY 1, 2, 3
+	ON CONFLICT (counter, key, bound, src, dst) DO UPDATE SET amount = b.amount + excluded.amount;
+
+	FOR r IN SELECT b.counter, b.key, b.bound, b.src, b.amount,
+					b.amount - coalesce(l.credited, 0) AS due, c.id AS cid
+			   FROM counter.bound_rights b
+			   JOIN counter.counters c ON c.name = b.counter
+			   LEFT JOIN counter.rights_local l
+				 ON l.counter = b.counter AND l.key = b.key AND l.bound = b.bound AND l.peer = b.src
+			  WHERE b.dst = me AND b.src <> me AND b.amount > coalesce(l.credited, 0)
+	LOOP
+		CONTINUE WHEN NOT counter._rights_lock(r.cid, r.key, false);
+		IF EXISTS (SELECT 1 FROM counter.slots x WHERE x.counter_id = r.cid AND x.key = r.key) THEN
+			UPDATE counter.slots x
+			   SET lo = CASE r.bound WHEN 'min' THEN x.lo - r.due ELSE x.lo END,
+				   hi = CASE r.bound WHEN 'max' THEN x.hi + r.due ELSE x.hi END
+			 WHERE x.ctid = (SELECT y.ctid FROM counter.slots y
+							  WHERE y.counter_id = r.cid AND y.key = r.key
+							  LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED);
+			CONTINUE WHEN NOT FOUND;
+		END IF;
+		INSERT INTO counter.rights_local AS l (counter, key, bound, peer, credited)
+		VALUES (r.counter, r.key, r.bound, r.src, r.amount)
+		ON CONFLICT (counter, key, bound, peer) DO UPDATE SET credited = excluded.credited;
+	END LOOP;
+
+	FOR r IN SELECT b.counter, b.key, b.bound, b.src AS peer, b.amount AS asked, c.id AS cid
+			   FROM counter.bound_rights b
+			   JOIN counter.counters c ON c.name = b.counter
+			   LEFT JOIN counter.rights_local l
+				 ON l.counter = b.counter AND l.key = b.key AND l.bound = b.bound AND l.peer = b.src
+			  WHERE b.src = b.dst AND b.src <> me AND b.amount > coalesce(l.served, 0)
+				AND b.src IN (SELECT x.node_id FROM counter.mesh x)
+				AND CASE b.bound WHEN 'min' THEN c.min_value ELSE c.max_value END IS NOT NULL
+	LOOP
+		g := counter._rights_give(r.cid, r.counter, r.key, r.bound, me, r.peer, false, false);
+		CONTINUE WHEN g IS NULL;
+		INSERT INTO counter.rights_local AS l (counter, key, bound, peer, served)
+		VALUES (r.counter, r.key, r.bound, r.peer, r.asked)
+		ON CONFLICT (counter, key, bound, peer) DO UPDATE SET served = excluded.served;
+		nmoves := nmoves + (g > 0)::int;
+	END LOOP;
+	RETURN nmoves;
+END
+$$;
+REVOKE ALL ON FUNCTION counter._rights_round(int4[], int4[], bool[], int8[]) FROM PUBLIC;
+
+-- Run on a leaving node by counter.remove_node() while it drains: every
+-- right this node holds, on every bounded key it has taken part in, goes to
+-- the remaining member with the lowest node id (waiting for the rows that
+-- adds hold).  Returns the amount handed over.
+CREATE FUNCTION counter._rights_hand_over()
+RETURNS int8
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	me		int4 := pg_catalog.current_setting('counter.node_id')::int4;
+	heir	int4;
+	r		record;
+	total	int8 := 0;
+BEGIN
+	SELECT pg_catalog.min(node_id) INTO heir FROM counter.mesh WHERE node_id <> me;
+	IF heir IS NULL OR NOT EXISTS (SELECT 1 FROM counter.mesh WHERE node_id = me) THEN
+		RETURN 0;
+	END IF;
+	PERFORM counter._rights_round('{}', '{}', '{}', '{}');
+	FOR r IN SELECT c.id, c.name, k.key, bd.bound
+			   FROM counter.counters c
+			  CROSS JOIN LATERAL (VALUES ('min', c.min_value), ('max', c.max_value)) bd(bound, v)
+			  CROSS JOIN LATERAL (SELECT s.key FROM counter.slots s WHERE s.counter_id = c.id
+								  UNION
+								  SELECT b.key FROM counter.bound_rights b
+								   WHERE b.counter = c.name AND b.dst = me AND b.src <> me) k
+			  WHERE bd.v IS NOT NULL
+	LOOP
+		total := total + counter._rights_give(r.id, r.name, r.key, r.bound, me, heir, true, true);
+	END LOOP;
+	RETURN total;
+END
+$$;
+REVOKE ALL ON FUNCTION counter._rights_hand_over() FROM PUBLIC;
+
+-- Rights of bounded counters across the mesh, one row per (counter, key,
+-- bound, node) known here: how often the node asked for rights (refused
+-- adds it reported), what it gave and received in total and in how many
+-- transfers, and on this node's own row the rights it holds now (spare in
+-- its slot rows, or its whole share for a key without slot rows).
+CREATE VIEW counter.rights AS
+WITH me AS (SELECT pg_catalog.current_setting('counter.node_id')::int4 AS id),
+n AS (SELECT b.counter, b.key, b.bound, b.src AS node FROM counter.bound_rights b
+	  UNION SELECT b.counter, b.key, b.bound, b.dst FROM counter.bound_rights b)
+SELECT n.counter, n.key, n.bound, n.node,
+	   coalesce((SELECT b.amount FROM counter.bound_rights b
+				  WHERE (b.counter, b.key, b.bound, b.src, b.dst) = (n.counter, n.key, n.bound, n.node, n.node)), 0) AS asked,
+	   coalesce((SELECT pg_catalog.sum(b.amount) FROM counter.bound_rights b
+				  WHERE (b.counter, b.key, b.bound, b.src) = (n.counter, n.key, n.bound, n.node)
+					AND b.dst <> n.node), 0)::int8 AS given,
+	   coalesce((SELECT pg_catalog.sum(b.moves) FROM counter.bound_rights b
+				  WHERE (b.counter, b.key, b.bound, b.src) = (n.counter, n.key, n.bound, n.node)
+					AND b.dst <> n.node), 0)::int8 AS transfers_out,
+	   coalesce((SELECT pg_catalog.sum(b.amount) FROM counter.bound_rights b
+				  WHERE (b.counter, b.key, b.bound, b.dst) = (n.counter, n.key, n.bound, n.node)
+					AND b.src <> n.node), 0)::int8 AS received,
+	   coalesce((SELECT pg_catalog.sum(b.moves) FROM counter.bound_rights b
+				  WHERE (b.counter, b.key, b.bound, b.dst) = (n.counter, n.key, n.bound, n.node)
+					AND b.src <> n.node), 0)::int8 AS transfers_in,
+	   CASE WHEN n.node = me.id THEN
+		   coalesce((SELECT pg_catalog.sum(CASE n.bound WHEN 'min' THEN s.value - s.lo ELSE s.hi - s.value END)
+					   FROM counter.slots s JOIN counter.counters c ON c.id = s.counter_id
+					  WHERE c.name = n.counter AND s.key = n.key),
+					(SELECT CASE n.bound WHEN 'min' THEN -sh.lo ELSE sh.hi END
+					   FROM counter.counters c,
+							counter._rights_share(c.name, n.key, me.id, c.min_value, c.max_value) sh
+					  WHERE c.name = n.counter))::int8
+	   END AS held
+  FROM n, me;
+REVOKE ALL ON counter.rights FROM PUBLIC;
+
+-- == end section: bounds ==
+
 -- == section: stats (counter.stats, defined once with every column of 1.4) ==
 
 -- A security barrier: a caller's function in WHERE (COST 0.0000001, say)

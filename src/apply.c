@@ -21,6 +21,7 @@
 #include "events.h"
 #include "guc.h"
 #include "legacy.h"
+#include "rights.h"
 #include "slots.h"
 #include "wal.h"
 
@@ -134,6 +135,7 @@ bounded_add(void *arg)
 	a->result = APPLY_DONE;
 	if (a->delta != 0 && !CounterSlotsAdd(a->meta, a->key, a->delta))
 	{
+		CounterRightsRefused(a->meta, a->key, a->delta);
 		a->result = APPLY_BOUND;
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
@@ -196,7 +198,10 @@ CounterApply(CounterMeta *meta, text *key, int64 delta, text *idem,
 			CounterEventsInsert(meta, key, delta,
 								has_at ? at : GetCurrentTransactionStartTimestamp());
 		else if (!CounterSlotsAdd(meta, key, delta))
+		{
+			CounterRightsRefused(meta, key, delta);
 			return APPLY_BOUND;
+		}
 	}
 	/* later commands of this transaction, and later calls, see this add */
 	CommandCounterIncrement();

@@ -178,8 +178,24 @@ FOLD, \
 3, {INT4OID, INT4OID, INT4OID} \
 }
 
+/*
+ * In a mesh (since 1.4), a bounded key's slot row that consumed rights
+ * (below zero for a min bound, above for a max bound without min) waits
+ * while a row of the key holds adds that created rights: folded first, they
+ * keep this node's shard, which is all its peers read of it, within the
+ * node's rights (rights.c).
+ */
+#define MESH_FOLD_ORDER(A) \
+"   AND NOT ((SELECT count(*) FROM counter.mesh) > 1" \
+"            AND ((" A ".lo IS NOT NULL AND " A ".value < 0) OR" \
+"                 (" A ".lo IS NULL AND " A ".hi IS NOT NULL AND " A ".value > 0))" \
+"            AND EXISTS (SELECT 1 FROM counter.slots y" \
+"                         WHERE y.counter_id = " A ".counter_id AND y.key = " A ".key" \
+"                           AND sign(y.value) = -sign(" A ".value)))"
+
 static CounterStmt slots_stmt[2] = {
-	SLOTS("", FOLD_MOVED), SLOTS(NOT_QUARANTINED("x"), FOLD_MOVED_UPDATED)
+	SLOTS("", FOLD_MOVED),
+	SLOTS(NOT_QUARANTINED("x") MESH_FOLD_ORDER("x"), FOLD_MOVED_UPDATED)
 };
 
 /*

@@ -508,6 +508,7 @@ subscriptions(PGconn *conn, const char *name, const char *pattern)
 static const char *const mesh_tables[] = {
 	"counter.totals",
 	"counter.idempotency",
+	"counter.bound_rights",
 };
 
 /* On node name: publish every table of mesh_tables, adding any it lacks. */
@@ -855,7 +856,8 @@ drop_slots(PGconn *conn, const char *name, const char *pattern)
 
 /*
  * Drain the leaver: compact it (buffered adds flushed, everything in its
- * totals), then wait until every reachable member has applied its WAL up
+ * totals), hand its rights on bounded keys over to a remaining member
+ * (rights.c), then wait until every reachable member has applied its WAL up
  * to that point, at most timeout ms.
  */
 static void
@@ -865,6 +867,7 @@ drain(Member *leaver, List *others, long timeout)
 	ListCell   *lc;
 
 	node_exec(leaver->conn, leaver->name, "SELECT counter.compact()", 0, NULL);
+	node_exec(leaver->conn, leaver->name, "SELECT counter._rights_hand_over()", 0, NULL);
 	params[1] = node_value(leaver->conn, leaver->name,
 						   "SELECT pg_catalog.pg_current_wal_lsn()::text", 0, NULL);
 	foreach(lc, others)

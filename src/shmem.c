@@ -55,7 +55,10 @@ CounterShmemInit(void)
 		memset(counter_shared, 0, sizeof(CounterShared));
 		counter_shared->lock = &(GetNamedLWLockTranche("counter"))->lock;
 		for (i = 0; i < COUNTER_MAX_DATABASES; i++)
+		{
 			pg_atomic_init_u32(&counter_shared->dbs[i].events.bits, 0);
+			SpinLockInit(&counter_shared->dbs[i].asks.mutex);
+		}
 	}
 }
 
@@ -69,6 +72,10 @@ db_reset(CounterDb *db, Oid dboid)
 	pg_atomic_write_u32(&db->events.bits, 0);
 	db->wal.ready = false;
 	db->wal.armed = false;
+	SpinLockAcquire(&db->asks.mutex);
+	db->asks.mesh = false;
+	db->asks.n = 0;
+	SpinLockRelease(&db->asks.mutex);
 }
 
 /*

@@ -12,6 +12,7 @@
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/spin.h"
 #include "utils/timestamp.h"
 
 /*
@@ -48,6 +49,28 @@ typedef struct CounterWalState
 	bool		armed;
 } CounterWalState;
 
+/*
+ * Adds refused at a bound on this node, by counter and hash of key, for the
+ * worker to ask the mesh for rights (rights.c), noted only while the node
+ * is in a mesh; under mutex.
+ */
+#define COUNTER_MAX_ASKS	64
+typedef struct CounterAsk
+{
+	int32		counter_id;
+	int32		key_hash;		/* hashtext() of the key */
+	bool		max;			/* refused at the max bound, not min */
+	int32		count;
+} CounterAsk;
+
+typedef struct CounterAsks
+{
+	slock_t		mutex;
+	bool		mesh;			/* in a mesh of more than one, as the worker saw last */
+	int			n;
+	CounterAsk	ask[COUNTER_MAX_ASKS];
+} CounterAsks;
+
 /* the shared state of one database, claimed in shmem.c only */
 typedef struct CounterDb
 {
@@ -55,6 +78,7 @@ typedef struct CounterDb
 	CounterDbWorker worker;
 	CounterEventsState events;
 	CounterWalState wal;
+	CounterAsks asks;
 } CounterDb;
 
 typedef struct CounterShared

@@ -36,7 +36,6 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_collation.h"
-#include "common/hashfn.h"
 #include "common/int.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
@@ -59,6 +58,7 @@
 #include "events.h"
 #include "guc.h"
 #include "read.h"
+#include "rights.h"
 
 /*
  * Width of the pad column: with fillfactor 10, a row this wide leaves too
@@ -265,7 +265,7 @@ slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
  * Insert this backend's own slot row for (counter, key), numbered own,
  * holding value; return its TID.  A bounded key's row inserted here is its
  * first: it holds all the headroom (the bounds less the key's compacted
- * value).
+ * value), or in a mesh all the rights of this node (rights.c).
  */
 static ItemPointerData
 slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
@@ -275,7 +275,8 @@ slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
 
 	row.value = value;
 	row.lo = row.hi = 0;
-	if (meta->has_min || meta->has_max)
+	if ((meta->has_min || meta->has_max) &&
+		!CounterRightsShare(meta, key, &row.lo, &row.hi))
 	{
 		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 		int64		base = CounterReadValue(meta, key, snapshot);
@@ -541,23 +542,6 @@ escrow_richest(Relation rel, ItemPointerData *tids, int n, int64 delta)
 }
 
 /*
- * Serialize the creation of a bounded key's first slot row: a transaction
- * lock on (counter, hash of key), held to the end of the transaction, so
- * the next creator sees the row once it has the lock.
- */
-static void
-lock_first_row(CounterMeta *meta, text *key)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) meta->id,
-						 DatumGetUInt32(hash_any((unsigned char *) VARDATA_ANY(key),
-												 VARSIZE_ANY_EXHDR(key))),
-						 3);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-}
-
-/*
  * Whether xid, in progress, belongs to a prepared transaction: one that no
  * backend runs, and that may hold its rows for as long as it stays prepared.
  */
@@ -744,7 +728,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		nrows = count_rows(rel, idx, meta, key, &have_own, &own, &inserting);
 		if (bounded && nrows == 0)
 		{
-			lock_first_row(meta, key);
+			(void) CounterRightsLockKey(meta->id, key, true);	/* its first row */
 			nrows = count_rows(rel, idx, meta, key, &have_own, &own, &inserting);
 		}
 		if (!have_own && nrows < meta->nslots && (!bounded || nrows == 0))

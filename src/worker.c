@@ -65,6 +65,7 @@
 #include "feed.h"
 #include "guc.h"
 #include "shmem.h"
+#include "rights.h"
 #include "walreplay.h"
 
 PG_FUNCTION_INFO_V1(counter_worker_status);
@@ -447,6 +448,42 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 	return full;
 }
 
+/*
+ * The rights round of a bounded counter's escrow in a mesh (rights.c), in
+ * its own transaction: an error is reported and the next round tries again.
+ */
+static void
+worker_rights(void)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "counter: moving rights");
+	PG_TRY();
+	{
+		if (extension_installed())
+		{
+			SPI_connect();
+			(void) CounterRightsRound();
+			SPI_finish();
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
 /* Compaction transactions until no batch is full; flush with the first. */
 static void
 worker_compact(CounterDbWorker *w, bool maintenance, bool flush, bool notify)
@@ -606,6 +643,7 @@ counter_worker_main(Datum arg)
 			if (flush)
 				last_flush = now;
 			worker_compact(w, maintenance, flush, notify);
+			worker_rights();
 		}
 		else
 			leave_if_not_installed(w);	/* a dropped extension's slot must go */

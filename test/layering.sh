@@ -29,6 +29,7 @@ worker
 walreplay compact
 apply
 slots
+rights
 read topk
 commit
 feed
