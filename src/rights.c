@@ -41,6 +41,7 @@
 #include "rights.h"
 #include "catalog.h"
 #include "guc.h"
+#include "legacy.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(counter_rights_lock);
@@ -100,7 +101,7 @@ CounterRightsShare(CounterMeta *meta, text *key, int64 *lo, int64 *hi)
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		in_mesh = false;
 
-	if (CounterGetRels()->version < 104)
+	if (CounterLegacy())	/* no rights before 1.4 */
 		return false;
 	values[0] = CStringGetTextDatum(meta->name);
 	values[1] = PointerGetDatum(key);
@@ -205,7 +206,7 @@ CounterRightsRound(void)
 	Datum		d;
 	int64		moves;
 
-	if (CounterGetRels()->version < 104)
+	if (CounterLegacy())	/* no rights before 1.4 */
 		return 0;
 	if (db != NULL)
 	{
