@@ -3,7 +3,8 @@
  * apply.c
  *	  One add, below every SQL function that adds: its idempotency key,
  *	  its bounds, and the source the counter's mode sends it to (slot rows,
- *	  an event row, or the shared hash of buffered and wal modes).
+ *	  an event row, or the shared hash of buffered and wal modes); and
+ *	  counter._correct(), an add that records what happened elsewhere.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,6 +12,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "fmgr.h"
 #include "utils/builtins.h"
 
 #include "apply.h"
@@ -20,6 +22,8 @@
 #include "guc.h"
 #include "slots.h"
 #include "wal.h"
+
+PG_FUNCTION_INFO_V1(counter_correct);
 
 static CounterStmt idem_claim_stmt = {
 	"INSERT INTO counter.idempotency AS i (idem, counter_id, key, delta)"
@@ -153,4 +157,30 @@ CounterApplyChecked(CounterMeta *meta, text *key, int64 delta, text *idem,
 {
 	if (CounterApply(meta, key, delta, idem, has_at, at) == APPLY_BOUND)
 		CounterBoundError(meta, key, delta);
+}
+
+/*
+ * counter._correct(name, key, delta): add delta to this node's shard of
+ * (counter, key) as a correction, not as a caller's add: no rights check
+ * (internal, revoked from PUBLIC), no refusal of plain adds to membership
+ * counters, and no bound check, since it records a change that already
+ * happened (a peer's later member row replaced a liked row of this node,
+ * say): a bound that the escrow would cross takes it as an event.  Nothing
+ * when no such counter exists here (its rows went with it).
+ */
+Datum
+counter_correct(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = CounterLookup(text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
+	text	   *key = PG_GETARG_TEXT_PP(1);
+	int64		delta = PG_GETARG_INT64(2);
+
+	if (meta == NULL || delta == 0)
+		PG_RETURN_VOID();
+	if (CounterApply(meta, CounterCheckKey(key), delta, NULL, false, 0) == APPLY_BOUND)
+	{
+		CounterEventsInsert(meta, key, delta, GetCurrentTransactionStartTimestamp());
+		CommandCounterIncrement();
+	}
+	PG_RETURN_VOID();
 }

@@ -507,6 +507,7 @@ subscriptions(PGconn *conn, const char *name, const char *pattern)
  */
 static const char *const mesh_tables[] = {
 	"counter.totals",
+	"counter.members",
 };
 
 /* On node name: publish every table of mesh_tables, adding any it lacks. */
