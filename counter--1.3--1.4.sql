@@ -384,20 +384,33 @@ BEGIN
 		RETURN OLD;
 	END IF;
 	IF TG_OP = 'INSERT' THEN
-		PERFORM 1 FROM counter.members m
-		  WHERE m.counter = NEW.counter AND m.key = NEW.key AND m.member = NEW.member
-		  FOR UPDATE;
-		IF FOUND THEN
-			-- merged by this trigger's update branch
-			UPDATE counter.members m
-			   SET liked = NEW.liked, node = NEW.node, stamp = NEW.stamp
-			 WHERE m.counter = NEW.counter AND m.key = NEW.key AND m.member = NEW.member;
-			RETURN NULL;
+		-- the insert below, at depth 2, is the real one
+		IF pg_catalog.pg_trigger_depth() > 1 THEN
+			RETURN NEW;
 		END IF;
-		IF NEW.liked AND NEW.node = me THEN
-			PERFORM counter._correct(NEW.counter, NEW.key, 1);
-		END IF;
-		RETURN NEW;
+		LOOP
+			PERFORM 1 FROM counter.members m
+			  WHERE m.counter = NEW.counter AND m.key = NEW.key AND m.member = NEW.member
+			  FOR UPDATE;
+			IF FOUND THEN
+				-- merged by this trigger's update branch
+				UPDATE counter.members m
+				   SET liked = NEW.liked, node = NEW.node, stamp = NEW.stamp
+				 WHERE m.counter = NEW.counter AND m.key = NEW.key AND m.member = NEW.member;
+				RETURN NULL;
+			END IF;
+			-- new here, unless a like made here meanwhile came first: then
+			-- the next turn merges with it
+			INSERT INTO counter.members (counter, key, member, liked, node, stamp)
+			VALUES (NEW.counter, NEW.key, NEW.member, NEW.liked, NEW.node, NEW.stamp)
+			ON CONFLICT DO NOTHING;
+			IF FOUND THEN
+				IF NEW.liked AND NEW.node = me THEN
+					PERFORM counter._correct(NEW.counter, NEW.key, 1);
+				END IF;
+				RETURN NULL;
+			END IF;
+		END LOOP;
 	END IF;
 	IF (NEW.stamp, NEW.node) <= (OLD.stamp, OLD.node) THEN
 		RETURN NULL;
