@@ -417,9 +417,12 @@ CREATE TABLE counter.idempotency_conflicts (
 );
 REVOKE ALL ON counter.idempotency_conflicts FROM PUBLIC;
 
--- Add delta to (name, key) on this node's shard, bypassing rights and
--- bounds: a correction that replication makes (a bounded counter's
--- correction that its slots refuse goes in as an event).
+-- Add delta to this node's shard of (counter, key), bypassing rights, the
+-- refusal of plain adds to membership counters and bounds: a correction
+-- of what already happened, made by replication's triggers (an
+-- idempotency claim of this node that lost, a liked member row of this
+-- node that a peer's later row replaced; src/apply.c).  Nothing if the
+-- counter is not defined here.
 CREATE FUNCTION counter._correct(name text, key text, delta int8)
 RETURNS void
 AS 'MODULE_PATHNAME', 'counter_correct'
@@ -913,6 +916,130 @@ SELECT n.counter, n.key, n.bound, n.node,
 REVOKE ALL ON counter.rights FROM PUBLIC;
 
 -- == end section: bounds ==
+
+-- == section: members (membership counters across nodes) ==
+
+-- Since 1.4 a member row is a last-writer-wins register that the mesh
+-- replicates (it is in nodes.c's mesh_tables): liked or not, the node that
+-- wrote it and its stamp, identified by counter name (counter ids are
+-- local to each node).  like() and unlike() always write it; an unlike
+-- leaves an unliked row (a tombstone), so that it beats an earlier like
+-- made on a node that had not seen it.  The stamp is a hybrid logical
+-- clock kept per row: the time of the write, raised to 1 microsecond past
+-- the row's previous stamp (src/members.c).  Of two rows, the one with the
+-- later (stamp, node) wins.  Each node's shard of the count holds the
+-- members whose winning row is liked and written by that node.
+--
+-- The rows of 1.3 are the likes of this node, stamped when they were made.
+ALTER TABLE counter.members
+	ADD COLUMN counter text COLLATE "C",
+	ADD COLUMN liked bool NOT NULL DEFAULT true,
+	ADD COLUMN node int4;
+UPDATE counter.members m
+   SET counter = c.name,
+	   node = coalesce(pg_catalog.current_setting('counter.node_id', true)::int4, 1)
+  FROM counter.counters c
+ WHERE c.id = m.counter_id;
+ALTER TABLE counter.members
+	DROP CONSTRAINT members_pkey,
+	DROP COLUMN counter_id,
+	ALTER COLUMN counter SET NOT NULL,
+	ALTER COLUMN node SET NOT NULL,
+	ALTER COLUMN liked DROP DEFAULT,
+	ALTER COLUMN created DROP DEFAULT,
+	ADD PRIMARY KEY (counter, key, member);
+ALTER TABLE counter.members RENAME COLUMN created TO stamp;
+
+-- A counter's member rows go with it (the foreign key to counters.id did
+-- so before 1.4); the deletion replicates like any change of the rows.
+CREATE FUNCTION counter._members_drop()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM counter.members WHERE counter = OLD.name;
+	RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION counter._members_drop() FROM PUBLIC;
+
+CREATE TRIGGER members_drop AFTER DELETE ON counter.counters
+	FOR EACH ROW WHEN (OLD.members) EXECUTE FUNCTION counter._members_drop();
+
+-- Corrections of this node's shard go through counter._correct (section
+-- idem).
+
+-- A member row that logical replication applies is merged with the row
+-- already here: the later (stamp, node) wins, and an update that loses, or
+-- changes nothing (an echo), is skipped, so it goes no further.  When the
+-- winner replaces a liked row of this node, or is one, this node's count
+-- follows (counter._correct), in the same transaction.  An insert of a row
+-- that exists (the initial copy, a row arriving from two peers) becomes an
+-- update of it; a deletion (the counter dropped on a peer) of a liked row
+-- of this node takes it off this node's count.  Enabled only for
+-- replication (ENABLE REPLICA TRIGGER): like() and unlike() pay nothing.
+CREATE FUNCTION counter._members_join()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	me int4 := pg_catalog.current_setting('counter.node_id')::int4;
+	delta int8;
+BEGIN
+	IF TG_OP = 'DELETE' THEN
+		IF OLD.liked AND OLD.node = me THEN
+			PERFORM counter._correct(OLD.counter, OLD.key, -1);
+		END IF;
+		RETURN OLD;
+	END IF;
+	IF TG_OP = 'INSERT' THEN
+		-- the insert below, at depth 2, is the real one
+		IF pg_catalog.pg_trigger_depth() > 1 THEN
+			RETURN NEW;
+		END IF;
+		LOOP
+			PERFORM 1 FROM counter.members m
+			  WHERE m.counter = NEW.counter AND m.key = NEW.key AND m.member = NEW.member
+			  FOR UPDATE;
+			IF FOUND THEN
+				-- merged by this trigger's update branch
+				UPDATE counter.members m
+				   SET liked = NEW.liked, node = NEW.node, stamp = NEW.stamp
+				 WHERE m.counter = NEW.counter AND m.key = NEW.key AND m.member = NEW.member;
+				RETURN NULL;
+			END IF;
+			-- new here, unless a like made here meanwhile came first: then
+			-- the next turn merges with it
+			INSERT INTO counter.members (counter, key, member, liked, node, stamp)
+			VALUES (NEW.counter, NEW.key, NEW.member, NEW.liked, NEW.node, NEW.stamp)
+			ON CONFLICT DO NOTHING;
+			IF FOUND THEN
+				IF NEW.liked AND NEW.node = me THEN
+					PERFORM counter._correct(NEW.counter, NEW.key, 1);
+				END IF;
+				RETURN NULL;
+			END IF;
+		END LOOP;
+	END IF;
+	IF (NEW.stamp, NEW.node) <= (OLD.stamp, OLD.node) THEN
+		RETURN NULL;
+	END IF;
+	delta := (NEW.liked AND NEW.node = me)::int - (OLD.liked AND OLD.node = me)::int;
+	IF delta <> 0 THEN
+		PERFORM counter._correct(NEW.counter, NEW.key, delta);
+	END IF;
+	RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION counter._members_join() FROM PUBLIC;
+
+CREATE TRIGGER members_join BEFORE INSERT OR UPDATE OR DELETE ON counter.members
+	FOR EACH ROW EXECUTE FUNCTION counter._members_join();
+ALTER TABLE counter.members ENABLE REPLICA TRIGGER members_join;
+
+-- == end section: members ==
 
 -- == section: stats (counter.stats, defined once with every column of 1.4) ==
 

@@ -1,4 +1,4 @@
--- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it; 1.4: the values survive and the counters keep working, keeping their rollups and change feed while a new counter has neither, and an idempotency key of before becomes a claim of this node).
+-- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it; 1.4: the values survive and the counters keep working, keeping their rollups and change feed while a new counter has neither, an idempotency key of before becomes a claim of this node, and member rows become members liked by this node).
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS counter;
 CREATE EXTENSION counter VERSION '1.0';
@@ -52,6 +52,12 @@ SELECT name, feed, feed_dropped FROM counter.stats ORDER BY name;
 -- counter.stats has buffered_fallbacks
 SELECT name, rollups, buffered_fallbacks FROM counter.stats ORDER BY name;
 SELECT counter.value('likes', 'p1'), counter.value('views', 'home');
+-- a member row of before is a member liked by this node, and stays counted
+SELECT counter, key, member, liked, node FROM counter.members;
+SELECT counter.value('fans', 'p1'), counter.is_member('fans', 'p1', 'ann');
+SELECT counter.unlike('fans', 'p1', 'ann');
+SELECT counter."like"('fans', 'p1', 'bob');
+SELECT counter.value('fans', 'p1'), counter.is_member('fans', 'p1', 'ann');
 SELECT counter.add('views', 'home', 6);
 SELECT counter.compact() >= 0;
 SELECT counter.value('views', 'home');

@@ -3,7 +3,8 @@
  * apply.c
  *	  One add, below every SQL function that adds: its idempotency key,
  *	  its bounds, and the source the counter's mode sends it to (slot rows,
- *	  an event row, or the shared hash of buffered and wal modes).
+ *	  an event row, or the shared hash of buffered and wal modes); and
+ *	  counter._correct(), an add that records what happened elsewhere.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,6 +25,8 @@
 #include "rights.h"
 #include "slots.h"
 #include "wal.h"
+
+PG_FUNCTION_INFO_V1(counter_correct);
 
 /*
  * The parameters of the statements below: $1 idem, $2 counter_id, $3 key,
@@ -221,28 +224,6 @@ CounterBoundError(CounterMeta *meta, text *key, int64 delta)
 					   meta->has_max ? psprintf(INT64_FORMAT, meta->max) : "unbounded")));
 }
 
-/*
- * counter._correct(name, key, delta): add delta to (name, key) on this
- * node's shard, for replication's corrections (an idempotency key whose
- * claim lost on another node): no rights check (REVOKEd from PUBLIC), and
- * no bound stops it: an add that the slots refuse goes in as an event.
- */
-PG_FUNCTION_INFO_V1(counter_correct);
-Datum
-counter_correct(PG_FUNCTION_ARGS)
-{
-	CounterMeta *meta = CounterLookup(CounterArgName(fcinfo, 0), false);
-	text	   *key = CounterArgKey(fcinfo, 1);
-	int64		delta = PG_GETARG_INT64(2);
-
-	if (CounterApply(meta, key, delta, NULL, false, 0) == APPLY_BOUND)
-	{
-		CounterEventsInsert(meta, key, delta, GetCurrentTransactionStartTimestamp());
-		CommandCounterIncrement();
-	}
-	PG_RETURN_VOID();
-}
-
 /* CounterApply, raising 23514 at a bound. */
 void
 CounterApplyChecked(CounterMeta *meta, text *key, int64 delta, text *idem,
@@ -250,4 +231,31 @@ CounterApplyChecked(CounterMeta *meta, text *key, int64 delta, text *idem,
 {
 	if (CounterApply(meta, key, delta, idem, has_at, at) == APPLY_BOUND)
 		CounterBoundError(meta, key, delta);
+}
+
+/*
+ * counter._correct(name, key, delta): add delta to this node's shard of
+ * (counter, key) as a correction, not as a caller's add: no rights check
+ * (internal, revoked from PUBLIC), no refusal of plain adds to membership
+ * counters, and no bound check, since it records a change that already
+ * happened (a peer's later member row replaced a liked row of this node,
+ * or another node's claim of an idempotency key beat this node's): a bound
+ * that the escrow would cross takes it as an event.  Nothing when no such
+ * counter exists here (its rows went with it).
+ */
+Datum
+counter_correct(PG_FUNCTION_ARGS)
+{
+	CounterMeta *meta = CounterLookup(text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
+	text	   *key = PG_GETARG_TEXT_PP(1);
+	int64		delta = PG_GETARG_INT64(2);
+
+	if (meta == NULL || delta == 0)
+		PG_RETURN_VOID();
+	if (CounterApply(meta, CounterCheckKey(key), delta, NULL, false, 0) == APPLY_BOUND)
+	{
+		CounterEventsInsert(meta, key, delta, GetCurrentTransactionStartTimestamp());
+		CommandCounterIncrement();
+	}
+	PG_RETURN_VOID();
 }

@@ -208,6 +208,56 @@ static CounterStmt idem_check_stmt = {
 };
 
 /*
+ * Member rows before 1.4, by counter id (found from the name, $1, as in
+ * members.c's statements of 1.4), with no liked state: a row is a member.
+ */
+static CounterStmt is_member_stmt = {
+	"SELECT 1 FROM counter.members"
+	" WHERE counter_id = (SELECT id FROM counter.counters WHERE name = $1)"
+	"   AND key = $2 AND member = $3",
+	3, {TEXTOID, TEXTOID, TEXTOID}
+};
+
+static CounterStmt members_stmt = {
+	"SELECT member FROM counter.members"
+	" WHERE counter_id = (SELECT id FROM counter.counters WHERE name = $1)"
+	"   AND key = $2 AND ($4::text IS NULL OR member > $4)"
+	" ORDER BY member LIMIT $3",
+	4, {TEXTOID, TEXTOID, INT4OID, TEXTOID}
+};
+
+static CounterStmt like_stmt = {
+	"INSERT INTO counter.members (counter_id, key, member) VALUES ($1, $2, $3)"
+	" ON CONFLICT DO NOTHING",
+	3, {INT4OID, TEXTOID, TEXTOID}
+};
+
+static CounterStmt unlike_stmt = {
+	"DELETE FROM counter.members WHERE counter_id = $1 AND key = $2 AND member = $3",
+	3, {INT4OID, TEXTOID, TEXTOID}
+};
+
+/*
+ * like (liked) or unlike of member before 1.4: insert or delete its row.
+ * *was_liked: the member was there before; returns the change of the count.
+ */
+int64
+CounterLegacyMemberSet(CounterMeta *meta, text *key, text *member, bool liked,
+					   bool *was_liked)
+{
+	Datum		values[3] = {Int32GetDatum(meta->id), PointerGetDatum(key),
+	PointerGetDatum(member)};
+	bool		changed;
+
+	SPI_connect();
+	CounterExec(liked ? &like_stmt : &unlike_stmt, values, NULL, false);
+	changed = SPI_processed == 1;
+	SPI_finish();
+	*was_liked = changed != liked;
+	return changed ? (liked ? 1 : -1) : 0;
+}
+
+/*
  * The statement to run for job: stmt, its statement of 1.4; in a schema
  * older than 1.4, the job's statement for that schema (same parameters).
  */
@@ -235,6 +285,10 @@ CounterLegacyStmt(CounterLegacyJob job, CounterStmt *stmt)
 			return &idem_claim_stmt;
 		case LEGACY_IDEM_CHECK:
 			return &idem_check_stmt;
+		case LEGACY_IS_MEMBER:
+			return &is_member_stmt;
+		case LEGACY_MEMBERS:
+			return &members_stmt;
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_INTERNAL_ERROR),

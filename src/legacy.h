@@ -31,7 +31,9 @@ typedef enum CounterLegacyJob
 	LEGACY_REVOKE,				/* as counter._revoke */
 	LEGACY_SERIES,				/* as counter._series */
 	LEGACY_IDEM_CLAIM,			/* as apply.c's idem_claim_stmt */
-	LEGACY_IDEM_CHECK			/* as apply.c's idem_check_stmt */
+	LEGACY_IDEM_CHECK,			/* as apply.c's idem_check_stmt */
+	LEGACY_IS_MEMBER,			/* as members.c's is_member_stmt */
+	LEGACY_MEMBERS				/* as members.c's members_stmt */
 } CounterLegacyJob;
 
 extern bool CounterLegacy(void);
@@ -39,6 +41,8 @@ extern bool CounterLegacyLacks(CounterLegacyPart part);
 extern void CounterLegacyCheckMode(CounterMode mode, const char *name);
 extern void CounterLegacyCheckMembers(void);
 extern CounterStmt *CounterLegacyStmt(CounterLegacyJob job, CounterStmt *stmt);
+extern int64 CounterLegacyMemberSet(CounterMeta *meta, text *key, text *member,
+									 bool liked, bool *was_liked);
 extern void CounterLegacyTop(CounterMeta *meta, int32 k, Tuplestorestate *out);
 
 #endif							/* COUNTER_LEGACY_H */

@@ -10,8 +10,9 @@
  * counter_n<subscriber id>_from_n<publisher id>.  Every node therefore
  * holds and republishes every shard, also the shards of nodes that left,
  * and a replica trigger joins each applied row with the one already there
- * (counter--1.3--1.4.sql, section nodes), so echoes stop at the first node
- * that has the row already and an initial copy merges over existing rows.
+ * (counter--1.3--1.4.sql, section nodes; section members for the member
+ * rows of membership counters), so echoes stop at the first node that has
+ * the row already and an initial copy merges over existing rows.
  * Each member keeps the list of members in counter.mesh.
  *
  * add_node() runs on the joining node J and wires everything through libpq
@@ -509,6 +510,7 @@ static const char *const mesh_tables[] = {
 	"counter.totals",
 	"counter.idempotency",
 	"counter.bound_rights",
+	"counter.members",
 };
 
 /* On node name: publish every table of mesh_tables, adding any it lacks. */
