@@ -35,6 +35,7 @@ feed
 events buffer
 wal
 shmem
+legacy
 catalog
 guc
 type
