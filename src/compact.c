@@ -668,17 +668,18 @@ events_batch(int t, bool whole, Datum *values)
  * live.  Sets *full when some counter filled its share (more may wait).
  * Returns the events moved.
  *
- * The share starts at counter.batch_events and halves while a batch takes
- * longer than counter.batch_time, growing back while batches are full and
- * quick: a batch is bounded in rows and in time.  A whole table is folded
+ * The share starts at counter.batch_events and, when timed (the worker's
+ * batches, each a transaction holding the compaction lock), halves while a
+ * batch takes longer than counter.batch_time, growing back while batches
+ * are full and quick: a batch is bounded in rows and in time.  A whole table is folded
  * at once only if it cannot hold more than a batch, or the last batch
  * took everything (then only the rows added since are live in it).
  */
 static int64
-compact_events(Datum *values, bool *full)
+compact_events(Datum *values, bool timed, bool *full)
 {
 	static bool idle = false;	/* our last call moved no event */
-	static bool caught_up = true;	/* ... or left none visible */
+	static bool caught_up = false;	/* ... or left none visible */
 	static int	share = 0;
 	CounterRels *r = CounterGetRels();
 	int			folded = CounterEventsSync();
@@ -724,7 +725,9 @@ compact_events(Datum *values, bool *full)
 	caught_up = !*full;
 
 	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
-	if (secs * 1000 + usecs / 1000 > counter_batch_time)
+	if (!timed)
+		share = counter_batch_events;
+	else if (secs * 1000 + usecs / 1000 > counter_batch_time)
 		share = Max(share / 2, Min(BATCH_MIN_EVENTS, counter_batch_events));
 	else if (*full && secs * 1000 + usecs / 1000 < counter_batch_time / 4)
 		share = Min((int64) share * 2, counter_batch_events);
@@ -737,12 +740,13 @@ compact_events(Datum *values, bool *full)
  * counter.batch_size slot rows, with flush every buffered entry of the
  * database; with maintenance, first release the quarantined keys that fold
  * again, and after the batch fold idle slot rows, apply retention and
- * purge idempotency keys.  Adds what it moved to *moved; returns true when
+ * purge idempotency keys; timed: sized in time too (compact_events).  Adds
+ * what it moved to *moved; returns true when
  * a counter filled its share of events or the slot statement its batch
  * (more may be waiting).
  */
 bool
-CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
+CounterCompactBatch(int32 counter_id, bool maintenance, bool flush, bool timed,
 					CounterMoved *moved)
 {
 	bool		q = CounterGetRels()->version >= 104;
@@ -758,7 +762,7 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
 	SPI_connect();
 	if (maintenance && q)
 		CounterExec(&release_stmt, values, NULL, false);
-	moved->events += compact_events(values, &full);
+	moved->events += compact_events(values, timed, &full);
 	values[0] = Int32GetDatum(counter_batch_size);
 	{
 		Batch		b = {q ? &slots_stmt : CounterLegacyCompactSlots(),
@@ -812,7 +816,7 @@ CounterCompact(int32 counter_id, bool wait)
 	while (full)
 	{
 		CHECK_FOR_INTERRUPTS();
-		full = CounterCompactBatch(counter_id, first, first, &moved);
+		full = CounterCompactBatch(counter_id, first, first, false, &moved);
 		first = false;
 	}
 	SPI_connect();
