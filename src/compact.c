@@ -75,7 +75,8 @@
  * on its rightmost page).  Returns the keys moved of the counters that
  * have the change feed (counter name, key, 0, NULL, NULL), and one row per
  * counter moved (NULL, NULL, rows moved, counter id, its greatest key
- * moved): never a row per key that nobody listens to.
+ * moved): never a row per key that nobody listens to, and no pass over the
+ * keys when no counter has the feed.
  */
 #define FOLD_MOVED \
 	", gran AS (SELECT c.id, g.g FROM counter.counters c," \
@@ -97,7 +98,8 @@
 	"   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state))," \
 	"                 updated = greatest(t.updated, excluded.updated))" \
 	" SELECT c.name, a.key, 0::int8, NULL::int4, NULL::text" \
-	"   FROM agg a JOIN counter.counters c ON c.id = a.counter_id WHERE a.g IS NULL AND c.feed" \
+	"   FROM agg a JOIN counter.counters c ON c.id = a.counter_id" \
+	"  WHERE (SELECT bool_or(f.feed) FROM counter.counters f) AND a.g IS NULL AND c.feed" \
 	" UNION ALL" \
 	" SELECT NULL, NULL, sum(a.n)::int8, a.counter_id, max(a.key)" \
 	"   FROM agg a WHERE a.g IS NULL GROUP BY a.counter_id"
