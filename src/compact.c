@@ -349,14 +349,19 @@ DIAGNOSE_MOVED
 3, {INT4OID, INT4OID, INT4OID}
 };
 
-/* $1 idle seconds, $2 counter id or 0: empty slot rows idle long enough */
+/*
+ * $1 idle seconds, $2 counter id or 0: up to FOLD_MAX_ROWS empty slot rows
+ * idle long enough (a slot row has a page of its own: deleting a million
+ * of them at once would make one round of minutes).
+ */
+#define FOLD_MAX_ROWS	"10000"
 static CounterStmt fold_stmt = {
 "DELETE FROM counter.slots s"
 " WHERE s.ctid = ANY (ARRAY (SELECT x.ctid FROM counter.slots x"
 "                             WHERE ($2 = 0 OR x.counter_id = $2) AND x.value = 0"
 "                               AND x.lo IS NULL AND x.hi IS NULL"
 "                               AND x.touched < now() - $1 * interval '1 second'"
-"                             FOR UPDATE SKIP LOCKED))",
+"                             LIMIT " FOLD_MAX_ROWS " FOR UPDATE SKIP LOCKED))",
 2, {INT4OID, INT4OID}
 };
 
@@ -673,9 +678,11 @@ events_batch(int t, bool whole, Datum *values)
  * The share starts at counter.batch_events and, when timed (the worker's
  * batches, each a transaction holding the compaction lock), halves while a
  * batch takes longer than counter.batch_time, growing back while batches
- * are full and quick: a batch is bounded in rows and in time.  A whole table is folded
- * at once only if it cannot hold more than a batch, or the last batch
- * took everything (then only the rows added since are live in it).
+ * are full and quick: a batch is bounded in rows and in time.  The worker
+ * folds a whole table at once only if it cannot hold more than a batch,
+ * or the last batch took everything (then only the rows added since are
+ * live in it); counter.compact(), one transaction whatever it moves,
+ * folds it at any size (no row to delete: the cheapest way).
  */
 static int64
 compact_events(Datum *values, bool timed, bool *full)
@@ -698,7 +705,7 @@ compact_events(Datum *values, bool timed, bool *full)
 	values[0] = Int32GetDatum(share);
 	/* a row of the events tables takes at least 40 bytes */
 	old = CounterEventsRotate(folded, idle,
-							  caught_up ? -1 : (int64) share * 40 / 1024);
+							  !timed || caught_up ? -1 : (int64) share * 40 / 1024);
 	*full = false;
 	if (old >= 0)
 	{
