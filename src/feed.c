@@ -62,16 +62,14 @@ static int	feed_count = 0;
 
 /*
  * $1 names, $2 keys: the channel and JSON entry of each collected key,
- * grouped by counter (before 1.4: legacy.c).  Set-wise: one join of the
- * keys with their totals rows (every node's), summed per key.
+ * grouped by counter (before 1.4: legacy.c).
  */
 static CounterStmt notify_stmt = {
 	"WITH u AS (SELECT DISTINCT u.n, u.k FROM unnest($1::text[], $2::text[]) AS u(n, k))"
-	" SELECT c.feed_channel, json_build_object('counter', u.n, 'key', u.k,"
-	"                                          'updated_at', max(t.updated), 'value', sum(t.value))::text"
-	"   FROM u JOIN counter.counters c ON c.name = u.n"
-	"        LEFT JOIN counter.totals t ON t.counter = u.n AND t.key = u.k"
-	"  GROUP BY c.feed_channel, u.n, u.k ORDER BY u.n, u.k",
+	" SELECT c.feed_channel, (SELECT json_build_object('counter', u.n, 'key', u.k,"
+	"                                'updated_at', max(t.updated), 'value', sum(t.value))"
+	"                 FROM counter.totals t WHERE t.counter = u.n AND t.key = u.k)::text"
+	"   FROM u JOIN counter.counters c ON c.name = u.n ORDER BY u.n, u.k",
 	2, {TEXTARRAYOID, TEXTARRAYOID}
 };
 
