@@ -40,8 +40,11 @@
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "compact.h"
 #include "buffer.h"
@@ -50,6 +53,10 @@
 #include "events.h"
 #include "feed.h"
 #include "guc.h"
+#include "legacy.h"
+
+/* the smallest share of a counter's events in a batch that batch_time cuts to */
+#define BATCH_MIN_EVENTS		1000
 
 /* advisory lock (two int4 keys) taken by every compaction of a database */
 #define COMPACT_LOCK_KEY1		0x636f756e	/* "coun" */
@@ -57,63 +64,77 @@
 
 /*
  * The second half of the batch statements: fold CTE "moved" (counter_id,
- * key, delta, at) into rollups (each granularity of the counter, bucket of
- * the row's time) and into this node's shard of totals; return each key
- * moved, with the number of rows moved for it.  Rows are summed per second
- * first: granularities are whole seconds, so a bucket never splits a
- * second, and a hot key's thousands of rows a second expand into buckets
- * as one.  FOLD_MOVED_UPDATED (version 1.4) also raises totals.updated
- * to the latest add time of the rows (moved's column upd: events' at, slot
- * rows' touched, buffered entries' time), which counter.get() reads.
+ * key, delta, at, upd) into rollups (each granularity of the counter,
+ * bucket of the row's time) and into this node's shard of totals, raising
+ * totals.updated to the latest add time of the rows (moved's column upd:
+ * events' at, slot rows' touched, buffered entries' time), which
+ * counter.get() reads.  One hash aggregation makes both: a row per key and
+ * bucket of each granularity, and a row per key (granularity NULL) for
+ * totals.  Each insert goes in the order of its table's primary key, so
+ * that consecutive rows land on the same index pages (into a fresh table,
+ * on its rightmost page).  Returns the keys moved of the counters that
+ * have the change feed (counter name, key, 0, NULL, NULL), and one row per
+ * counter moved (NULL, NULL, rows moved, counter id, its greatest key
+ * moved): never a row per key that nobody listens to, and no pass over the
+ * keys when no counter has the feed.
  */
-#define FOLD_MOVED_(SEC, AGG, COLS, VALS, SET) \
-	", sec AS (SELECT m.counter_id, m.key," \
-	"                 date_bin('1 second', m.at, timestamptz '2000-01-01 00:00:00+00') AS at," \
-	"                 sum(m.delta)::int8 AS d, count(*) AS n" SEC \
-	"            FROM moved m GROUP BY 1, 2, 3)" \
-	", agg AS (SELECT s.counter_id, s.key, sum(s.d)::int8 AS d, sum(s.n)::int8 AS n" AGG \
-	"            FROM sec s GROUP BY 1, 2)" \
-	", gran AS (SELECT c.id, g.g FROM counter.counters c, unnest(c.rollups) AS g(g))" \
+#define FOLD_MOVED \
+	", gran AS (SELECT c.id, g.g FROM counter.counters c," \
+	"                  unnest(c.rollups || NULL::interval) AS g(g))" \
+	", agg AS (SELECT m.counter_id, m.key, gran.g," \
+	"                 date_bin(gran.g, m.at, timestamptz '2000-01-01 00:00:00+00') AS bucket," \
+	"                 sum(m.delta)::int8 AS d, max(m.upd) AS upd, count(*) AS n" \
+	"            FROM moved m JOIN gran ON gran.id = m.counter_id GROUP BY 1, 2, 3, 4)" \
 	", roll AS (INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)" \
-	"   SELECT s.counter_id, s.key, gran.g," \
-	"          date_bin(gran.g, s.at, timestamptz '2000-01-01 00:00:00+00'), sum(s.d)::int8" \
-	"     FROM sec s JOIN gran ON gran.id = s.counter_id" \
-	"    GROUP BY 1, 2, 3, 4" \
+	"   SELECT a.counter_id, a.key, a.g, a.bucket, a.d FROM agg a WHERE a.g IS NOT NULL" \
+	"    ORDER BY 1, 2, 3, 4" \
 	"   ON CONFLICT (counter_id, key, granularity, bucket)" \
 	"   DO UPDATE SET value = r.value + excluded.value)" \
-	", tot AS (INSERT INTO counter.totals AS t (counter, key, node, state" COLS ")" \
-	"   SELECT c.name, a.key, $2, counter.increment('{}', $2, a.d)" VALS \
-	"     FROM agg a JOIN counter.counters c ON c.id = a.counter_id" \
+	", tot AS (INSERT INTO counter.totals AS t (counter, key, node, state, updated)" \
+	"   SELECT c.name, a.key, $2, counter.increment('{}', $2, a.d), a.upd" \
+	"     FROM agg a JOIN counter.counters c ON c.id = a.counter_id WHERE a.g IS NULL" \
+	"    ORDER BY 1, 2" \
 	"   ON CONFLICT (counter, key, node)" \
-	"   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state))" SET ")" \
-	" SELECT c.name, a.key, a.n FROM agg a JOIN counter.counters c ON c.id = a.counter_id"
-#define FOLD_MOVED FOLD_MOVED_("", "", "", "", "")
-#define FOLD_MOVED_UPDATED \
-	FOLD_MOVED_(", max(m.upd) AS upd", ", max(s.upd) AS upd", ", updated", ", a.upd", \
-				", updated = greatest(t.updated, excluded.updated)")
+	"   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state))," \
+	"                 updated = greatest(t.updated, excluded.updated))" \
+	" SELECT c.name, a.key, 0::int8, NULL::int4, NULL::text" \
+	"   FROM agg a JOIN counter.counters c ON c.id = a.counter_id" \
+	"  WHERE (SELECT bool_or(f.feed) FROM counter.counters f) AND a.g IS NULL AND c.feed" \
+	" UNION ALL" \
+	" SELECT NULL, NULL, sum(a.n)::int8, a.counter_id, max(a.key)" \
+	"   FROM agg a WHERE a.g IS NULL GROUP BY a.counter_id"
 
-/*
- * The batch statements below come in two forms: [0] before version 1.4,
- * [1] leaving the keys of counter.quarantine where they are and raising
- * totals.updated (both of version 1.4).
- */
+/* the keys of counter.quarantine stay where they are */
 #define QUARANTINED(A) \
 	"EXISTS (SELECT 1 FROM counter.quarantine q" \
 	"         WHERE q.counter_id = " A ".counter_id AND q.key = " A ".key)"
 #define NOT_QUARANTINED(A) " AND NOT " QUARANTINED(A)
 
 /*
- * $1 batch size (unused: all visible events go in one batch), $2 node id,
- * $3 counter id or 0 for all.  A plain delete of everything visible is the
- * cheapest row-by-row way: no row list to build, one pass over the heap.
+ * $1 the most events of one counter to move, $2 node id, $3 counter id or
+ * 0 for all, $4 and $5 the cursor: counter ids and the key of each from
+ * which its events are taken (keys in index order; '' for a counter not
+ * listed).  Every counter gets its share of the batch, so a big backlog of
+ * one never holds the others back; the rows picked through the index are
+ * deleted in heap order (a TID scan), and the cursor keeps the next batch
+ * of the same transaction from walking the index entries of rows this one
+ * deleted.  One plan shape whatever the statistics say (exec_batch).
  */
-#define EVENTS_DELETE(TABLE, Q, FOLD) \
+#define EVENTS_DELETE(TABLE) \
 { \
 "WITH moved AS (" \
-"   DELETE FROM " TABLE " e WHERE ($3 = 0 OR e.counter_id = $3)" Q \
+"   DELETE FROM " TABLE " e WHERE e.ctid = ANY (ARRAY (" \
+"     SELECT x.ctid" \
+"       FROM counter.counters c" \
+"            LEFT JOIN unnest($4::int4[], $5::text[]) AS u(id, key) ON u.id = c.id," \
+"            LATERAL (SELECT x.ctid FROM " TABLE " x" \
+"                      WHERE x.counter_id = c.id AND x.key >= coalesce(u.key, '') COLLATE \"C\"" \
+NOT_QUARANTINED("x") \
+"                      ORDER BY x.key LIMIT $1) x" \
+"      WHERE $3 = 0 OR c.id = $3))" \
 "   RETURNING e.counter_id, e.key, e.delta, e.at, e.at AS upd)" \
-FOLD, \
-3, {INT4OID, INT4OID, INT4OID} \
+FOLD_MOVED, \
+5, {INT4OID, INT4OID, INT4OID, INT4ARRAYOID, TEXTARRAYOID} \
 }
 
 /*
@@ -121,26 +142,21 @@ FOLD, \
  * every counter's rows: fold them all and mark the table folded, with no
  * row deleted.
  */
-#define EVENTS_FOLD(TABLE, TAB, Q, FOLD) \
+#define EVENTS_FOLD(TABLE, TAB) \
 { \
 "WITH f AS (UPDATE counter.event_tables SET folded = pg_current_xact_id() WHERE tab = " TAB ")," \
-" moved AS (SELECT e.counter_id, e.key, e.delta, e.at, e.at AS upd FROM " TABLE " e WHERE true" Q ")" \
-FOLD, \
+" moved AS (SELECT e.counter_id, e.key, e.delta, e.at, e.at AS upd FROM " TABLE " e" \
+"            WHERE true" NOT_QUARANTINED("e") ")" \
+FOLD_MOVED, \
 3, {INT4OID, INT4OID, INT4OID} \
 }
 
-static CounterStmt events_delete_stmt[2][2] = {
-	{EVENTS_DELETE("counter.events", "", FOLD_MOVED),
-	EVENTS_DELETE("counter.events_1", "", FOLD_MOVED)},
-	{EVENTS_DELETE("counter.events", NOT_QUARANTINED("e"), FOLD_MOVED_UPDATED),
-	EVENTS_DELETE("counter.events_1", NOT_QUARANTINED("e"), FOLD_MOVED_UPDATED)}
+static CounterStmt events_delete_stmt[2] = {
+	EVENTS_DELETE("counter.events"), EVENTS_DELETE("counter.events_1")
 };
 
-static CounterStmt events_fold_stmt[2][2] = {
-	{EVENTS_FOLD("counter.events", "0", "", FOLD_MOVED),
-	EVENTS_FOLD("counter.events_1", "1", "", FOLD_MOVED)},
-	{EVENTS_FOLD("counter.events", "0", NOT_QUARANTINED("e"), FOLD_MOVED_UPDATED),
-	EVENTS_FOLD("counter.events_1", "1", NOT_QUARANTINED("e"), FOLD_MOVED_UPDATED)}
+static CounterStmt events_fold_stmt[2] = {
+	EVENTS_FOLD("counter.events", "0"), EVENTS_FOLD("counter.events_1", "1")
 };
 
 /*
@@ -164,20 +180,6 @@ static CounterStmt events_carry_stmt[2] = {
 	EVENTS_CARRY("counter.events_1", "counter.events")
 };
 
-#define SLOTS(Q, FOLD) \
-{ \
-"WITH moved AS (" \
-"   UPDATE counter.slots s SET value = 0, lo = s.lo - z.value, hi = s.hi - z.value," \
-"          touched = now()" \
-"     FROM (SELECT x.ctid, x.value, x.touched FROM counter.slots x" \
-"            WHERE ($3 = 0 OR x.counter_id = $3) AND x.value <> 0" Q \
-"            LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED) z" \
-"    WHERE s.ctid = z.ctid" \
-"   RETURNING s.counter_id, s.key, z.value AS delta, now() AS at, z.touched AS upd)" \
-FOLD, \
-3, {INT4OID, INT4OID, INT4OID} \
-}
-
 /*
  * In a mesh (since 1.4), a bounded key's slot row that consumed rights
  * (below zero for a min bound, above for a max bound without min) waits
@@ -193,18 +195,26 @@ FOLD, \
 "                         WHERE y.counter_id = " A ".counter_id AND y.key = " A ".key" \
 "                           AND sign(y.value) = -sign(" A ".value)))"
 
-static CounterStmt slots_stmt[2] = {
-	SLOTS("", FOLD_MOVED),
-	SLOTS(NOT_QUARANTINED("x") MESH_FOLD_ORDER("x"), FOLD_MOVED_UPDATED)
+/* $1 batch size, $2 node, $3 counter id or 0: zero the slot rows no add holds */
+static CounterStmt slots_stmt = {
+"WITH moved AS ("
+"   UPDATE counter.slots s SET value = 0, lo = s.lo - z.value, hi = s.hi - z.value,"
+"          touched = now()"
+"     FROM (SELECT x.ctid, x.value, x.touched FROM counter.slots x"
+"            WHERE ($3 = 0 OR x.counter_id = $3) AND x.value <> 0" NOT_QUARANTINED("x") MESH_FOLD_ORDER("x")
+"            LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED) z"
+"    WHERE s.ctid = z.ctid"
+"   RETURNING s.counter_id, s.key, z.value AS delta, now() AS at, z.touched AS upd)"
+FOLD_MOVED,
+3, {INT4OID, INT4OID, INT4OID}
 };
 
 /*
  * $1 ids, $2 node, $3 creation times, $4 keys, $5 amounts, $6 last add
  * times (-infinity: none): the flush of buffered entries (buffer.c),
  * raising each key's flushed amount F with the totals, in one transaction.
- * [0] before version 1.4; [1 + t]: the amount of a quarantined key goes to
- * events table t (the current one) instead of totals, F rising all the same:
- * a read stays exact.
+ * [t]: the amount of a quarantined key goes to events table t (the current
+ * one) instead of totals, F rising all the same: a read stays exact.
  */
 #define BUFFERED_TAKEN \
 "WITH taken AS (" \
@@ -213,27 +223,23 @@ static CounterStmt slots_stmt[2] = {
 "          AS u(counter_id, created, key, delta, upd)" \
 "     JOIN counter.counters c ON c.id = u.counter_id AND c.created = u.created" \
 "    WHERE u.delta <> 0),"
-#define BUFFERED_FLUSHED \
+
+#define BUFFERED(TABLE) \
+{ \
+BUFFERED_TAKEN \
 " f AS (INSERT INTO counter.flushed AS f (counter_id, key, flushed)" \
 "        SELECT m.counter_id, m.key, m.delta FROM taken m" \
-"        ON CONFLICT (counter_id, key) DO UPDATE SET flushed = f.flushed + excluded.flushed),"
-
-#define BUFFERED_Q(TABLE) \
-{ \
-BUFFERED_TAKEN BUFFERED_FLUSHED \
+"        ON CONFLICT (counter_id, key) DO UPDATE SET flushed = f.flushed + excluded.flushed)," \
 " ev AS (INSERT INTO " TABLE " (counter_id, key, delta, at)" \
 "         SELECT m.counter_id, m.key, m.delta, m.at FROM taken m" \
 "          WHERE " QUARANTINED("m") ")," \
 " moved AS (SELECT m.* FROM taken m WHERE true" NOT_QUARANTINED("m") ")" \
-FOLD_MOVED_UPDATED, \
+FOLD_MOVED, \
 6, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID} \
 }
 
-static CounterStmt buffered_stmt[3] = {
-	{BUFFERED_TAKEN BUFFERED_FLUSHED " moved AS (SELECT m.* FROM taken m)" FOLD_MOVED,
-	6, {INT4ARRAYOID, INT4OID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}},
-	BUFFERED_Q("counter.events"),
-	BUFFERED_Q("counter.events_1")
+static CounterStmt buffered_stmt[2] = {
+	BUFFERED("counter.events"), BUFFERED("counter.events_1")
 };
 
 /*
@@ -358,14 +364,19 @@ DIAGNOSE_MOVED
 3, {INT4OID, INT4OID, INT4OID}
 };
 
-/* $1 idle seconds, $2 counter id or 0: empty slot rows idle long enough */
+/*
+ * $1 idle seconds, $2 counter id or 0: up to FOLD_MAX_ROWS empty slot rows
+ * idle long enough (a slot row has a page of its own: deleting a million
+ * of them at once would make one round of minutes).
+ */
+#define FOLD_MAX_ROWS	"10000"
 static CounterStmt fold_stmt = {
 "DELETE FROM counter.slots s"
 " WHERE s.ctid = ANY (ARRAY (SELECT x.ctid FROM counter.slots x"
 "                             WHERE ($2 = 0 OR x.counter_id = $2) AND x.value = 0"
 "                               AND x.lo IS NULL AND x.hi IS NULL"
 "                               AND x.touched < now() - $1 * interval '1 second'"
-"                             FOR UPDATE SKIP LOCKED))",
+"                             LIMIT " FOLD_MAX_ROWS " FOR UPDATE SKIP LOCKED))",
 2, {INT4OID, INT4OID}
 };
 
@@ -446,27 +457,49 @@ CounterCompactLock(bool wait)
 	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
 }
 
+/* how a batch statement is planned: one plan shape whatever the statistics */
+typedef enum BatchShape
+{
+	SHAPE_PLAIN,				/* hash aggregation in memory */
+	SHAPE_WHOLE,				/* and a sequential scan of a whole table */
+	SHAPE_INDEX					/* and each counter's events through the index */
+} BatchShape;
+
 /*
- * One batch statement to run: with its diagnosis when the quarantine
- * exists (version 1.4), the carry of quarantined rows before a whole
- * table's fold, and whether it folds a whole table (planner settings).
+ * One batch statement to run: with its diagnosis (NULL: an error fails the
+ * round), the carry of quarantined rows before a whole table's fold, and
+ * its plan shape.
  */
 typedef struct Batch
 {
 	CounterStmt *stmt;
-	CounterStmt *diagnose;		/* NULL: an error fails the round */
+	CounterStmt *diagnose;
 	CounterStmt *carry;			/* run first, in the same subtransaction */
-	bool		whole;
+	BatchShape	shape;
 	Datum	   *values;
 } Batch;
 
+/* work_mem of a batch statement: its aggregates of a batch never spill */
+#define BATCH_WORK_MEM	"256MB"
+
+/* Set planner parameter name to value until the caller's GUC nest level ends. */
+static void
+batch_set(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
 /*
  * Run a batch statement (a CounterInSubxact callback, or called alone).
- * A whole table, whatever its statistics (it was empty when last analyzed,
- * or never), is folded by a sequential scan and hash aggregation: the
- * settings that make the planner choose them are in force while the fold
+ * Its plan must not depend on the statistics of the events tables, which
+ * were taken when they were empty or never (they fill and empty between
+ * two ANALYZEs): the settings of its shape are in force while the
  * statement alone is planned and run, never for a statement run after it
  * (the change feed's, whose kept plan would scan totals once per key).
+ * Aggregation is hashed, with memory for a whole batch (batches are
+ * bounded: counter.batch_events); a whole table is read by a sequential
+ * scan, a counter's events by its index in key order.
  */
 static void
 exec_batch(void *arg)
@@ -476,18 +509,14 @@ exec_batch(void *arg)
 
 	if (b->carry != NULL)
 		CounterExec(b->carry, NULL, NULL, false);
-	if (!b->whole)
-	{
-		CounterExec(b->stmt, b->values, NULL, false);
-		return;
-	}
 	nest = NewGUCNestLevel();
-	set_config_option("enable_indexscan", "off", PGC_USERSET, PGC_S_SESSION,
-					  GUC_ACTION_SAVE, true, 0, false);
-	set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
-					  GUC_ACTION_SAVE, true, 0, false);
-	set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-					  GUC_ACTION_SAVE, true, 0, false);
+	batch_set("work_mem", BATCH_WORK_MEM);
+	batch_set("enable_sort", "off");
+	batch_set("enable_bitmapscan", "off");
+	if (b->shape == SHAPE_WHOLE)
+		batch_set("enable_indexscan", "off");
+	if (b->shape == SHAPE_INDEX)
+		batch_set("enable_seqscan", "off");
 	CounterExec(b->stmt, b->values, NULL, false);
 	AtEOXact_GUC(true, nest);
 }
@@ -522,11 +551,80 @@ quarantine(Batch *b, ErrorData *edata)
 }
 
 /*
+ * Where the next batch of each events table starts, per counter: the
+ * counters whose last batch was full, and the greatest key it moved of
+ * each.  A counter whose batch was not full starts again from its first
+ * key, so that no row below the cursor (an add committed since) waits for
+ * long.  Kept across the transactions of a round; only a shortcut: a stale
+ * cursor (after a rollback) delays rows, never loses them.
+ */
+typedef struct EventsCursor
+{
+	int			n;
+	int32	   *ids;
+	char	  **keys;
+} EventsCursor;
+
+static EventsCursor cursors[2];
+
+/* Replace events table t's cursor by the counters of the batch result that filled limit. */
+static void
+cursor_save(int t, int64 limit)
+{
+	static MemoryContext cxt[2] = {NULL, NULL};
+	EventsCursor *c = &cursors[t];
+	MemoryContext old;
+	uint64		i;
+
+	if (cxt[t] == NULL)
+		cxt[t] = AllocSetContextCreate(TopMemoryContext, "counter events cursor",
+									   ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(cxt[t]);
+	old = MemoryContextSwitchTo(cxt[t]);
+	c->n = 0;
+	c->ids = palloc(sizeof(int32) * Max(SPI_processed, 1));
+	c->keys = palloc(sizeof(char *) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		int64		n = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+		Datum		id = SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull);
+
+		if (isnull || n < limit)
+			continue;
+		c->ids[c->n] = DatumGetInt32(id);
+		c->keys[c->n] = SPI_getvalue(tup, SPI_tuptable->tupdesc, 5);
+		c->n++;
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* The parameters $4 and $5 (ids, keys) of events table t's cursor. */
+static void
+cursor_params(int t, Datum *values)
+{
+	EventsCursor *c = &cursors[t];
+	Datum	   *ids = palloc(sizeof(Datum) * Max(c->n, 1));
+	Datum	   *keys = palloc(sizeof(Datum) * Max(c->n, 1));
+	int			i;
+
+	for (i = 0; i < c->n; i++)
+	{
+		ids[i] = Int32GetDatum(c->ids[i]);
+		keys[i] = CStringGetTextDatum(c->keys[i]);
+	}
+	values[3] = PointerGetDatum(construct_array(ids, c->n, INT4OID, 4, true, TYPALIGN_INT));
+	values[4] = PointerGetDatum(construct_array(keys, c->n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
  * Run a batch statement, hand its keys to the change feed and return the
  * rows it moved.  With a diagnosis, the statement runs in a subtransaction:
  * when it fails with a data exception, the keys it cannot move are
  * quarantined and it runs again without them, until it succeeds; an error
  * of another kind, or one no key explains, fails the round as before.
+ * Leaves the statement's result in SPI_tuptable.
  */
 static int64
 run(Batch *b)
@@ -554,68 +652,131 @@ run(Batch *b)
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull);
 
-		n += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-										 SPI_tuptable->tupdesc, 3, &isnull));
+		if (!isnull)
+			n += DatumGetInt64(d);
 	}
 	CounterFeedCollect();
 	return n;
 }
 
 /*
- * Every visible event: rotate the events tables when the current one is
- * due (events.c) and fold the old one whole, then delete and fold the
- * visible rows of each table still live.  Returns the events moved.
+ * The statement that deletes and folds the visible events of table t
+ * (whole: folds all of it, which no add writes any more), for the
+ * installed version.
+ */
+static Batch
+events_batch(int t, bool whole, Datum *values)
+{
+	bool		q = !CounterLegacy();
+	Batch		b = {NULL, NULL, NULL, whole ? SHAPE_WHOLE : SHAPE_INDEX, values};
+
+	if (!q)
+		b.stmt = whole ? CounterLegacyCompactEventsFold(t) : CounterLegacyCompactEventsDelete(t);
+	else
+	{
+		b.stmt = whole ? &events_fold_stmt[t] : &events_delete_stmt[t];
+		b.diagnose = &events_diagnose_stmt[t];
+		b.carry = whole ? &events_carry_stmt[t] : NULL;
+	}
+	return b;
+}
+
+/*
+ * The events of a batch: rotate the events tables when the current one is
+ * due (events.c) and fold the old one whole, then delete and fold up to
+ * the batch's share of each counter's visible events in each table still
+ * live.  Sets *full when some counter filled its share (more may wait).
+ * Returns the events moved.
+ *
+ * The share starts at counter.batch_events and, when timed (the worker's
+ * batches, each a transaction holding the compaction lock), halves while a
+ * batch takes longer than counter.batch_time, growing back while batches
+ * are full and quick: a batch is bounded in rows and in time.  The worker
+ * folds a whole table at once only if it cannot hold more than a batch,
+ * or the last batch took everything (then only the rows added since are
+ * live in it); counter.compact(), one transaction whatever it moves,
+ * folds it at any size (no row to delete: the cheapest way).
  */
 static int64
-compact_events(Datum *values, bool q)
+compact_events(Datum *values, bool timed, bool *full)
 {
 	static bool idle = false;	/* our last call moved no event */
+	static bool caught_up = false;	/* ... or left none visible */
+	static int	share = 0;
 	int			folded = CounterEventsSync();
-	int			old = CounterEventsRotate(folded, idle);
-	int			ntables = OidIsValid(CounterGetRels()->events[1]) ? 2 : 1;
+	int			ntables = CounterLegacyLacks(LEGACY_EVENTS_1) ? 1 : 2;
+	TimestampTz start = GetCurrentTimestamp();
 	int64		n = 0;
+	int			old;
 	int			t;
+	long		secs;
+	int			usecs;
 
+	if (share <= 0 || share > counter_batch_events)
+		share = counter_batch_events;
+	values[0] = Int32GetDatum(share);
+	/* a row of the events tables takes at least 40 bytes */
+	old = CounterEventsRotate(folded, idle,
+							  !timed || caught_up ? -1 : (int64) share * 40 / 1024);
+	*full = false;
 	if (old >= 0)
 	{
 		/* every counter's rows: diagnosed for every counter */
 		Datum		all[3] = {values[0], values[1], Int32GetDatum(0)};
-		Batch		b = {&events_fold_stmt[q][old], q ? &events_diagnose_stmt[old] : NULL,
-		q ? &events_carry_stmt[old] : NULL, true, all};
+		Batch		b = events_batch(old, true, all);
 
 		n += run(&b);
 		folded |= 1 << old;
+		cursors[old].n = 0;
 	}
 	for (t = 0; t < ntables; t++)
 		if ((folded & (1 << t)) == 0)
 		{
-			Batch		b = {&events_delete_stmt[q][t], q ? &events_diagnose_stmt[t] : NULL,
-			NULL, false, values};
+			Batch		b = events_batch(t, false, values);
 
+			cursor_params(t, values);
 			n += run(&b);
+			if (!CounterLegacy())
+			{
+				cursor_save(t, share);
+				*full |= cursors[t].n > 0;
+			}
 		}
 	idle = (n == 0);
+	caught_up = !*full;
+
+	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
+	if (!timed)
+		share = counter_batch_events;
+	else if (secs * 1000 + usecs / 1000 > counter_batch_time)
+		share = Max(share / 2, Min(BATCH_MIN_EVENTS, counter_batch_events));
+	else if (*full && secs * 1000 + usecs / 1000 < counter_batch_time / 4)
+		share = Min((int64) share * 2, counter_batch_events);
 	return n;
 }
 
 /*
  * One batch, in the caller's transaction (which holds the compaction lock):
- * every visible event and up to batch_size slot rows, with flush every
- * buffered entry of the database; with maintenance, first release the
- * quarantined keys that fold again, and after the batch fold idle slot
- * rows, apply retention and purge idempotency keys.  Adds what it moved
- * to *moved; returns true when the slot statement filled its batch (more
- * may be waiting).
+ * up to counter.batch_events visible events of each counter and up to
+ * counter.batch_size slot rows, with flush every buffered entry of the
+ * database; with maintenance, first release the quarantined keys that fold
+ * again, and after the batch fold idle slot rows, apply retention and
+ * purge idempotency keys; timed: sized in time too (compact_events).  Adds
+ * what it moved to *moved; returns true when
+ * a counter filled its share of events or the slot statement its batch
+ * (more may be waiting).
  */
 bool
-CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
+CounterCompactBatch(int32 counter_id, bool maintenance, bool flush, bool timed,
 					CounterMoved *moved)
 {
-	bool		q = OidIsValid(CounterGetRels()->quarantine);
-	Datum		values[3];
+	bool		q = !CounterLegacy();
+	Datum		values[5];
 	CounterBufferTaken taken;
 	int64		slots;
+	bool		full;
 
 	values[0] = Int32GetDatum(counter_batch_size);
 	values[1] = Int32GetDatum(counter_node_id);
@@ -624,9 +785,11 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
 	SPI_connect();
 	if (maintenance && q)
 		CounterExec(&release_stmt, values, NULL, false);
-	moved->events += compact_events(values, q);
+	moved->events += compact_events(values, timed, &full);
+	values[0] = Int32GetDatum(counter_batch_size);
 	{
-		Batch		b = {&slots_stmt[q], q ? &slots_diagnose_stmt : NULL, NULL, false, values};
+		Batch		b = {q ? &slots_stmt : CounterLegacyCompactSlots(),
+		q ? &slots_diagnose_stmt : NULL, NULL, SHAPE_PLAIN, values};
 
 		slots = run(&b);
 	}
@@ -638,8 +801,9 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
 		taken.keys, taken.amounts, taken.times};
 
 		/* quarantined keys' amounts go to the table adds write */
-		Batch		b = {&buffered_stmt[q ? 1 + CounterEventsTableForAdd(CounterGetRels()) : 0],
-		q ? &buffered_diagnose_stmt : NULL, NULL, false, args};
+		Batch		b = {q ? &buffered_stmt[CounterEventsTableForAdd(CounterGetRels())] :
+			CounterLegacyCompactBuffered(),
+		q ? &buffered_diagnose_stmt : NULL, NULL, SHAPE_PLAIN, args};
 
 		moved->buffered_keys += run(&b);
 	}
@@ -655,13 +819,13 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
 	}
 	SPI_finish();
 
-	return slots >= counter_batch_size;
+	return full || slots >= counter_batch_size;
 }
 
 /*
  * Compact now, in the caller's transaction, until nothing visible is left
- * (counter_id 0: every counter).  Waits for a running compaction when wait,
- * else returns 0 at once if one runs.
+ * (counter_id 0: every counter), batch after batch.  Waits for a running
+ * compaction when wait, else returns 0 at once if one runs.
  */
 int64
 CounterCompact(int32 counter_id, bool wait)
@@ -675,7 +839,7 @@ CounterCompact(int32 counter_id, bool wait)
 	while (full)
 	{
 		CHECK_FOR_INTERRUPTS();
-		full = CounterCompactBatch(counter_id, first, first, &moved);
+		full = CounterCompactBatch(counter_id, first, first, false, &moved);
 		first = false;
 	}
 	SPI_connect();

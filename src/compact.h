@@ -19,7 +19,7 @@ typedef struct CounterMoved
 	int64		buffered_keys;
 } CounterMoved;
 extern bool CounterCompactBatch(int32 counter_id, bool maintenance, bool flush,
-								CounterMoved *moved);
+								bool timed, CounterMoved *moved);
 extern int64 CounterCompact(int32 counter_id, bool wait);
 
 #endif							/* COUNTER_COMPACT_H */

@@ -336,11 +336,13 @@ set_bits(CounterEventsState *e, int cur, int t, bool folding)
  * writes the old one any more.  Due: the current table has reached
  * counter.rotate_size, or it is not empty and the last compaction found no
  * event (idle: what it holds is dead rows, which the rotation's TRUNCATE
- * frees without VACUUM).  Returns the old table, now only readable, which
- * the caller must fold whole in this transaction; or -1.
+ * frees without VACUUM).  Not due while it is larger than max_kb (unless
+ * idle; -1: no bound): its fold would be more than one batch.  Returns the
+ * old table, now only readable, which the caller must fold whole in this
+ * transaction; or -1.
  */
 int
-CounterEventsRotate(int folded, bool idle)
+CounterEventsRotate(int folded, bool idle, int64 max_kb)
 {
 	CounterRels *r = CounterGetRels();
 	CounterEventsState *e = my_entry();
@@ -362,6 +364,8 @@ CounterEventsRotate(int folded, bool idle)
 	size_kb = (int64) RelationGetNumberOfBlocks(rel) * (BLCKSZ / 1024);
 	table_close(rel, AccessShareLock);
 	if (size_kb < Max(counter_rotate_size, 1) && !(idle && size_kb > 0))
+		return -1;
+	if (max_kb >= 0 && size_kb > max_kb && !idle)
 		return -1;
 
 	set_bits(e, 1 - old, old, true);

@@ -15,7 +15,7 @@ extern int	CounterEventsTableForAdd(CounterRels *r);
 extern int	CounterEventsLive(CounterRels *r, Snapshot snapshot);
 extern int	CounterEventsToRead(CounterRels *r, Snapshot snapshot);
 extern int	CounterEventsSync(void);
-extern int	CounterEventsRotate(int folded, bool idle);
+extern int	CounterEventsRotate(int folded, bool idle, int64 max_kb);
 extern bool CounterEventsTruncate(void);
 
 extern bool CounterEventsBusy(CounterMeta *meta, text *key, int max,

@@ -48,6 +48,7 @@
 #include "feed.h"
 #include "catalog.h"
 #include "guc.h"
+#include "legacy.h"
 
 /* Flush before holding more keys than this. */
 #define FEED_MAX_KEYS	10000
@@ -60,19 +61,16 @@ static Datum *feed_keys = NULL;
 static int	feed_count = 0;
 
 /*
- * The channel and JSON entry of each collected key, grouped by counter:
- * [1] with counters.feed_channel (version 1.4), [0] before.
+ * $1 names, $2 keys: the channel and JSON entry of each collected key,
+ * grouped by counter (before 1.4: legacy.c).
  */
-#define NOTIFY_SQL(CHANNEL, UPDATED) \
-	"WITH u AS (SELECT DISTINCT u.n, u.k FROM unnest($1::text[], $2::text[]) AS u(n, k))" \
-	" SELECT " CHANNEL ", (SELECT json_build_object('counter', u.n, 'key', u.k, " UPDATED \
-	"                                'value', sum(t.value))" \
-	"                 FROM counter.totals t WHERE t.counter = u.n AND t.key = u.k)::text" \
-	"   FROM u JOIN counter.counters c ON c.name = u.n ORDER BY u.n, u.k"
-
-static CounterStmt notify_stmt[2] = {
-	{NOTIFY_SQL("'counter_' || c.name", ""), 2, {TEXTARRAYOID, TEXTARRAYOID}},
-	{NOTIFY_SQL("c.feed_channel", "'updated_at', max(t.updated),"), 2, {TEXTARRAYOID, TEXTARRAYOID}}
+static CounterStmt notify_stmt = {
+	"WITH u AS (SELECT DISTINCT u.n, u.k FROM unnest($1::text[], $2::text[]) AS u(n, k))"
+	" SELECT c.feed_channel, (SELECT json_build_object('counter', u.n, 'key', u.k,"
+	"                                'updated_at', max(t.updated), 'value', sum(t.value))"
+	"                 FROM counter.totals t WHERE t.counter = u.n AND t.key = u.k)::text"
+	"   FROM u JOIN counter.counters c ON c.name = u.n ORDER BY u.n, u.k",
+	2, {TEXTARRAYOID, TEXTARRAYOID}
 };
 
 /*
@@ -90,7 +88,8 @@ static CounterStmt drop_stmt = {
 
 /*
  * Remember the keys of a compaction result: rows of (counter name, key, ...)
- * in SPI_tuptable, but those of counters without the feed option.
+ * in SPI_tuptable, but those of counters without the feed option and rows
+ * without a name (the result's counts).
  */
 void
 CounterFeedCollect(void)
@@ -114,8 +113,13 @@ CounterFeedCollect(void)
 	{
 		bool		isnull;
 		Datum		name = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull);
-		Datum		key = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull);
-		char	   *cname = TextDatumGetCString(name);
+		Datum		key;
+		char	   *cname;
+
+		if (isnull)
+			continue;
+		key = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull);
+		cname = TextDatumGetCString(name);
 
 		/* one look-up per run of rows of the same counter */
 		if (strcmp(cname, last) != 0)
@@ -154,7 +158,7 @@ queue_has_room(Datum *values, int count)
 	usage = DatumGetFloat8(pg_notification_queue_usage(fcinfo));
 	if (usage <= counter_feed_queue_limit)
 		return true;
-	if (CounterGetRels()->feed != InvalidAttrNumber)
+	if (!CounterLegacy())
 		CounterExec(&drop_stmt, values, NULL, false);
 	if (warned != MyProc->lxid)
 	{
@@ -193,7 +197,7 @@ CounterFeedFlush(void)
 	if (!queue_has_room(values, count))
 		return;
 	/* not read-only: it must see the totals this transaction just wrote */
-	CounterExec(&notify_stmt[CounterGetRels()->feed_channel != InvalidAttrNumber],
+	CounterExec(CounterLegacy() ? CounterLegacyFeedNotify() : &notify_stmt,
 				values, NULL, false);
 
 	/* pack entries greedily into payloads that NOTIFY accepts */

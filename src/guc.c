@@ -17,6 +17,8 @@
 
 int			counter_naptime = 1000;
 int			counter_batch_size = 1000000;
+int			counter_batch_events = 100000;
+int			counter_batch_time = 1000;
 bool		counter_worker_enabled = true;
 int			counter_node_id = 1;
 int			counter_fold_after = 60;
@@ -65,12 +67,30 @@ CounterGucInit(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("counter.batch_size",
-							"Largest number of slot rows collected in one compaction transaction (events: all visible ones).",
+							"Largest number of slot rows collected in one compaction batch.",
 							NULL,
 							&counter_batch_size,
 							1000000, 100, INT_MAX,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.batch_events",
+							"Most events of one counter moved by one compaction batch.",
+							"Each batch is its own transaction in the worker; counter.compact() runs batch after batch.",
+							&counter_batch_events,
+							100000, 100, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("counter.batch_time",
+							"Time one compaction batch of events should take at most.",
+							"A slower batch halves the events of the next (to 1000 at least); quick full batches double them again, up to counter.batch_events.",
+							&counter_batch_time,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("counter.worker_enabled",

@@ -12,6 +12,8 @@
 
 extern int	counter_naptime;
 extern int	counter_batch_size;
+extern int	counter_batch_events;
+extern int	counter_batch_time;
 extern bool counter_worker_enabled;
 extern int	counter_node_id;
 extern int	counter_fold_after;

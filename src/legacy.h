@@ -45,4 +45,11 @@ extern int64 CounterLegacyMemberSet(CounterMeta *meta, text *key, text *member,
 									 bool liked, bool *was_liked);
 extern void CounterLegacyTop(CounterMeta *meta, int32 k, Tuplestorestate *out);
 
+/* compaction and feed before 1.4 */
+extern CounterStmt *CounterLegacyCompactEventsDelete(int table);
+extern CounterStmt *CounterLegacyCompactEventsFold(int table);
+extern CounterStmt *CounterLegacyCompactSlots(void);
+extern CounterStmt *CounterLegacyCompactBuffered(void);
+extern CounterStmt *CounterLegacyFeedNotify(void);
+
 #endif							/* COUNTER_LEGACY_H */

@@ -406,7 +406,7 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 			PushActiveSnapshot(GetTransactionSnapshot());
 		}
 		if (CounterCompactLock(false))
-			full = CounterCompactBatch(0, maintenance, flush, &moved);
+			full = CounterCompactBatch(0, maintenance, flush, true, &moved);
 		if (notify)
 		{
 			SPI_connect();

@@ -1,0 +1,116 @@
+# Proves that compaction moves a backlog in batches, each its own transaction: a backlog of many batches (counter.batch_events = 100, events tables analyzed while empty) compacts in as many worker transactions and exactly (totals and rollups against a ledger), a second counter's events are compacted while the first still has a backlog pending, counter.compact() drains a backlog of many batches in one call exactly, and a kill -9 of the worker between batches loses and double counts nothing.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use CounterTest;
+
+my $db   = 'postgres';
+my $node = counter_node('batches', qq(
+counter.batch_events = 100
+counter.batch_time = '1h'
+counter.rotate_size = -1
+counter.worker_enabled = off
+restart_after_crash = on
+));
+$node->safe_psql($db, q{
+	CREATE EXTENSION counter;
+	SELECT counter.create('big', mode => 'events', rollups => '{1 minute}');
+	SELECT counter.create('small', mode => 'events', rollups => '{1 minute}');
+	CREATE TABLE ledger (c text NOT NULL, k text NOT NULL, d int8 NOT NULL);
+	ANALYZE counter.events, counter.events_1;
+});
+
+# Add n events to counter c over nkeys keys, with their ledger rows.
+sub load
+{
+	my ($c, $n, $nkeys) = @_;
+	$node->safe_psql($db, qq{
+		WITH e AS (SELECT 'k' || (i % $nkeys) AS k, 1 + i % 3 AS d FROM generate_series(1, $n) i)
+		INSERT INTO ledger SELECT '$c', k, d FROM e WHERE counter.add('$c', k, d) IS NOT NULL});
+}
+
+# Worker settings: on or off, reloaded and waited for.
+sub worker
+{
+	my ($on) = @_;
+	$node->safe_psql($db, "ALTER SYSTEM SET counter.worker_enabled = $on; SELECT pg_reload_conf()");
+}
+
+# Every key of every counter: totals, rollups and reads against the ledger.
+sub exact
+{
+	my ($what) = @_;
+	is($node->safe_psql($db, q{
+		SELECT count(*) FROM (SELECT c, k, sum(d) AS d FROM ledger GROUP BY 1, 2) l
+		  FULL JOIN (SELECT counter AS c, key AS k, sum(value) AS v FROM counter.totals GROUP BY 1, 2) t
+		    USING (c, k)
+		 WHERE l.d IS DISTINCT FROM t.v}), '0', "$what: totals equal the ledger, key by key");
+	is($node->safe_psql($db, q{
+		SELECT count(*) FROM (SELECT c, k, sum(d) AS d FROM ledger GROUP BY 1, 2) l
+		  FULL JOIN (SELECT c.name AS c, r.key AS k, sum(r.value) AS v
+		               FROM counter.rollups r JOIN counter.counters c ON c.id = r.counter_id
+		              GROUP BY 1, 2) r USING (c, k)
+		 WHERE l.d IS DISTINCT FROM r.v}), '0', "$what: rollups equal the ledger, key by key");
+	is($node->safe_psql($db, q{
+		SELECT count(*) FROM (SELECT c, k, sum(d) AS d FROM ledger GROUP BY 1, 2) l
+		 WHERE counter.value(l.c, l.k) <> l.d}), '0', "$what: value() of every key is exact");
+}
+
+# pending events of counter c
+sub pending
+{
+	my ($c) = @_;
+	return $node->safe_psql($db, "SELECT pending_events FROM counter.stats WHERE name = '$c'");
+}
+
+# the worker's compaction transactions so far
+sub compactions
+{
+	return $node->safe_psql($db, 'SELECT coalesce(sum(compactions), 0) FROM counter.worker_status()');
+}
+
+# 1. A backlog of 300 batches, and a second counter's few events behind it.
+load('big', 30000, 500);
+load('small', 10, 5);
+is(pending('big'), '30000', 'the backlog waits while the worker is off');
+my $before = compactions();
+worker('on');
+ok($node->poll_query_until($db, q{
+	SELECT pending_events = 0 FROM counter.stats WHERE name = 'small'}), 'the second counter is compacted');
+my $big_left = pending('big');
+cmp_ok($big_left, '>', 0, "while the big backlog is still pending ($big_left of 30000 events)");
+ok($node->poll_query_until($db, q{
+	SELECT pending_events = 0 FROM counter.stats WHERE name = 'big'}), 'the backlog drains');
+my $rounds = compactions() - $before;
+cmp_ok($rounds, '>=', 300, "in one transaction per batch of 100 events ($rounds transactions)");
+exact('worker batches');
+
+# 2. counter.compact() drains a backlog of many batches in one call.
+worker('off');
+load('big', 3000, 700);
+is($node->safe_psql($db, "SELECT counter.compact('big')"), '3000', 'counter.compact() moves the whole backlog');
+is(pending('big'), '0', 'and nothing is left pending');
+exact('counter.compact batches');
+
+# 3. kill -9 of the worker between batches: nothing lost, nothing counted twice.
+load('big', 8000, 900);
+load('small', 500, 50);
+worker('on');
+ok($node->poll_query_until($db, q{
+	SELECT pending_events < 6000 FROM counter.stats WHERE name = 'big'}), 'the worker is part way through');
+my $pid = $node->safe_psql($db, 'SELECT pid FROM counter.worker_status()');
+ok($pid =~ /^\d+$/, "the worker runs (pid $pid)");
+kill 'KILL', $pid;
+# the postmaster restarts every backend after the crash
+ok($node->poll_query_until($db, 'SELECT count(*) = 1 FROM counter.worker_status() WHERE pid <> ' . $pid),
+	'a new worker runs after the crash');
+ok($node->poll_query_until($db, q{
+	SELECT sum(pending_events) = 0 FROM counter.stats WHERE name IN ('big', 'small')}), 'the rest drains');
+exact('after kill -9 between batches');
+
+$node->stop;
+done_testing();
