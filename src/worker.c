@@ -40,6 +40,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "funcapi.h"
@@ -49,6 +50,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "tcop/tcopprot.h"
@@ -344,11 +346,23 @@ worker_not_wanted(CounterDbWorker *w)
 	proc_exit(0);
 }
 
-/* Whether the extension is installed in our database; call in a transaction. */
+/*
+ * Whether the extension is installed in our database; call in a
+ * transaction, which then holds the extension's object lock in share mode
+ * to its end.  DROP EXTENSION takes that lock first, before any of the
+ * extension's tables, so it waits for the worker's transaction instead of
+ * deadlocking with it on the tables the worker holds.
+ */
 static bool
 extension_installed(void)
 {
-	return OidIsValid(get_extension_oid("counter", true));
+	Oid			ext = get_extension_oid("counter", true);
+
+	if (!OidIsValid(ext))
+		return false;
+	LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+	/* dropped while we waited: the lock took in the invalidations */
+	return get_extension_oid("counter", true) == ext;
 }
 
 /* Leave for good once the extension is not installed in our database. */
@@ -377,6 +391,7 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		full = false;
 	bool		armed;
+	bool		installed = true;
 	CounterMoved moved = {0, 0, 0};
 	TimestampTz start = GetCurrentTimestamp();
 
@@ -404,10 +419,11 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 			CommitTransactionCommand();
 			StartTransactionCommand();
 			PushActiveSnapshot(GetTransactionSnapshot());
+			installed = extension_installed();
 		}
-		if (CounterCompactLock(false))
+		if (installed && CounterCompactLock(false))
 			full = CounterCompactBatch(0, maintenance, flush, true, &moved);
-		if (notify)
+		if (installed && notify)
 		{
 			SPI_connect();
 			CounterFeedFlush();

@@ -282,6 +282,34 @@ ok( $node->poll_query_until(
 		'db1', 'SELECT count(*) FROM counter.pending_events', '0'),
 	'the new worker compacts');
 
+# --- DROP EXTENSION while the worker compacts ---------------------------------
+# DROP EXTENSION locks the extension before its tables; the worker's round
+# holds that lock in share mode, so the DROP waits for the round instead of
+# deadlocking with it on the tables the round has locked.
+my ($drops, $mid_round) = (0, 0);
+for my $i (1 .. 6)
+{
+	$node->safe_psql('db2', 'CREATE EXTENSION IF NOT EXISTS counter');
+	$node->safe_psql('db2',
+		"SELECT counter.create('drop$i', mode => 'events', rollups => '{1 hour,1 day}');"
+		  . " SELECT counter.add('drop$i', 'k' || g % 5000) FROM generate_series(1, 30000) g;"
+		  . " SELECT counter.add('drop$i', 'k' || g % 5000) FROM generate_series(1, 30000) g");
+	$node->poll_query_until('db2',
+		"SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'counter worker'"
+		  . " AND datname = 'db2' AND query = 'counter: compacting' AND state = 'active'");
+	$mid_round++ if $node->safe_psql('db2',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'counter worker'"
+		  . " AND datname = 'db2' AND state = 'active'") > 0;
+	my ($ret, $out, $err) = $node->psql('db2', 'DROP EXTENSION counter');
+	$drops++ if $ret == 0;
+	diag("DROP EXTENSION $i: $err") if $ret != 0;
+}
+is($drops, 6, 'DROP EXTENSION during compaction rounds succeeds every time (no deadlock)');
+cmp_ok($mid_round, '>', 0, 'some DROP EXTENSION came while a round was running');
+$node->safe_psql('db2', 'CREATE EXTENSION counter');
+ok($node->poll_query_until('postgres', $workers_sql, 'db1:1,db2:1'),
+	'db2 has its worker again after the drops');
+
 # --- DROP DATABASE of a database with a running worker -------------------------
 $node->safe_psql('postgres', 'DROP DATABASE db2');
 ok($node->poll_query_until('postgres', $workers_sql, 'db1:1'),
