@@ -17,24 +17,18 @@ my @keys = map { "k$_" } 0 .. 4;
 my %mult = (likes => 1, views => 2, hits => 3);
 my %node;
 
-# a node of the mesh: wal_level = logical, room for five nodes' replication,
-# counter.node_conninfo = how the others reach it; $id undef leaves
-# counter.node_id unset; $conf is appended last
+# a node of the mesh (counter_mesh_node) with room for five nodes'
+# replication; $id undef leaves counter.node_id unset; %conf overrides
 sub make_node
 {
-	my ($name, $id, $conf) = @_;
-	my $n = counter_node($name, (defined $id ? "counter.node_id = $id\n" : '') . qq(
-wal_level = logical
-max_worker_processes = 20
-max_replication_slots = 12
-max_wal_senders = 12
-max_logical_replication_workers = 10
-wal_retrieve_retry_interval = '500ms'
-log_min_messages = warning
-) . ($conf // ''));
-	$n->append_conf('postgresql.conf',
-		"counter.node_conninfo = 'host=" . $n->host . ' port=' . $n->port . " dbname=$db'\n");
-	$n->reload;
+	my ($name, $id, %conf) = @_;
+	my $n = counter_mesh_node($name, $id, $db,
+		max_worker_processes => 20,
+		max_replication_slots => 12,
+		max_wal_senders => 12,
+		max_logical_replication_workers => 10,
+		log_min_messages => 'warning',
+		%conf);
 	# an add of d to each counter goes with its ledger row, in one transaction
 	$n->safe_psql($db, q{
 		CREATE EXTENSION counter;
@@ -50,7 +44,7 @@ log_min_messages = warning
 sub conninfo
 {
 	my ($name) = @_;
-	return 'host=' . $node{$name}->host . ' port=' . $node{$name}->port . " dbname=$db";
+	return counter_conninfo($node{$name}, $db);
 }
 
 # add_node on $name (through $via, undef: found a mesh); returns seconds taken
@@ -127,8 +121,8 @@ sub add_loop
 	});
 }
 
-# pgbench for $secs seconds on $name, 4 clients, each transaction one add to
-# each counter and its ledger row
+# the pgbench script of 3.: each transaction one add to each counter and
+# its ledger row
 my $script = PostgreSQL::Test::Utils::tempdir() . '/adds.sql';
 append_to_file($script, q{\set k random(0, 4)
 \set d random(1, 3)
@@ -139,29 +133,6 @@ SELECT counter.add('hits', 'k' || :k, 3 * :d);
 INSERT INTO ledger VALUES ('k' || :k, :d);
 COMMIT;
 });
-
-sub start_pgbench
-{
-	my ($name, $secs) = @_;
-	my ($out, $err) = ('', '');
-	my $h = IPC::Run::start(
-		[ 'pgbench', '-n', '-f', $script, '-c', '4', '-j', '2', '-T', $secs,
-		  $node{$name}->connstr($db) ],
-		'>', \$out, '2>', \$err);
-	return { name => $name, h => $h, out => \$out, err => \$err };
-}
-
-sub finish_pgbench
-{
-	my ($run) = @_;
-	$run->{h}->finish;
-	my ($n) = ${ $run->{out} } =~ m{actually processed: (\d+)};
-	ok($? == 0 && $n && $n > 0, "pgbench on $run->{name}: exit 0, " . ($n // 0) . ' transactions')
-	  or diag ${ $run->{out} } . ${ $run->{err} };
-	my $rows = $node{ $run->{name} }->safe_psql($db, 'SELECT count(*) FROM ledger');
-	ok($n && $rows >= $n, "ledger of $run->{name} holds its $n pgbench transactions ($rows rows)");
-	return $n;
-}
 
 # the SQLSTATE of a failing statement
 sub sqlstate_of
@@ -202,7 +173,7 @@ converge('three nodes', qw(n1 n2 n3));
 #
 # 2. Refusals, each with its SQLSTATE, on a would-be fourth node x.
 #
-my $x = make_node('n4', undef, "wal_level = replica\n");
+my $x = make_node('n4', undef, wal_level => 'replica');
 
 # after $conf (restarting when $restart), $sql on n4 (by default its join
 # through n1) fails with SQLSTATE $want
@@ -243,13 +214,18 @@ is(slots_on('n1'), 'counter_n2_from_n1,counter_n3_from_n1', 'the refusals create
 # 3. n4 joins in one call while pgbench adds on n1, n2 and n3.
 #
 add_loop('n4', 150);    # its own history from before the join
-my @runs = map { start_pgbench($_, 25) } qw(n1 n2 n3);
+my @runs = map { counter_pgbench_start($node{$_}, $db, $script, 4, 25, 2) } qw(n1 n2 n3);
 sleep 2;
 ok($_->{h}->pumpable, "pgbench on $_->{name} runs as n4 starts joining") for @runs;
 note sprintf 'n4 joins under load: %.2f s', add_node('n4', 'n3');
 note "pgbench on $_->{name} still running as n4 has joined: " . ($_->{h}->pumpable ? 'yes' : 'no')
   for @runs;
-finish_pgbench($_) for @runs;
+for my $run (@runs)
+{
+	my $n = counter_pgbench_finish($run);
+	my $rows = $node{ $run->{name} }->safe_psql($db, 'SELECT count(*) FROM ledger');
+	ok($n && $rows >= $n, "ledger of $run->{name} holds its $n pgbench transactions ($rows rows)");
+}
 ok($node{n4}->poll_query_until($db, 'SELECT string_agg(name || \'/\' || status, \',\' ORDER BY name) FROM counter.nodes',
 	'n1/streaming,n2/streaming,n3/streaming,n4/self'), 'n4 receives from every member');
 my $t = converge('n4 joined under load', qw(n1 n2 n3 n4));

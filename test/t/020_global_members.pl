@@ -19,18 +19,7 @@ my %node;
 sub make_node
 {
 	my ($name, $id) = @_;
-	my $n = counter_node($name, qq(counter.node_id = $id
-wal_level = logical
-max_worker_processes = 16
-max_replication_slots = 8
-max_wal_senders = 8
-max_logical_replication_workers = 8
-wal_retrieve_retry_interval = '500ms'
-log_min_messages = warning
-));
-	$n->append_conf('postgresql.conf',
-		"counter.node_conninfo = 'host=" . $n->host . ' port=' . $n->port . " dbname=$db'\n");
-	$n->reload;
+	my $n = counter_mesh_node($name, $id, $db, log_min_messages => 'warning');
 	$n->safe_psql($db, q{
 		CREATE EXTENSION counter;
 		SELECT counter.create('likes', members => true);
@@ -97,8 +86,7 @@ make_node("n$_", $_) for 1 .. 3;
 run_sql('n1', "SELECT counter.add_node('n1')");
 for my $name (qw(n2 n3))
 {
-	run_sql($name, "SELECT counter.add_node('$name', 'host=" . $node{n1}->host . ' port=' . $node{n1}->port
-		  . " dbname=$db')");
+	run_sql($name, "SELECT counter.add_node('$name', '" . counter_conninfo($node{n1}, $db) . "')");
 }
 for my $name (@names)
 {
@@ -146,40 +134,20 @@ SELECT CASE WHEN :op = 1 THEN counter."like"(c, k, m) ELSE counter.unlike(c, k, 
   FROM (VALUES ((ARRAY['likes', 'likes_ev'])[:c + 1], 'k' || :k, 'm' || :m)) v(c, k, m);
 });
 
-sub start_pgbench
-{
-	my ($name, $secs) = @_;
-	my ($out, $err) = ('', '');
-	my $h = IPC::Run::start(
-		[ 'pgbench', '-n', '-f', $script, '-c', '8', '-j', '2', '-T', $secs,
-		  $node{$name}->connstr($db) ],
-		'>', \$out, '2>', \$err);
-	return { name => $name, h => $h, out => \$out, err => \$err };
-}
-
-sub finish_pgbench
-{
-	my ($run) = @_;
-	$run->{h}->finish;
-	my ($n) = ${ $run->{out} } =~ m{actually processed: (\d+)};
-	ok($? == 0 && $n && $n > 0, "pgbench on $run->{name}: exit 0, " . ($n // 0) . ' transactions')
-	  or diag ${ $run->{out} } . ${ $run->{err} };
-}
-
 my $t0 = time;
-my @runs = map { start_pgbench($_, $_ eq 'n2' ? 9 : 20) } @names;
+my @runs = map { counter_pgbench_start($node{$_}, $db, $script, 8, $_ eq 'n2' ? 9 : 20, 2) } @names;
 sleep 3;
 subscriptions(0, 'n3');
 note sprintf 'n3 cut off at %.1f s', time - $t0;
 sleep 5;
 subscriptions(1, 'n3');
 note sprintf 'n3 back at %.1f s', time - $t0;
-finish_pgbench($runs[1]);
+counter_pgbench_finish($runs[1]);
 $node{n2}->stop('immediate');
 note sprintf 'n2 killed at %.1f s', time - $t0;
 $node{n2}->start;
-$runs[1] = start_pgbench('n2', 8);
-finish_pgbench($_) for @runs;
+$runs[1] = counter_pgbench_start($node{n2}, $db, $script, 8, 8, 2);
+counter_pgbench_finish($_) for @runs;
 note sprintf 'load over at %.1f s', time - $t0;
 
 #

@@ -19,18 +19,10 @@ my @keys = map { "k$_" } 0 .. 9;
 sub make_node
 {
 	my ($name, $id) = @_;
-	my $n = counter_node($name, qq(counter.node_id = $id
-wal_level = logical
-max_worker_processes = 16
-max_replication_slots = 8
-max_wal_senders = 8
-max_logical_replication_workers = 6
-max_connections = 40
-wal_retrieve_retry_interval = '200ms'
-));
-	$n->append_conf('postgresql.conf',
-		"counter.node_conninfo = 'host=" . $n->host . ' port=' . $n->port . " dbname=$db'\n");
-	$n->reload;
+	my $n = counter_mesh_node($name, $id, $db,
+		max_logical_replication_workers => 6,
+		max_connections => 40,
+		wal_retrieve_retry_interval => '200ms');
 	$n->safe_psql($db, q{
 		CREATE EXTENSION counter;
 		SELECT counter.create('t');
@@ -46,7 +38,7 @@ wal_retrieve_retry_interval = '200ms'
 sub conninfo
 {
 	my ($name) = @_;
-	return 'host=' . $node{$name}->host . ' port=' . $node{$name}->port . " dbname=$db";
+	return counter_conninfo($node{$name}, $db);
 }
 
 sub id_of { my ($name) = @_; return substr($name, 1); }

@@ -25,22 +25,13 @@ my $db = 'postgres';
 my %node;
 my @names = qw(n1 n2 n3);
 
-# a node of the mesh (see 018_nodes.pl) with counter stock (min => 0) and a
+# a node of the mesh (counter_mesh_node) with counter stock (min => 0) and a
 # ledger of every add tried on it: its amount, whether it was accepted, when
 for my $i (1 .. 3)
 {
-	my $n = counter_node("n$i", qq(counter.node_id = $i
-wal_level = logical
-max_worker_processes = 16
-max_replication_slots = 8
-max_wal_senders = 8
-max_logical_replication_workers = 8
-wal_retrieve_retry_interval = '200ms'
-log_min_messages = warning
-));
-	$n->append_conf('postgresql.conf',
-		"counter.node_conninfo = 'host=" . $n->host . ' port=' . $n->port . " dbname=$db'\n");
-	$n->reload;
+	my $n = counter_mesh_node("n$i", $i, $db,
+		wal_retrieve_retry_interval => '200ms',
+		log_min_messages => 'warning');
 	$n->safe_psql($db, q{
 		CREATE EXTENSION counter;
 		SELECT counter.create('stock', min => 0);
@@ -53,7 +44,7 @@ log_min_messages = warning
 sub conninfo
 {
 	my ($name) = @_;
-	return 'host=' . $node{$name}->host . ' port=' . $node{$name}->port . " dbname=$db";
+	return counter_conninfo($node{$name}, $db);
 }
 
 $node{n1}->safe_psql($db, "SELECT counter.add_node('n1')");
@@ -102,28 +93,6 @@ sub converge
 		  or diag "$name reads " . value_on($name, $k);
 	}
 	return $want;
-}
-
-# pgbench on $name: $clients clients for $secs seconds of $script
-sub start_pgbench
-{
-	my ($name, $script, $clients, $secs) = @_;
-	my ($out, $err) = ('', '');
-	my $h = IPC::Run::start(
-		[ 'pgbench', '-n', '-f', $script, '-c', $clients, '-j', 1, '-T', $secs,
-		  $node{$name}->connstr($db) ],
-		'>', \$out, '2>', \$err);
-	return { name => $name, h => $h, out => \$out, err => \$err };
-}
-
-sub finish_pgbench
-{
-	my ($run, $label) = @_;
-	$run->{h}->finish;
-	my ($n) = ${ $run->{out} } =~ m{actually processed: (\d+)};
-	ok($? == 0 && $n && $n > 0, "$label pgbench on $run->{name}: exit 0, " . ($n // 0) . ' transactions')
-	  or diag ${ $run->{out} } . ${ $run->{err} };
-	return $n;
 }
 
 # whether any of the pgbench runs still runs (reading what they printed)
@@ -178,9 +147,9 @@ my $dec_a = "$dir/dec_a.sql";
 append_to_file($dec_a,
 	"INSERT INTO ledger (k, d, ok) SELECT 'a', -1, counter.try_add('stock', 'a', -1) IS NOT NULL;\n");
 my $min_a;
-my @runs = map { start_pgbench($_, $dec_a, 1, 4) } @names;
+my @runs = map { counter_pgbench_start($node{$_}, $db, $dec_a, 1, 4, 1) } @names;
 sample('a', \$min_a) while running(@runs);
-finish_pgbench($_, 'decrements of a:') for @runs;
+counter_pgbench_finish($_, 'decrements of a:') for @runs;
 # then one -1 per node in turn, until every unit is taken (rights must flow
 # to whoever asks) or a minute has passed
 my $deadline = time + 60;
@@ -223,8 +192,8 @@ sub partition
 
 my $secs = 34;
 my $t0 = time;
-@runs = ((map { start_pgbench($_, $dec_b, 4, $secs) } @names),
-	start_pgbench('n1', $refill, 1, $secs));
+@runs = ((map { counter_pgbench_start($node{$_}, $db, $dec_b, 4, $secs, 1) } @names),
+	counter_pgbench_start($node{n1}, $db, $refill, 1, $secs, 1));
 my ($min_b, $cut, $healed);
 while (running(@runs))
 {
@@ -245,7 +214,7 @@ while (running(@runs))
 	sleep 0.1;
 }
 ok($cut && $healed, 'n3 was cut off for 20 s while the load ran');
-finish_pgbench($_, 'b:') for @runs;
+counter_pgbench_finish($_, 'b:') for @runs;
 cmp_ok($min_b, '>=', 0, "no node ever read b below 0 (lowest read: $min_b)");
 is($drifts, 0, "b: every node's slot rows always shared out exactly its rights");
 my $final = converge('b after the partition', 'b');
