@@ -235,7 +235,27 @@ CounterRightsRound(void)
 	{
 		SpinLockAcquire(&db->asks.mutex);
 		db->asks.mesh = !isnull;
+		db->asks.single = isnull;
 		SpinLockRelease(&db->asks.mutex);
 	}
 	return moves;
+}
+
+/*
+ * Whether this node's worker found it in no mesh at its last round (so no
+ * peer writes its rows): false until a round has run, and without the
+ * preload.  A node that joins a mesh is seen in it at its next round.
+ */
+bool
+CounterSingleNode(void)
+{
+	CounterDb  *db = CounterDbLookup(MyDatabaseId);
+	bool		single;
+
+	if (db == NULL)
+		return false;
+	SpinLockAcquire(&db->asks.mutex);
+	single = db->asks.single;
+	SpinLockRelease(&db->asks.mutex);
+	return single;
 }

@@ -14,5 +14,6 @@ extern bool CounterRightsLockKey(int32 counter_id, text *key, bool wait);
 extern bool CounterRightsShare(CounterMeta *meta, text *key, int64 *lo, int64 *hi);
 extern void CounterRightsRefused(CounterMeta *meta, text *key, int64 delta);
 extern int64 CounterRightsRound(void);
+extern bool CounterSingleNode(void);
 
 #endif							/* COUNTER_RIGHTS_H */

@@ -67,6 +67,7 @@ typedef struct CounterAsks
 {
 	slock_t		mutex;
 	bool		mesh;			/* in a mesh of more than one, as the worker saw last */
+	bool		single;			/* the worker's last round found no mesh */
 	int			n;
 	CounterAsk	ask[COUNTER_MAX_ASKS];
 } CounterAsks;
