@@ -20,6 +20,11 @@ $node->safe_psql($db, q{
 });
 ok($node->poll_query_until($db, q{SELECT start_lsn IS NOT NULL FROM counter.wal_state}),
 	'wal mode is armed');
+# then no compaction, so the adds stored as events stay pending to be seen
+$node->safe_psql($db, q{ALTER SYSTEM SET counter.worker_enabled = off; SELECT pg_reload_conf()});
+ok($node->poll_query_until($db, q{
+	SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'counter worker'}),
+	'the worker is off');
 
 # the server's spare shared memory, before and after
 my $free_sql = q{SELECT size FROM pg_shmem_allocations WHERE name IS NULL};
@@ -53,6 +58,7 @@ pass('3,000 advisory locks in one transaction (they take spare shared memory)');
 
 # 2. a crash with unflushed wal-mode adds of 8 keys; after the restart the
 # worker is off while buffered adds take the adds' share of the hash
+$node->safe_psql($db, q{ALTER SYSTEM RESET counter.worker_enabled});
 $node->safe_psql($db, q{SELECT counter.drop('b'); SELECT counter.create('b2', mode => 'buffered')});
 $node->safe_psql($db, q{SELECT counter.compact()});
 $node->safe_psql($db, q{SELECT counter.add('w', 'w' || g, 100 + g) FROM generate_series(1, 8) g});
