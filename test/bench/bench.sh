@@ -91,7 +91,7 @@ add_many_100_buffered | add_many.sql c=many_buffered       | SELECT bench_counte
 add_many_100_wal  | add_many.sql c=many_wal                | SELECT bench_counter('many_wal', 'wal') | SELECT bench_sum('many_wal')
 bounded_pm1       | bounded_inc.sql@1 bounded_dec.sql@1 c=bounded | SELECT bench_counter('bounded', min => 0, fill => 1000000000) | SELECT counter.value('bounded', 'k')
 like_zipf         | like_zipf.sql c=likes                  | SELECT counter.create('likes', members => true) WHERE NOT EXISTS (SELECT 1 FROM counter.list() l WHERE l.name = 'likes') |
-relike            | relike.sql c=likes                     | SELECT counter.create('likes', members => true) WHERE NOT EXISTS (SELECT 1 FROM counter.list() l WHERE l.name = 'likes'); SELECT count(counter.\"like\"('likes', 'k', 'u' || i)) FROM generate_series(1, 1000) i | SELECT counter.value('likes', 'k')
+relike            | relike.sql c=likes                     | SELECT counter.create('likes', members => true) WHERE NOT EXISTS (SELECT 1 FROM counter.list() l WHERE l.name = 'likes'); SELECT count(counter.\"like\"('likes', 'k', concat('u', i))) FROM generate_series(1, 1000) i | SELECT counter.value('likes', 'k')
 "
 # Run again with synchronous_commit = off, at the largest client count only,
 # as NAME_async (same scripts, setup and check).
