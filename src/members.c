@@ -71,19 +71,20 @@ static CounterStmt write_unliked_stmt = {
 	6, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, BOOLOID}
 };
 
-/* insert the row if there is none (nothing waits for a row lock) */
+/*
+ * Insert the row if there is none (nothing waits for a row lock), in one
+ * statement with whether it was there, liked by this node ($4): 1 when
+ * inserted, 0 when liked here already, NULL otherwise.
+ */
 static CounterStmt insert_stmt = {
-	"INSERT INTO counter.members (counter, key, member, liked, node, stamp)"
-	" VALUES ($1, $2, $3, $6, $4, $5)"
-	" ON CONFLICT (counter, key, member) DO NOTHING",
+	"WITH ins AS (INSERT INTO counter.members (counter, key, member, liked, node, stamp)"
+	"   VALUES ($1, $2, $3, $6, $4, $5)"
+	"   ON CONFLICT (counter, key, member) DO NOTHING RETURNING 1)"
+	" SELECT CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 1"
+	"   WHEN EXISTS (SELECT 1 FROM counter.members m"
+	"                 WHERE m.counter = $1 AND m.key = $2 AND m.member = $3"
+	"                   AND m.liked AND m.node = $4) THEN 0 END",
 	6, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, BOOLOID}
-};
-
-/* whether the row is liked by this node */
-static CounterStmt liked_here_stmt = {
-	"SELECT 1 FROM counter.members m"
-	" WHERE m.counter = $1 AND m.key = $2 AND m.member = $3 AND m.liked AND m.node = $4",
-	4, {TEXTOID, TEXTOID, TEXTOID, INT4OID}
 };
 
 /* overwrite the row if it is liked and, as $7 says, written by this node */
@@ -179,18 +180,16 @@ register_set(CounterMeta *meta, text *key, text *member, bool liked,
 	 */
 	if (liked && CounterSingleNode())
 	{
-		if (wrote(&insert_stmt, values))
+		bool		isnull;
+		Datum		d;
+
+		CounterExec(&insert_stmt, values, NULL, false);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
 		{
 			SPI_finish();
-			*was_liked = false;
-			return 1;
-		}
-		CounterExec(&liked_here_stmt, values, NULL, false);
-		if (SPI_processed == 1)
-		{
-			SPI_finish();
-			*was_liked = true;
-			return 0;
+			*was_liked = DatumGetInt32(d) == 0;
+			return DatumGetInt32(d);
 		}
 	}
 	for (turn = 0;; turn++)
