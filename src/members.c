@@ -71,20 +71,11 @@ static CounterStmt write_unliked_stmt = {
 	6, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, BOOLOID}
 };
 
-/*
- * Insert the row if there is none (nothing waits for a row lock), in one
- * statement with whether it was there, liked by this node ($4): 1 when
- * inserted, 0 when liked here already, NULL otherwise.
- */
-static CounterStmt insert_stmt = {
-	"WITH ins AS (INSERT INTO counter.members (counter, key, member, liked, node, stamp)"
-	"   VALUES ($1, $2, $3, $6, $4, $5)"
-	"   ON CONFLICT (counter, key, member) DO NOTHING RETURNING 1)"
-	" SELECT CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 1"
-	"   WHEN EXISTS (SELECT 1 FROM counter.members m"
-	"                 WHERE m.counter = $1 AND m.key = $2 AND m.member = $3"
-	"                   AND m.liked AND m.node = $4) THEN 0 END",
-	6, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, BOOLOID}
+/* whether the row is liked by this node ($4) */
+static CounterStmt liked_here_stmt = {
+	"SELECT 1 FROM counter.members m"
+	" WHERE m.counter = $1 AND m.key = $2 AND m.member = $3 AND m.liked AND m.node = $4",
+	4, {TEXTOID, TEXTOID, TEXTOID, INT4OID}
 };
 
 /* overwrite the row if it is liked and, as $7 says, written by this node */
@@ -175,21 +166,18 @@ register_set(CounterMeta *meta, text *key, text *member, bool liked,
 	/*
 	 * On a node in no mesh, a like of a member this node has liked changes
 	 * nothing: no peer's unlike can race it, so it needs no new stamp, and
-	 * it stays a read (the single-node fast path).  Anything else takes
-	 * the register's statements below.
+	 * it stays one read by primary key (the single-node fast path).
+	 * Anything else, and a row this read finds not liked here, takes the
+	 * register's statements below.
 	 */
 	if (liked && CounterSingleNode())
 	{
-		bool		isnull;
-		Datum		d;
-
-		CounterExec(&insert_stmt, values, NULL, false);
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (!isnull)
+		CounterExec(&liked_here_stmt, values, NULL, false);
+		if (SPI_processed == 1)
 		{
 			SPI_finish();
-			*was_liked = DatumGetInt32(d) == 0;
-			return DatumGetInt32(d);
+			*was_liked = true;
+			return 0;
 		}
 	}
 	for (turn = 0;; turn++)
