@@ -825,7 +825,10 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush, bool timed,
 /*
  * Compact now, in the caller's transaction, until nothing visible is left
  * (counter_id 0: every counter), batch after batch.  Waits for a running
- * compaction when wait, else returns 0 at once if one runs.
+ * compaction when wait, else returns 0 at once if one runs.  First empties
+ * the folded events tables every snapshot is done with, as the worker's
+ * rounds do: with the worker off, the calls of counter.compact() are what
+ * lets the tables rotate again (from the next call on).
  */
 int64
 CounterCompact(int32 counter_id, bool wait)
@@ -836,6 +839,7 @@ CounterCompact(int32 counter_id, bool wait)
 
 	if (!CounterCompactLock(wait))
 		return 0;
+	(void) CounterEventsTruncate();
 	while (full)
 	{
 		CHECK_FOR_INTERRUPTS();

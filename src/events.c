@@ -50,6 +50,7 @@
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "storage/procarray.h"
 #include "utils/fmgrprotos.h"
 #include "utils/rel.h"
@@ -79,6 +80,9 @@ PG_FUNCTION_INFO_V1(counter_event_table_live);
 
 /* how often a backend without a shared entry looks for one again */
 #define ENTRY_RETRY_MS		10000
+
+/* the local transaction that last emptied a table (CounterEventsTruncate) */
+static LocalTransactionId truncated_in = InvalidLocalTransactionId;
 
 /*
  * Our database's shared entry (shmem.c), or NULL (no shared memory, or
@@ -337,9 +341,11 @@ set_bits(CounterEventsState *e, int cur, int t, bool folding)
  * counter.rotate_size, or it is not empty and the last compaction found no
  * event (idle: what it holds is dead rows, which the rotation's TRUNCATE
  * frees without VACUUM).  Not due while it is larger than max_kb (unless
- * idle; -1: no bound): its fold would be more than one batch.  Returns the
- * old table, now only readable, which the caller must fold whole in this
- * transaction; or -1.
+ * idle; -1: no bound): its fold would be more than one batch.  Never in
+ * the transaction that emptied a table: that table must not become current
+ * before the TRUNCATE has committed (were it rolled back, adds would write
+ * a folded table).  Returns the old table, now only readable, which the
+ * caller must fold whole in this transaction; or -1.
  */
 int
 CounterEventsRotate(int folded, bool idle, int64 max_kb)
@@ -354,7 +360,7 @@ CounterEventsRotate(int folded, bool idle, int64 max_kb)
 
 	/* a fold must read every row committed before it: a fresh snapshot */
 	if (CounterLegacyLacks(LEGACY_EVENTS_1) || e == NULL || counter_rotate_size < 0 ||
-		IsolationUsesXactSnapshot() || folded != 0)
+		IsolationUsesXactSnapshot() || folded != 0 || truncated_in == MyProc->lxid)
 		return -1;
 	bits = state_bits(r);
 	if (bits == 0)
@@ -429,6 +435,7 @@ CounterEventsTruncate(void)
 		CounterExec(&truncate_stmt[t], NULL, NULL, false);
 		CounterExec(&live_stmt, &tab, NULL, false);
 		SPI_finish();
+		truncated_in = MyProc->lxid;
 		emptied = true;
 	}
 	return emptied;

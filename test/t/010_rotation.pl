@@ -1,4 +1,4 @@
-# Proves the rotation of the events tables under load: with the worker rotating at every round (counter.rotate_size = 0, naptime 20ms), reads are exact at every moment (value, values, top and series against a ledger written in the same transactions, in READ COMMITTED and across REPEATABLE READ snapshots), the folded tables are emptied, and pg_dump / pg_restore of a database holding a folded table restores the same values.
+# Proves the rotation of the events tables under load: with the worker rotating at every round (counter.rotate_size = 0, naptime 20ms), reads are exact at every moment (value, values, top and series against a ledger written in the same transactions, in READ COMMITTED and across REPEATABLE READ snapshots), the folded tables are emptied (by the worker, and with the worker off by counter.compact() itself, so that compaction rotates again), and pg_dump / pg_restore of a database holding a folded table restores the same values.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -135,6 +135,27 @@ $node->safe_psql('restored', q{
 	SELECT counter.compact();
 });
 is($node->safe_psql('restored', "SELECT counter.value('r', 'k9')"), '6', 'restored database adds and compacts');
+
+# still off: counter.compact() itself empties the folded table, so that the
+# next call can rotate again (before 1.4 a folded table stayed until the
+# worker ran, and every compaction deleted its events row by row)
+my $tables = 'SELECT (SELECT count(*) FROM counter.event_tables WHERE folded IS NOT NULL) || \' \' ||'
+  . ' (SELECT count(*) FROM counter.pending_events)';
+my $folded = 'SELECT tab FROM counter.event_tables WHERE folded IS NOT NULL';
+my $was = $node->safe_psql($db, $folded);
+$node->safe_psql($db, 'SELECT counter.compact()');
+is($node->safe_psql($db, $tables), '0 0',
+	'worker off: counter.compact() empties the folded table (and moves the pending event)');
+$node->safe_psql($db, q{
+	SELECT counter.add('r', 'k0', 1);
+	SELECT counter.add('r', 'k0', -1);
+	SELECT counter.compact();
+});
+is($node->safe_psql($db, $tables) . ' ' . $node->safe_psql($db, $folded), '1 0 ' . (1 - $was),
+	'the next counter.compact() rotates again: the other table is folded now');
+is($node->safe_psql($db,
+	"SELECT string_agg(k || '=' || counter.value('r', k), ',' ORDER BY k) FROM unnest(ARRAY['k0','k1','k2','k3','k9']) k"),
+	$values, 'values unchanged by the emptying and the rotation');
 
 # back on: the worker empties the folded table
 $node->safe_psql($db, 'ALTER SYSTEM RESET counter.worker_enabled');
