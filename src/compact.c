@@ -461,8 +461,8 @@ CounterCompactLock(bool wait)
 typedef enum BatchShape
 {
 	SHAPE_PLAIN,				/* hash aggregation in memory */
-	SHAPE_WHOLE,				/* and a sequential scan of a whole table */
-	SHAPE_INDEX					/* and each counter's events through the index */
+	SHAPE_WHOLE,				/* a whole table in index order, aggregated as read */
+	SHAPE_INDEX					/* hashed, each counter's events through the index */
 } BatchShape;
 
 /*
@@ -497,9 +497,12 @@ batch_set(const char *name, const char *value)
  * two ANALYZEs): the settings of its shape are in force while the
  * statement alone is planned and run, never for a statement run after it
  * (the change feed's, whose kept plan would scan totals once per key).
- * Aggregation is hashed, with memory for a whole batch (batches are
- * bounded: counter.batch_events); a whole table is read by a sequential
- * scan, a counter's events by its index in key order.
+ * A batch's aggregation is hashed, with memory for a whole batch (batches
+ * are bounded: counter.batch_events), a counter's events read by its index
+ * in key order.  A whole table, of any size, is read through its index in
+ * (counter, key) order and aggregated as it streams (sorted within each
+ * key only): no hash table of every key and bucket of the table, which at
+ * a million keys filled work_mem several times over and spilled.
  */
 static void
 exec_batch(void *arg)
@@ -511,11 +514,9 @@ exec_batch(void *arg)
 		CounterExec(b->carry, NULL, NULL, false);
 	nest = NewGUCNestLevel();
 	batch_set("work_mem", BATCH_WORK_MEM);
-	batch_set("enable_sort", "off");
 	batch_set("enable_bitmapscan", "off");
-	if (b->shape == SHAPE_WHOLE)
-		batch_set("enable_indexscan", "off");
-	if (b->shape == SHAPE_INDEX)
+	batch_set(b->shape == SHAPE_WHOLE ? "enable_hashagg" : "enable_sort", "off");
+	if (b->shape != SHAPE_PLAIN)
 		batch_set("enable_seqscan", "off");
 	CounterExec(b->stmt, b->values, NULL, false);
 	AtEOXact_GUC(true, nest);

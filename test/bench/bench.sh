@@ -714,6 +714,9 @@ schema_bytes() {
 # schema counter's relations before compaction and after it (compact until
 # nothing moves), against a plain (text PRIMARY KEY, bigint) table of the
 # same keys.  Worker off, one mode at a time, so nothing else moves.
+# "After" is the state one round later: the events table a rotation folded
+# whole is kept until no snapshot can read it, then emptied (the next
+# compaction, as the worker's next round does).
 # Buffered and wal keys wait in shared memory until compacted: their
 # "before" is tables only (the shared memory, allocated at start for
 # counter.buffered_keys, is not counted); a key that finds no room there is
@@ -735,6 +738,9 @@ scale_bytes() {
         b1=$(schema_bytes)
         ev=$(sql "SELECT pending_events FROM counter.stats WHERE name = 'bpk_$m'")
         scale_compact "bpk_$m" >>"$LOG"
+        # and the next round's (the worker's, or any counter.compact()):
+        # the events table the compaction folded whole is emptied
+        sql "SELECT counter.compact()" >>"$LOG" 2>&1
         b2=$(schema_bytes)
         t1=$(sql "SELECT pg_total_relation_size('counter.totals') + pg_total_relation_size('counter.rollups')")
         [[ $(sql "SELECT sum(value) = 100000 AND count(*) = 100000 FROM counter.totals WHERE counter = 'bpk_$m'") == t ]] ||

@@ -1,4 +1,4 @@
-# Proves that the background worker keeps compacting other counters while a key it cannot move exists (quarantined once, with one WARNING, with counter.rotate_size = -1: row by row only), releases the key once an opposite add lets it fold with nothing lost, and that the change feed's plan, first prepared while a rotation folds more than FEED_MAX_KEYS distinct keys, never scans counter.totals sequentially (auto_explain of the nested statements).
+# Proves that the background worker keeps compacting other counters while a key it cannot move exists (quarantined once, with one WARNING, with counter.rotate_size = -1: row by row only), releases the key once an opposite add lets it fold with nothing lost, and that the change feed's plan, first prepared while a rotation folds more than FEED_MAX_KEYS distinct keys, never scans counter.totals sequentially, and the fold of the whole table reads it in index order and aggregates it as it streams, with no hash table of its keys (auto_explain of the nested statements).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -102,6 +102,14 @@ my @plans = grep { /json_build_object/ } split /Query Text:/, $log;
 cmp_ok(scalar(@plans), '>=', 2, 'the feed flushed at least twice, nested');
 my @seqscans = grep { /Seq Scan on totals/ } @plans;
 is(scalar(@seqscans), 0, 'no feed plan scans totals sequentially');
+# the fold of the whole table streams it in key order: no hash table of
+# every key and bucket of the table (which spilled at a million keys)
+my @folds = grep { /UPDATE counter.event_tables SET folded/ } split /Query Text:/, $log;
+is(scalar(@folds), 1, 'one plan of the whole table\'s fold logged');
+like($folds[0] // '', qr/Index Scan using events(_1)?_key on events(_1)? e.*GroupAggregate|GroupAggregate.*Index Scan using events(_1)?_key/s,
+	'the fold reads the table through its index and aggregates it as it streams');
+unlike($folds[0] // '', qr/HashAggregate[^\n]*\n[^\n]*Group Key: e?\.?counter_id, .*key/,
+	'no hash aggregation of the table\'s keys');
 
 $node->stop;
 done_testing();
