@@ -757,6 +757,45 @@ scale_bytes() {
     scale_worker on
 }
 
+# The change feed at 1M keys: two events counters (no rollups) get one add
+# on each of 1M keys, one with the feed and one without, and each is
+# compacted (counter.compact() until it moves nothing) while a session
+# LISTENs on the feed's channel; reports both times, their ratio, the keys
+# the listener received and the ones counter.stats counts dropped (a full
+# NOTIFY queue); exact when every key was either received or dropped.
+scale_feed() {
+    local n=${BENCH_SCALE_KEYS:-1000000} ch out=$SCRATCH/feed.out stop=$SCRATCH/feed.stop
+    local listener t_on t_off got dropped exact=no
+    sql "SELECT counter.create('scale_feed', mode => 'events', feed => true);
+         SELECT counter.create('scale_nofeed', mode => 'events');
+         SELECT counter.compact()" >>"$LOG" 2>&1
+    ch=$(sql "SELECT counter.channel('scale_feed')")
+    rm -f "$stop"
+    (
+        echo "LISTEN \"$ch\";"
+        while [[ ! -e $stop ]]; do
+            echo "SELECT pg_sleep(0.2);"
+            sleep 0.2
+        done
+        echo "SELECT pg_sleep(1);"
+    ) | as_pg "$PGBIN/psql" -X -q -At -h "$SCRATCH" -p "$PGPORT_SCRATCH" -d postgres >"$out" 2>&1 &
+    listener=$!
+    sql "SELECT count(counter.add('scale_feed', 'k' || i)) FROM generate_series(1, $n) i" >>"$LOG" 2>&1
+    t_on=$(scale_compact scale_feed | tail -n 1)
+    sql "SELECT counter.compact()" >>"$LOG" 2>&1
+    sql "SELECT count(counter.add('scale_nofeed', 'k' || i)) FROM generate_series(1, $n) i" >>"$LOG" 2>&1
+    t_off=$(scale_compact scale_nofeed | tail -n 1)
+    touch "$stop"
+    wait "$listener" || true
+    got=$(grep -o '"key"' "$out" | wc -l)
+    dropped=$(sql "SELECT feed_dropped FROM counter.stats WHERE name = 'scale_feed'")
+    [[ $((got + dropped)) == "$n" && $(sql "SELECT count(*) FROM counter.totals WHERE counter = 'scale_feed'") == "$n" ]] && exact=yes
+    printf '%-24s %s keys added once: compact with the feed %ss, without %ss (%sx); listener got %s keys, %s dropped (counter.stats); exact: %s\n' \
+        feed_1m "$n" "$t_on" "$t_off" "$(div "$t_off" "$t_on")" "$got" "$dropped" "$exact"
+    record feed_1m 1 "$(div "$n" "$t_on")" "$n" - - "$exact" \
+        "keys/s compacted with the feed; without ${t_off}s; ratio $(div "$t_off" "$t_on"); listener got $got keys, $dropped dropped"
+}
+
 # The worker under load: 16 clients add for $WORKER_SECONDS to an events
 # counter (default settings) on keys drawn Zipf (s = 1.1) from 1M keys, while
 # a sampler reads every 0.5 s the counter's pending events, the age of its
@@ -800,7 +839,7 @@ scale_lag() {
 
 # The scale section: compaction, top() and value() at 1M keys (uniform and
 # Zipf; 10M too with BENCH_SCALE_10M=1) against pg_incremental and plain
-# tables, value() of a hot slots key under 64 writers, bytes per key of each
+# tables, the change feed's cost at 1M keys, value() of a hot slots key under 64 writers, bytes per key of each
 # mode, and the worker under a 60 s zipfian load over 1M keys.
 scale() {
     local n=${BENCH_SCALE_KEYS:-1000000} sizes dist size line
@@ -820,6 +859,7 @@ scale() {
             scale_keyspace "$size" "$dist"
         done
     done
+    scale_feed
     scale_worker on
     scale_hot_read
     scale_bytes
