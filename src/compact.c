@@ -827,12 +827,12 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush, bool timed,
  * Compact now, in the caller's transaction, until nothing visible is left
  * (counter_id 0: every counter), batch after batch.  Waits for a running
  * compaction when wait, else returns 0 at once if one runs.  Outside a
- * transaction block (the commit follows at once), then empties the folded
- * events tables every snapshot is done with, as the worker's rounds do:
- * with the worker off, the calls of counter.compact() are what lets the
- * tables rotate again (from the next call on).  Not inside one: the
- * TRUNCATE's lock would stop every reader of the table (counter.stats,
- * pg_dump) until the caller commits.
+ * transaction block (the caller's statement is its transaction: the lock
+ * ends with it), then empties the folded events tables every snapshot is
+ * done with, as the worker's rounds do: with the worker off, the calls of
+ * counter.compact() are what lets the tables rotate again (from the next
+ * call on).  Not inside one: the TRUNCATE's lock would stop every reader of
+ * the table (counter.stats, pg_dump) until the caller commits.
  */
 int64
 CounterCompact(int32 counter_id, bool wait)

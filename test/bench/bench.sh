@@ -839,8 +839,9 @@ scale_lag() {
 
 # The scale section: compaction, top() and value() at 1M keys (uniform and
 # Zipf; 10M too with BENCH_SCALE_10M=1) against pg_incremental and plain
-# tables, the change feed's cost at 1M keys, value() of a hot slots key under 64 writers, bytes per key of each
-# mode, and the worker under a 60 s zipfian load over 1M keys.
+# tables, the change feed's cost at 1M keys, value() of a hot slots key
+# under 64 writers, bytes per key of each mode, and the worker under a 60 s
+# zipfian load over 1M keys.
 scale() {
     local n=${BENCH_SCALE_KEYS:-1000000} sizes dist size line
     selected scale || return 0
