@@ -63,5 +63,18 @@ SELECT count(*) > 0 AS hour_buckets_kept
 SELECT value FROM counter.series('hits', 'k0', now() - interval '1 hour', now() + interval '1 hour', '1 minute');
 SELECT granularity, keys, drifted_keys, drift FROM counter.verify('hits');
 
+-- Retention reads rollups only of the counters that keep one: with none,
+-- the maintenance of a compaction scans no rollups (before 1.4 it scanned
+-- and sorted every rollup of the database, at each of the worker's
+-- maintenance rounds, ten seconds apart).
+SELECT counter.alter('hits', rollups => '{1 minute,1 hour,1 day}', retention => '{NULL,NULL,NULL}');
+DO $$ BEGIN WHILE counter.compact() > 0 LOOP END LOOP; END $$;
+SELECT pg_stat_force_next_flush();	-- the scans above are not counted below
+BEGIN;
+SELECT counter.compact();
+SELECT seq_scan + idx_scan AS rollups_scans
+  FROM pg_stat_xact_user_tables WHERE relid = 'counter.rollups'::regclass;
+COMMIT;
+
 SELECT counter.drop('hits');
 DROP EXTENSION counter;

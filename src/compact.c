@@ -55,6 +55,9 @@
 #include "guc.h"
 #include "legacy.h"
 
+/* the origin of every rollup bucket (date_bin's) */
+#define BUCKET_ORIGIN	"timestamptz '2000-01-01 00:00:00+00'"
+
 /* the smallest share of a counter's events in a batch that batch_time cuts to */
 #define BATCH_MIN_EVENTS		1000
 
@@ -82,7 +85,7 @@
 	", gran AS (SELECT c.id, g.g FROM counter.counters c," \
 	"                  unnest(c.rollups || NULL::interval) AS g(g))" \
 	", agg AS (SELECT m.counter_id, m.key, gran.g," \
-	"                 date_bin(gran.g, m.at, timestamptz '2000-01-01 00:00:00+00') AS bucket," \
+	"                 date_bin(gran.g, m.at, " BUCKET_ORIGIN ") AS bucket," \
 	"                 sum(m.delta)::int8 AS d, max(m.upd) AS upd, count(*) AS n" \
 	"            FROM moved m JOIN gran ON gran.id = m.counter_id GROUP BY 1, 2, 3, 4)" \
 	", roll AS (INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)" \
@@ -255,7 +258,7 @@ static CounterStmt buffered_stmt[2] = {
 #define I8_OUT(X) " (" X " NOT BETWEEN -9223372036854775808 AND 9223372036854775807)"
 #define DIAGNOSE_MOVED \
 ", dsec AS (SELECT m.counter_id, m.key, m.src," \
-"                  date_bin('1 second', m.at, timestamptz '2000-01-01 00:00:00+00') AS at," \
+"                  date_bin('1 second', m.at, " BUCKET_ORIGIN ") AS at," \
 "                  sum(m.delta) AS d" \
 "             FROM moved m GROUP BY 1, 2, 3, 4)" \
 ", dagg AS (SELECT s.counter_id, s.key, s.src, sum(s.d) AS d, bool_or(" I8_OUT("s.d") ") AS over" \
@@ -265,7 +268,7 @@ static CounterStmt buffered_stmt[2] = {
 "                            floor((extract(epoch FROM s.at) - 946684800) / extract(epoch FROM g.g))" \
 "                            * extract(epoch FROM g.g) + 946684800" \
 "                            >= extract(epoch FROM timestamptz '4714-11-24 00:00:00+00 BC')" \
-"                       THEN date_bin(g.g, s.at, timestamptz '2000-01-01 00:00:00+00') END AS bucket" \
+"                       THEN date_bin(g.g, s.at, " BUCKET_ORIGIN ") END AS bucket" \
 "             FROM dsec s JOIN counter.counters c ON c.id = s.counter_id, unnest(c.rollups) AS g(g))" \
 ", droll AS (SELECT b.counter_id, b.key, b.src, bool_or(b.bucket IS NULL) AS range," \
 "                   bool_or(b.bucket IS NOT NULL AND" \
@@ -383,29 +386,47 @@ static CounterStmt fold_stmt = {
 /*
  * Buckets past retention: their sum moves into the -infinity bucket; a key
  * whose -infinity bucket would leave bigint keeps its buckets (its reads
- * stay exact) until it fits.
+ * stay exact) until it fits.  $1 counter id or 0; $2 the time of the last
+ * run that committed, or NULL: a granularity is taken only when a bucket
+ * has come due since then (the due buckets are those starting before
+ * now() - retention, a set that changes only when that time passes a bucket
+ * start), so the worker's maintenance rounds do no work in between.  Every
+ * part is driven from the counters that have a retention, each reaching
+ * its rows through an index (a scalar subquery and OFFSET 0 keep the
+ * planner from flattening those into joins with a scan of all rollups): no
+ * counter with one, no scan of rollups, and a plan that does not depend on
+ * statistics (a seq scan of all rollups and a sort of them, every ten
+ * seconds, when counter.counters had none).
  */
 static CounterStmt retention_stmt = {
 "WITH c AS (SELECT id, u.g, u.r FROM counter.counters,"
 "                  unnest(rollups, retention) AS u(g, r)"
-"            WHERE u.r IS NOT NULL AND ($1 = 0 OR id = $1)),"
-" due AS (SELECT r.counter_id, r.key, r.granularity, sum(r.value) AS v"
-"           FROM counter.rollups r JOIN c ON r.counter_id = c.id AND r.granularity = c.g"
-"          WHERE r.bucket > '-infinity' AND r.bucket < now() - c.r"
-"          GROUP BY 1, 2, 3),"
+"            WHERE u.r IS NOT NULL AND ($1 = 0 OR id = $1)"
+"              AND ($2::timestamptz IS NULL"
+"                   OR date_bin(u.g, now() - u.r - interval '1 microsecond', " BUCKET_ORIGIN ")"
+"                    > date_bin(u.g, $2 - u.r - interval '1 microsecond', " BUCKET_ORIGIN "))),"
+" due AS (SELECT c.id AS counter_id, d.key, c.g AS granularity, c.r, d.v"
+"           FROM c, LATERAL (SELECT r.key, sum(r.value) AS v FROM counter.rollups r"
+"                             WHERE r.counter_id = c.id AND r.granularity = c.g"
+"                               AND r.bucket > '-infinity' AND r.bucket < now() - c.r"
+"                             GROUP BY r.key) d),"
 " fits AS (SELECT d.* FROM due d"
-"            LEFT JOIN counter.rollups i ON i.counter_id = d.counter_id AND i.key = d.key"
-"                  AND i.granularity = d.granularity AND i.bucket = '-infinity'"
-"           WHERE d.v + coalesce(i.value, 0) BETWEEN -9223372036854775808 AND 9223372036854775807),"
-" old AS (DELETE FROM counter.rollups r USING c, fits f"
-"          WHERE r.counter_id = c.id AND r.granularity = c.g"
-"            AND f.counter_id = r.counter_id AND f.key = r.key AND f.granularity = r.granularity"
-"            AND r.bucket > '-infinity' AND r.bucket < now() - c.r)"
+"           WHERE d.v + coalesce((SELECT i.value FROM counter.rollups i"
+"                                  WHERE i.counter_id = d.counter_id AND i.key = d.key"
+"                                    AND i.granularity = d.granularity AND i.bucket = '-infinity'), 0)"
+"                 BETWEEN -9223372036854775808 AND 9223372036854775807),"
+" old AS (DELETE FROM counter.rollups r"
+"          WHERE r.ctid = ANY (ARRAY (SELECT x.ctid FROM fits f,"
+"                   LATERAL (SELECT x.ctid FROM counter.rollups x"
+"                             WHERE x.counter_id = f.counter_id AND x.key = f.key"
+"                               AND x.granularity = f.granularity"
+"                               AND x.bucket > '-infinity' AND x.bucket < now() - f.r"
+"                            OFFSET 0) x)))"
 " INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)"
 " SELECT counter_id, key, granularity, '-infinity', v::int8 FROM fits"
 " ON CONFLICT (counter_id, key, granularity, bucket)"
 " DO UPDATE SET value = r.value + excluded.value",
-1, {INT4OID}
+2, {INT4OID, TIMESTAMPTZOID}
 };
 
 static CounterStmt idempotency_stmt = {
@@ -763,15 +784,16 @@ compact_events(Datum *values, bool timed, bool *full)
  * up to counter.batch_events visible events of each counter and up to
  * counter.batch_size slot rows, with flush every buffered entry of the
  * database; with maintenance, first release the quarantined keys that fold
- * again, and after the batch fold idle slot rows, apply retention and
- * purge idempotency keys; timed: sized in time too (compact_events).  Adds
- * what it moved to *moved; returns true when
- * a counter filled its share of events or the slot statement its batch
- * (more may be waiting).
+ * again, and after the batch fold idle slot rows, apply retention (to the
+ * granularities with a bucket come due since retained, the time of the
+ * last maintenance that committed; every one if 0) and purge idempotency
+ * keys; timed: sized in time too (compact_events).  Adds what it moved to
+ * *moved; returns true when a counter filled its share of events or the
+ * slot statement its batch (more may be waiting).
  */
 bool
-CounterCompactBatch(int32 counter_id, bool maintenance, bool flush, bool timed,
-					CounterMoved *moved)
+CounterCompactBatch(int32 counter_id, bool maintenance, TimestampTz retained,
+					bool flush, bool timed, CounterMoved *moved)
 {
 	bool		q = !CounterLegacy();
 	Datum		values[5];
@@ -814,7 +836,8 @@ CounterCompactBatch(int32 counter_id, bool maintenance, bool flush, bool timed,
 		values[1] = Int32GetDatum(counter_id);
 		CounterExec(&fold_stmt, values, NULL, false);
 		values[0] = Int32GetDatum(counter_id);
-		CounterExec(&retention_stmt, values, NULL, false);
+		values[1] = TimestampTzGetDatum(retained);
+		CounterExec(&retention_stmt, values, retained == 0 ? " n" : NULL, false);
 		values[0] = Int32GetDatum(counter_idempotency_window);
 		CounterExec(&idempotency_stmt, values, NULL, false);
 	}
@@ -846,7 +869,7 @@ CounterCompact(int32 counter_id, bool wait)
 	while (full)
 	{
 		CHECK_FOR_INTERRUPTS();
-		full = CounterCompactBatch(counter_id, first, first, false, &moved);
+		full = CounterCompactBatch(counter_id, first, 0, first, false, &moved);
 		first = false;
 	}
 	SPI_connect();

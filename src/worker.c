@@ -381,12 +381,16 @@ leave_if_not_installed(CounterDbWorker *w)
 /*
  * One compaction transaction, after wal mode's part of the round (the
  * replay after a restart, arming, advancing the slot), flushing buffered
- * adds when flush and sending the change feed when notify.  Returns true
- * when a batch was full, i.e. more work is waiting.  Errors are reported
- * and the transaction rolled back; the worker carries on at its next round.
+ * adds when flush and sending the change feed when notify; with
+ * maintenance, *retained is the start of the last maintenance transaction
+ * that committed (0 at first), which retention goes on from, and becomes
+ * this one's once it commits (retained may be NULL without maintenance).  Returns true when a batch was full, i.e.
+ * more work is waiting.  Errors are reported and the transaction rolled
+ * back; the worker carries on at its next round.
  */
 static bool
-worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notify)
+worker_compact_once(CounterDbWorker *w, bool maintenance, TimestampTz *retained,
+					bool flush, bool notify)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		full = false;
@@ -394,6 +398,7 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 	bool		installed = true;
 	CounterMoved moved = {0, 0, 0};
 	TimestampTz start = GetCurrentTimestamp();
+	volatile TimestampTz xact_start = 0;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -422,7 +427,11 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 			installed = extension_installed();
 		}
 		if (installed && CounterCompactLock(false))
-			full = CounterCompactBatch(0, maintenance, flush, true, &moved);
+		{
+			xact_start = GetCurrentTransactionStartTimestamp();
+			full = CounterCompactBatch(0, maintenance, maintenance ? *retained : 0,
+									   flush, true, &moved);
+		}
 		if (installed && notify)
 		{
 			SPI_connect();
@@ -432,6 +441,8 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, bool flush, bool notif
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		CounterWalRoundDone(armed);
+		if (maintenance && xact_start != 0)
+			*retained = xact_start;
 	}
 	PG_CATCH();
 	{
@@ -500,11 +511,16 @@ worker_rights(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/* Compaction transactions until no batch is full; flush with the first. */
+/*
+ * Compaction transactions until no batch is full; flush with the first, and
+ * maintenance (retention from *retained on) with it.
+ */
 static void
-worker_compact(CounterDbWorker *w, bool maintenance, bool flush, bool notify)
+worker_compact(CounterDbWorker *w, bool maintenance, TimestampTz *retained,
+			   bool flush, bool notify)
 {
-	while (worker_compact_once(w, maintenance, flush, notify) && !ShutdownRequestPending)
+	while (worker_compact_once(w, maintenance, retained, flush, notify) &&
+		   !ShutdownRequestPending)
 	{
 		CHECK_FOR_INTERRUPTS();
 		maintenance = flush = notify = false;
@@ -560,7 +576,7 @@ worker_stop(CounterDbWorker *w)
 	if (!wanted || !counter_worker_enabled)
 		proc_exit(0);
 
-	worker_compact(w, false, true, false);
+	worker_compact(w, false, NULL, true, false);
 	others = database_backends(&pids);
 	if (others == 0)
 		proc_exit(0);
@@ -591,7 +607,7 @@ worker_stop(CounterDbWorker *w)
 			break;
 		}
 	}
-	worker_compact(w, false, true, false);
+	worker_compact(w, false, NULL, true, false);
 	proc_exit(0);
 }
 
@@ -602,6 +618,7 @@ counter_worker_main(Datum arg)
 	Oid			dboid = DatumGetObjectId(arg);
 	CounterDbWorker *w;
 	TimestampTz last_maintenance = 0;
+	TimestampTz retained = 0;
 	TimestampTz last_notify = 0;
 	TimestampTz last_flush = 0;
 
@@ -658,7 +675,7 @@ counter_worker_main(Datum arg)
 				last_notify = now;
 			if (flush)
 				last_flush = now;
-			worker_compact(w, maintenance, flush, notify);
+			worker_compact(w, maintenance, &retained, flush, notify);
 			worker_rights();
 		}
 		else

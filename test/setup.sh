@@ -112,9 +112,10 @@ cluster_stop() {
     SCRATCH=
 }
 
-# Run SQL in the scratch cluster; prints unaligned tuples-only output, fails on error.
+# Run SQL in the scratch cluster (database $SCRATCH_DB, default postgres);
+# prints unaligned tuples-only output, fails on error.
 sql() {
-    as_pg "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$SCRATCH" -p "$PGPORT_SCRATCH" -d postgres -c "$1"
+    as_pg "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$SCRATCH" -p "$PGPORT_SCRATCH" -d "${SCRATCH_DB:-postgres}" -c "$1"
 }
 
 # Run SQL and print the result as a psql table (for humans).

@@ -1,4 +1,4 @@
-# Proves that compaction moves a backlog in batches, each its own transaction: a backlog of many batches (counter.batch_events = 100, events tables analyzed while empty) compacts in as many worker transactions and exactly (totals and rollups against a ledger), a second counter's events are compacted while the first still has a backlog pending, counter.compact() drains a backlog of many batches in one call exactly, and a kill -9 of the worker between batches loses and double counts nothing.
+# Proves that compaction moves a backlog in batches, each its own transaction: a backlog of many batches (counter.batch_events = 100, events tables analyzed while empty) compacts in as many worker transactions and exactly (totals and rollups against a ledger), a second counter's events are compacted while the first still has a backlog pending, counter.compact() drains a backlog of many batches in one call exactly, a kill -9 of the worker between batches loses and double counts nothing, and the worker's maintenance rounds apply retention to buckets that come due after its first round.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -126,6 +126,22 @@ ok($node->poll_query_until($db, 'SELECT count(*) = 1 FROM counter.worker_status(
 ok($node->poll_query_until($db, q{
 	SELECT sum(pending_events) = 0 FROM counter.stats WHERE name IN ('big', 'small')}), 'the rest drains');
 exact('after kill -9 between batches');
+
+# The worker's retention: a bucket past retention moves into the -infinity
+# bucket at a maintenance round, and again at a later round for a bucket
+# that came due since (each round goes on from the last that ran).
+$node->safe_psql($db, q{
+	SELECT counter.create('kept', mode => 'events', rollups => '{1 second}', retention => '{1 minute}');
+	SELECT counter.add('kept', 'k', 3, at => now() - interval '1 hour');
+});
+my $kept = q{
+	SELECT coalesce(sum(r.value) FILTER (WHERE r.bucket = '-infinity'), 0) || ' ' || count(*)
+	  FROM counter.rollups r JOIN counter.counters c ON c.id = r.counter_id
+	 WHERE c.name = 'kept'};
+ok($node->poll_query_until($db, $kept, '3 1'), 'the worker moves a bucket past retention into -infinity');
+$node->safe_psql($db, q{SELECT counter.add('kept', 'k', 4, at => now() - interval '2 hours')});
+ok($node->poll_query_until($db, $kept, '7 1'), 'and at a later round the bucket come due since');
+is($node->safe_psql($db, q{SELECT counter.value('kept', 'k')}), '7', 'the value keeps both adds');
 
 $node->stop;
 done_testing();
