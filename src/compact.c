@@ -71,9 +71,12 @@
  * bucket of the row's time) and into this node's shard of totals, raising
  * totals.updated to the latest add time of the rows (moved's column upd:
  * events' at, slot rows' touched, buffered entries' time), which
- * counter.get() reads.  One hash aggregation makes both: a row per key and
+ * counter.get() reads.  One aggregation makes both: a row per key and
  * bucket of each granularity, and a row per key (granularity NULL) for
- * totals.  Each insert goes in the order of its table's primary key, so
+ * totals, each carrying its counter's name and feed setting, so that
+ * nothing after it joins counter.counters (a join the planner made a loop
+ * over the counters with a scan of every row moved in each: rows times
+ * counters).  Each insert goes in the order of its table's primary key, so
  * that consecutive rows land on the same index pages (into a fresh table,
  * on its rightmost page).  Returns the keys moved of the counters that
  * have the change feed (counter name, key, 0, NULL, NULL), and one row per
@@ -82,30 +85,31 @@
  * keys when no counter has the feed.
  */
 #define FOLD_MOVED \
-	", gran AS (SELECT c.id, g.g FROM counter.counters c," \
-	"                  unnest(c.rollups || NULL::interval) AS g(g))" \
-	", agg AS (SELECT m.counter_id, m.key, gran.g," \
-	"                 date_bin(gran.g, m.at, " BUCKET_ORIGIN ") AS bucket," \
-	"                 sum(m.delta)::int8 AS d, max(m.upd) AS upd, count(*) AS n" \
-	"            FROM moved m JOIN gran ON gran.id = m.counter_id GROUP BY 1, 2, 3, 4)" \
-	", roll AS (INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)" \
-	"   SELECT a.counter_id, a.key, a.g, a.bucket, a.d FROM agg a WHERE a.g IS NOT NULL" \
-	"    ORDER BY 1, 2, 3, 4" \
-	"   ON CONFLICT (counter_id, key, granularity, bucket)" \
-	"   DO UPDATE SET value = r.value + excluded.value)" \
-	", tot AS (INSERT INTO counter.totals AS t (counter, key, node, state, updated)" \
-	"   SELECT c.name, a.key, $2, counter.increment('{}', $2, a.d), a.upd" \
-	"     FROM agg a JOIN counter.counters c ON c.id = a.counter_id WHERE a.g IS NULL" \
-	"    ORDER BY 1, 2" \
-	"   ON CONFLICT (counter, key, node)" \
-	"   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state))," \
-	"                 updated = greatest(t.updated, excluded.updated))" \
-	" SELECT c.name, a.key, 0::int8, NULL::int4, NULL::text" \
-	"   FROM agg a JOIN counter.counters c ON c.id = a.counter_id" \
-	"  WHERE (SELECT bool_or(f.feed) FROM counter.counters f) AND a.g IS NULL AND c.feed" \
-	" UNION ALL" \
-	" SELECT NULL, NULL, sum(a.n)::int8, a.counter_id, max(a.key)" \
-	"   FROM agg a WHERE a.g IS NULL GROUP BY a.counter_id"
+", gran AS (SELECT c.id, c.name, c.feed, g.g FROM counter.counters c," \
+"                  unnest(c.rollups || NULL::interval) AS g(g))" \
+", agg AS (SELECT m.counter_id, m.key, gran.g," \
+"                 date_bin(gran.g, m.at, " BUCKET_ORIGIN ") AS bucket," \
+"                 gran.name, gran.feed," \
+"                 sum(m.delta)::int8 AS d, max(m.upd) AS upd, count(*) AS n" \
+"            FROM moved m JOIN gran ON gran.id = m.counter_id GROUP BY 1, 2, 3, 4, 5, 6)" \
+", roll AS (INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)" \
+"   SELECT a.counter_id, a.key, a.g, a.bucket, a.d FROM agg a WHERE a.g IS NOT NULL" \
+"    ORDER BY 1, 2, 3, 4" \
+"   ON CONFLICT (counter_id, key, granularity, bucket)" \
+"   DO UPDATE SET value = r.value + excluded.value)" \
+", tot AS (INSERT INTO counter.totals AS t (counter, key, node, state, updated)" \
+"   SELECT a.name, a.key, $2, counter.increment('{}', $2, a.d), a.upd" \
+"     FROM agg a WHERE a.g IS NULL" \
+"    ORDER BY 1, 2" \
+"   ON CONFLICT (counter, key, node)" \
+"   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state))," \
+"                 updated = greatest(t.updated, excluded.updated))" \
+" SELECT a.name, a.key, 0::int8, NULL::int4, NULL::text" \
+"   FROM agg a" \
+"  WHERE (SELECT bool_or(f.feed) FROM counter.counters f) AND a.g IS NULL AND a.feed" \
+" UNION ALL" \
+" SELECT NULL, NULL, sum(a.n)::int8, a.counter_id, max(a.key)" \
+"   FROM agg a WHERE a.g IS NULL GROUP BY a.counter_id"
 
 /* the keys of counter.quarantine stay where they are */
 #define QUARANTINED(A) \

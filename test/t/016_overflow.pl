@@ -1,4 +1,4 @@
-# Proves that the background worker keeps compacting other counters while a key it cannot move exists (quarantined once, with one WARNING, with counter.rotate_size = -1: row by row only), releases the key once an opposite add lets it fold with nothing lost, and that the change feed's plan, first prepared while a rotation folds more than FEED_MAX_KEYS distinct keys, never scans counter.totals sequentially, and the fold of the whole table reads it in index order and aggregates it as it streams, with no hash table of its keys (auto_explain of the nested statements).
+# Proves that the background worker keeps compacting other counters while a key it cannot move exists (quarantined once, with one WARNING, with counter.rotate_size = -1: row by row only), releases the key once an opposite add lets it fold with nothing lost, and that the change feed's plan, first prepared while a rotation folds more than FEED_MAX_KEYS distinct keys, never scans counter.totals sequentially, and the fold of the whole table reads it in index order and aggregates it as it streams, with no hash table of its keys, and a batch's plan reads its aggregate once per use among 30 counters (auto_explain of the nested statements).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -110,6 +110,30 @@ like($folds[0] // '', qr/Index Scan using events(_1)?_key on events(_1)? e.*Grou
 	'the fold reads the table through its index and aggregates it as it streams');
 unlike($folds[0] // '', qr/HashAggregate[^\n]*\n[^\n]*Group Key: e?\.?counter_id, .*key/,
 	'no hash aggregation of the table\'s keys');
+
+# A batch's fold reads its aggregate once per use, whatever the number of
+# counters: the inserts took the counter's name from a join that the
+# planner made a loop over counter.counters, scanning every row of the
+# batch once per counter.
+$node->safe_psql($db, q{
+	SELECT counter.create('many_' || i, mode => 'events') FROM generate_series(1, 30) i;
+	SELECT counter.add('many_7', 'k' || i, 1) FROM generate_series(1, 500) AS i;
+});
+$log_offset = -s $node->logfile;
+is($node->safe_psql($db, q{
+	LOAD 'auto_explain';
+	SET auto_explain.log_min_duration = 0;
+	SET auto_explain.log_nested_statements = on;
+	SET auto_explain.log_analyze = on;
+	SET auto_explain.log_timing = off;
+	SELECT counter.compact();
+}), '500', 'a batch folds the 500 events of one of 30 counters');
+$log = slurp_file($node->logfile, $log_offset);
+my @batches = grep { /DELETE FROM counter.events/ && /Insert on totals/ } split /Query Text:/, $log;
+cmp_ok(scalar(@batches), '>=', 1, 'the batch\'s plan is logged');
+my @loops = map { /CTE Scan on agg \S+ .*?loops=(\d+)/g } @batches;
+cmp_ok(scalar(@loops), '>=', 3, 'its reads of the aggregate are in the plan');
+is(scalar(grep { $_ > 1 } @loops), 0, 'each reads the aggregate once (loops=1)');
 
 $node->stop;
 done_testing();
