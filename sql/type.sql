@@ -312,6 +312,7 @@ SELECT ('{' || string_agg(g || ':+' || (g + 1) || '-1', ',' ORDER BY g) || '}'):
 FROM generate_series(0, 65535) AS g;
 SELECT counter.value(c), (SELECT count(*) FROM counter.shards(c)) AS nshards,
        pg_catalog.pg_column_size(c) < 65536 * 24 AS compressed,
+       pg_catalog.pg_column_size(c) <= 4 + 1 + 3 + 65536 * 5 AS compact,
        c::text = (SELECT '{' || string_agg(g || ':+' || (g + 1) || '-1', ',' ORDER BY g) || '}'
                   FROM generate_series(0, 65535) AS g) AS same_text
 FROM big;
@@ -404,13 +405,177 @@ CREATE FUNCTION pg_temp.raw_sc(bytea, int4, bool) RETURNS counter.sharded_counte
 SELECT n, hex, pg_temp.try(format('SELECT pg_temp.raw_sc(%L::bytea, -1, false)::text', '\x' || hex)) AS result
 FROM (VALUES
 	(1, '010000000000000000000000'),
-	(2, '020000000000000000000000'),
+	(2, '030000000000000000000000'),
 	(3, '000000000000000000000000'),
 	(4, '0100'),
 	(5, '010000000101010100000000'),
 	(6, '01000000000000000000000000')
 ) AS t(n, hex)
 ORDER BY n;
+
+--
+-- Stored format, version 2 (what every function returns): after the varlena
+-- header, the version byte 2, then LEB128 varints: nshards, and per entry
+-- the shard delta, inc and dec.  sc_raw() shows a value's bytes after its
+-- header (the other relabelling: varchar() hands its argument back as is).
+-- These bytes are the same on every platform.
+--
+CREATE FUNCTION pg_temp.sc_raw(counter.sharded_counter, int4, bool) RETURNS bytea
+	LANGUAGE internal IMMUTABLE STRICT AS 'varchar';
+CREATE TEMP TABLE v2 (n int, c counter.sharded_counter);
+INSERT INTO v2 VALUES
+	(1, '{}'),
+	(2, '{0:+0}'),
+	(3, '{1:+5}'),
+	(4, '{3:+1000-20}'),
+	(5, '{1:+15-3,7:+4}'),
+	(6, '{0:+127}'),
+	(7, '{0:+128}'),
+	(8, '{127:+16383-16384}'),
+	(9, '{0:+9223372036854775807-9223372036854775807}'),
+	(10, '{2147483647:+9223372036854775807-9223372036854775807}'),
+	(11, '{0:+1,1:+1,2147483647:+1}'),
+	(12, '{0:+9223372036854775807,2147483647:-9223372036854775807}');
+-- pg_column_size is the size in the row, 1-byte varlena header included: a
+-- one-shard state with small numbers takes 6 bytes (version 1: 37).
+SELECT n, c, pg_catalog.pg_column_size(c) AS stored_size,
+       pg_temp.sc_raw(c, -1, false) AS bytes,
+       c::text::counter.sharded_counter::text = c::text AS text_round_trip,
+       pg_temp.sc_raw(c::text::counter.sharded_counter, -1, false) = pg_temp.sc_raw(c, -1, false) AS same_bytes
+FROM v2
+ORDER BY n;
+-- Every function returning the type returns version 2.
+SELECT f, pg_temp.sc_raw(c, -1, false) AS bytes
+FROM (VALUES
+	('in', '{2:+3}'::counter.sharded_counter),
+	('increment', counter.increment('{}', 2, 3)),
+	('increment by 0', counter.increment('{2:+3}', 2, 0)),
+	('merge', counter.merge('{2:+3}', '{2:+1}')),
+	('merge aggregate', (SELECT counter.merge(c) FROM (VALUES ('{2:+1}'::counter.sharded_counter), ('{2:+3}')) AS t(c))),
+	('merge aggregate, no rows', (SELECT counter.merge(c) FROM v2 WHERE false))
+) AS t(f, c);
+-- Many shards: a dense and a sparse one, each read back intact.
+CREATE TEMP TABLE v2_many (name text, c counter.sharded_counter);
+INSERT INTO v2_many
+SELECT 'dense', ('{' || string_agg(g || ':+' || (g + 1) || '-' || (g / 2 + 1), ',' ORDER BY g) || '}')::counter.sharded_counter
+FROM generate_series(0, 999) AS g
+UNION ALL
+SELECT 'sparse', ('{' || string_agg((g * 2147483) || ':+9223372036854775807-' || (g + 1), ',' ORDER BY g) || '}')::counter.sharded_counter
+FROM generate_series(0, 999) AS g;
+SELECT name, (SELECT count(*) FROM counter.shards(c)) AS nshards, c::numeric AS value,
+       c::text = CASE name
+           WHEN 'dense' THEN (SELECT '{' || string_agg(g || ':+' || (g + 1) || '-' || (g / 2 + 1), ',' ORDER BY g) || '}' FROM generate_series(0, 999) AS g)
+           ELSE (SELECT '{' || string_agg((g * 2147483) || ':+9223372036854775807-' || (g + 1), ',' ORDER BY g) || '}' FROM generate_series(0, 999) AS g)
+       END AS same_text
+FROM v2_many
+ORDER BY name;
+-- Binary send/recv round trip: recv gives the canonical version 2 bytes back.
+COPY (SELECT c FROM v2 UNION ALL SELECT c FROM v2_many) TO :'binfile' (FORMAT binary);
+CREATE TEMP TABLE v2_back (c counter.sharded_counter);
+COPY v2_back FROM :'binfile' (FORMAT binary);
+SELECT count(*) AS rows_back,
+       count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM v2 WHERE pg_temp.sc_raw(v2.c, -1, false) = pg_temp.sc_raw(b.c, -1, false))
+                          AND NOT EXISTS (SELECT 1 FROM v2_many m WHERE pg_temp.sc_raw(m.c, -1, false) = pg_temp.sc_raw(b.c, -1, false))) AS missing
+FROM v2_back AS b;
+COPY (SELECT 1 WHERE false) TO PROGRAM :'rmcmd';
+DROP TABLE v2_many, v2_back;
+
+--
+-- Corrupted version 2 values are reported (XX001), both as a datum with a
+-- 4-byte header and stored in a row (1-byte header).
+--
+CREATE TEMP TABLE v2_bad (n int, hex text, c counter.sharded_counter);
+INSERT INTO v2_bad (n, hex)
+VALUES
+	(1, '02'),							-- count missing
+	(2, '0280'),						-- count truncated
+	(3, '028000'),						-- count not minimal
+	(4, '02818004'),					-- count 65537
+	(5, '02ffffffffffffffff7f'),		-- count 2^63 - 1
+	(6, '02ffffffffffffffffff01'),		-- count longer than 9 bytes
+	(7, '0201'),						-- one entry, no bytes for it
+	(8, '0201000080'),					-- dec truncated
+	(9, '020100ff01'),					-- dec missing
+	(10, '020100008000'),				-- dec not minimal
+	(11, '020100ffffffffffffffff8001'),	-- inc 2^63: 10 bytes
+	(12, '020100ffffffffffffffff7f0000'),	-- inc 2^63 - 1, then a trailing byte
+	(13, '0201ffffffff0f0000'),			-- shard 4294967295
+	(14, '020180808080080000'),			-- shard 2^31
+	(15, '0202010000000000'),			-- second shard delta 0: a repeated shard
+	(16, '0202ffffffff070000010000'),	-- shard 2147483647 + 1
+	(17, '020001'),						-- a trailing byte after no entries
+	(18, '020101010100')				-- a trailing byte
+;
+SELECT n, hex, pg_temp.try(format('SELECT pg_temp.raw_sc(%L::bytea, -1, false)::text', '\x' || hex)) AS result
+FROM v2_bad
+ORDER BY n;
+UPDATE v2_bad SET c = pg_temp.raw_sc(decode(hex, 'hex'), -1, false);
+SELECT n, pg_temp.try(format('SELECT c::text FROM pg_temp.v2_bad WHERE n = %s', n)) AS stored
+FROM v2_bad
+ORDER BY n;
+DROP TABLE v2_bad;
+
+--
+-- Version 1 values, as builds before version 2 stored them, are still read
+-- (as they are; a state written again is version 2).  Version 1 is in
+-- native byte order: v1() builds it for this machine.
+--
+CREATE TEMP TABLE endian AS
+SELECT pg_temp.try(format('SELECT pg_temp.raw_sc(%L::bytea, -1, false)::text',
+                          '\x' || '01000000' || '01000000' || '00000000' || repeat('00', 24))) = 'ok: {0:+0}' AS little;
+-- ne(v, nbytes): v as nbytes bytes in native order, in hex.
+CREATE FUNCTION pg_temp.ne(v int8, nbytes int) RETURNS text LANGUAGE sql AS $$
+	SELECT string_agg(substr(h, 2 * k + 1, 2), '' ORDER BY CASE WHEN e.little THEN -k ELSE k END)
+	FROM (SELECT lpad(to_hex(v), 2 * nbytes, '0') AS h) AS b, pg_temp.endian AS e,
+	     generate_series(0, nbytes - 1) AS k
+$$;
+-- v1(shards, incs, decs): the version 1 value with those entries.
+CREATE FUNCTION pg_temp.v1(shards int4[], incs int8[], decs int8[]) RETURNS counter.sharded_counter LANGUAGE sql AS $$
+	SELECT pg_temp.raw_sc(decode('01000000' || pg_temp.ne(coalesce(cardinality(shards), 0), 4) || '00000000'
+	                             || coalesce((SELECT string_agg(pg_temp.ne(shards[i], 4) || '00000000'
+	                                                            || pg_temp.ne(incs[i], 8) || pg_temp.ne(decs[i], 8), '' ORDER BY i)
+	                                          FROM generate_subscripts(shards, 1) AS i), ''), 'hex'), -1, false)
+$$;
+CREATE TEMP TABLE v1 (n int, c counter.sharded_counter);
+INSERT INTO v1 VALUES
+	(1, pg_temp.v1('{}', '{}', '{}')),
+	(2, pg_temp.v1('{1}', '{5}', '{0}')),
+	(3, pg_temp.v1('{1,7}', '{15,4}', '{3,0}')),
+	(4, pg_temp.v1('{0,2147483647}', '{9223372036854775807,0}', '{0,9223372036854775807}')),
+	(5, pg_temp.v1(ARRAY(SELECT generate_series(0, 199)), ARRAY(SELECT generate_series(1, 200)::int8), ARRAY(SELECT 7::int8 FROM generate_series(1, 200))));
+-- n = 5, 200 shards (4816 bytes), is stored compressed and read back intact.
+SELECT n, pg_catalog.pg_column_size(c) < 4816 AS compressed, counter.value(c),
+       c::text = (SELECT '{' || string_agg(g || ':+' || (g + 1) || '-7', ',' ORDER BY g) || '}' FROM generate_series(0, 199) AS g) AS same_text
+FROM v1 WHERE n = 5;
+-- The same states as version 2 values of table v2 (n 1, 3, 5, 12): equal
+-- text, value, send, shards(), operators; different bytes.
+SELECT v1.n, v1.c, pg_catalog.pg_column_size(v1.c) AS stored_size,
+       v1.c::text = v2.c::text AS same_text,
+       v1.c::numeric = v2.c::numeric AS same_value,
+       counter.sharded_counter_send(v1.c) = counter.sharded_counter_send(v2.c) AS same_send,
+       (SELECT array_agg(s) FROM counter.shards(v1.c) AS s) IS NOT DISTINCT FROM (SELECT array_agg(s) FROM counter.shards(v2.c) AS s) AS same_shards,
+       v1.c OPERATOR(counter.=) v2.c AS eq,
+       counter.sharded_counter_cmp(v1.c, v2.c) AS cmp,
+       pg_temp.sc_raw(v1.c, -1, false) = pg_temp.sc_raw(v2.c, -1, false) AS same_bytes
+FROM v1 JOIN v2 ON v2.n = (ARRAY[1, 3, 5, 12])[v1.n]
+WHERE v1.n <= 4
+ORDER BY v1.n;
+-- Functions read version 1 and return version 2.
+SELECT counter.increment(c, 1, 1) AS incremented,
+       pg_temp.sc_raw(counter.increment(c, 1, 1), -1, false) AS bytes,
+       counter.merge(c, '{2:+1}') AS merged,
+       pg_temp.sc_raw(counter.merge(c, '{2:+1}'), -1, false) AS merged_bytes
+FROM v1 WHERE n = 3;
+SELECT counter.merge(c) AS merged, pg_temp.sc_raw(counter.merge(c), -1, false) AS bytes FROM v1 WHERE n <= 4;
+-- A version 1 value written again is version 2 and smaller.
+UPDATE v1 SET c = counter.increment(c, 1, 0);
+SELECT n, CASE WHEN n <= 4 THEN c::text END AS c, pg_catalog.pg_column_size(c) AS stored_size,
+       get_byte(pg_temp.sc_raw(c, -1, false), 0) AS version
+FROM v1 ORDER BY n;
+DROP TABLE v1, v2, endian;
+DROP FUNCTION pg_temp.v1(int4[], int8[], int8[]);
+DROP FUNCTION pg_temp.ne(int8, int);
+DROP FUNCTION pg_temp.sc_raw(counter.sharded_counter, integer, boolean);
 
 DROP TABLE laws;
 DROP FUNCTION pg_temp.raw_sc(bytea, integer, boolean);

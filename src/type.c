@@ -3,13 +3,26 @@
  * type.c
  *	  The base type counter.sharded_counter: the state of a PN-counter.
  *
- * See type.h for the on-disk layout.  Text form: "{}" or
- * "{1:+15-3,7:+4}" (shard:+incremented-decremented, shards ascending).
+ * See type.h for both layouts.  Every function works on the expanded form
+ * (version 1, struct ShardedCounter) and returns the compact version 2
+ * encoding; stored values of either version are read.  Text form: "{}" or
+ * "{1:+15-3,7:+4}" (shard:+incremented-decremented, shards ascending); the
+ * text and binary (send/recv) forms do not depend on the stored version.
+ *
+ * Reading a value costs one palloc at most: a version 2 value of up to
+ * SC_LOCAL_SHARDS shards read by a function of this file for the length of
+ * one call is decoded on the stack, a bigger one into one palloc'd
+ * expanded state; a version 1 value is used in place, as before.
  *
  * Exposed to the rest of the extension (declared in type.h):
  *
  *	ShardedCounter *sharded_counter_from_datum(Datum d, bool copy);
- *		detoast and validate a stored value (DatumGetShardedCounterP)
+ *		detoast, decode and validate a stored value of either version
+ *		(DatumGetShardedCounterP); the result is palloc'd unless it is a
+ *		version 1 value used in place (never when copy is set)
+ *	Datum sharded_counter_to_datum(const ShardedCounter *sc);
+ *		the version 2 encoding of an expanded state, for every function
+ *		returning the type (PG_RETURN_SHARDED_COUNTER_P)
  *	ShardedCounter *sharded_counter_empty(void);
  *		a new empty state "{}"
  *	ShardedCounter *sharded_counter_add(ShardedCounter *sc, int32 shard,
@@ -32,7 +45,9 @@
  *		input, binary input, merge or increment
  *	22023 invalid_parameter_value: increment() of a negative shard
  *	XX001 data_corrupted: a stored value with an unknown version or an
- *		inconsistent layout
+ *		inconsistent layout (version 1), or a truncated, overlong,
+ *		non-minimal or out-of-range varint, unordered shards, too many
+ *		shards or trailing bytes (version 2)
  *
  * Comparison operators compare by value (sum of inc - dec), computed exactly
  * in 128 bits so that comparisons never fail.  Because two different states
@@ -61,6 +76,21 @@ StaticAssertDecl(sizeof(ShardedCounterEntry) == 24,
 
 /* Size of one entry in the binary send/recv format: int32 + int64 + int64. */
 #define SC_WIRE_ENTRY_SIZE	20
+
+/* Longest varint of a version 2 value: 9 bytes carry 63 bits. */
+#define SC_VARINT_MAX_BYTES	9
+
+/*
+ * Stack room for the expanded form of a small state, so that a function
+ * reading a version 2 value for one call allocates nothing for it.
+ */
+#define SC_LOCAL_SHARDS		4
+
+typedef union SCLocal
+{
+	char		data[SC_SIZE(SC_LOCAL_SHARDS)];
+	int64		force_align;	/* the entries hold int64 */
+} SCLocal;
 
 PG_FUNCTION_INFO_V1(sharded_counter_in);
 PG_FUNCTION_INFO_V1(sharded_counter_out);
@@ -100,7 +130,14 @@ sc_too_many_shards(void)
 					   SC_MAX_SHARDS)));
 }
 
-/* Allocate a zero-filled value with room for n entries, header filled in. */
+/* Raise the error for a malformed stored value, with a detail line. */
+#define SC_CORRUPTED(...) \
+	ereport(ERROR, \
+			(errcode(ERRCODE_DATA_CORRUPTED), \
+			 errmsg("corrupted sharded_counter value"), \
+			 errdetail(__VA_ARGS__)))
+
+/* Allocate a zero-filled expanded state with room for n entries, header filled in. */
 static ShardedCounter *
 sc_alloc(int n)
 {
@@ -109,7 +146,7 @@ sc_alloc(int n)
 	Assert(n >= 0 && n <= SC_MAX_SHARDS);
 	sc = (ShardedCounter *) palloc0(SC_SIZE(n));
 	SET_VARSIZE(sc, SC_SIZE(n));
-	sc->version = SC_FORMAT_VERSION;
+	sc->version = SC_VERSION_EXPANDED;
 	sc->nshards = n;
 	return sc;
 }
@@ -121,7 +158,7 @@ sharded_counter_empty(void)
 	return sc_alloc(0);
 }
 
-/* Check every invariant of a stored value; it may come from a corrupt page. */
+/* Check every invariant of a version 1 value; it may come from a corrupt page. */
 static void
 sc_check(const ShardedCounter *sc)
 {
@@ -129,48 +166,246 @@ sc_check(const ShardedCounter *sc)
 	int			i;
 
 	if (size < SC_HEADER_SIZE)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("corrupted sharded_counter value"),
-				 errdetail("Value is %zu bytes long, shorter than its header.",
-						   size)));
-	if (sc->version != SC_FORMAT_VERSION)
+		SC_CORRUPTED("Value is %zu bytes long, shorter than its header.", size);
+	if (sc->version != SC_VERSION_EXPANDED)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("unsupported sharded_counter format version %d",
 						(int) sc->version),
-				 errdetail("Only version %d is supported.", SC_FORMAT_VERSION)));
+				 errdetail("Only versions %d and %d are supported.",
+						   SC_VERSION_EXPANDED, SC_VERSION_COMPACT)));
 	if (sc->nshards < 0 || sc->nshards > SC_MAX_SHARDS ||
 		size != SC_SIZE(sc->nshards))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("corrupted sharded_counter value"),
-				 errdetail("Shard count does not match the value's length.")));
+		SC_CORRUPTED("Shard count does not match the value's length.");
 	for (i = 0; i < sc->nshards; i++)
 	{
 		const ShardedCounterEntry *e = &sc->entries[i];
 
 		if (e->shard < 0 || e->inc < 0 || e->dec < 0 ||
 			(i > 0 && e->shard <= sc->entries[i - 1].shard))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("corrupted sharded_counter value"),
-					 errdetail("Entry %d is negative or out of order.", i + 1)));
+			SC_CORRUPTED("Entry %d is negative or out of order.", i + 1);
 	}
 }
 
-/* Detoast (optionally copying) and validate a sharded_counter datum. */
+static void sc_bad_varint(int entry, const char *field,
+						  const char *problem) pg_attribute_noreturn();
+
+/*
+ * Report a malformed varint of a version 2 value: field of entry (1-based;
+ * 0 for the shard count, which belongs to no entry) has the problem.
+ */
+static void
+sc_bad_varint(int entry, const char *field, const char *problem)
+{
+	if (entry == 0)
+		SC_CORRUPTED("The %s %s.", field, problem);
+	SC_CORRUPTED("The %s of entry %d %s.", field, entry, problem);
+}
+
+/*
+ * Read one varint at *pp (before end), advancing *pp past it.  It must be
+ * minimal, at most SC_VARINT_MAX_BYTES long and at most max; entry and
+ * field name it in the error otherwise.  One byte is the fast path.
+ */
+static inline uint64
+sc_get_varint(const uint8 **pp, const uint8 *end, uint64 max,
+			  int entry, const char *field)
+{
+	const uint8 *p = *pp;
+	uint64		v;
+
+	if (likely(p < end && *p < 0x80))
+		v = *p++;
+	else
+	{
+		int			shift = 0;
+
+		v = 0;
+		for (;;)
+		{
+			uint8		b;
+
+			if (p >= end)
+				sc_bad_varint(entry, field, "is truncated");
+			b = *p++;
+			v |= (uint64) (b & 0x7F) << shift;
+			if ((b & 0x80) == 0)
+			{
+				/* not the first byte here: the first had its high bit set */
+				if (b == 0)
+					sc_bad_varint(entry, field, "is not minimally encoded");
+				break;
+			}
+			shift += 7;
+			if (shift >= SC_VARINT_MAX_BYTES * 7)
+				sc_bad_varint(entry, field, "is longer than 9 bytes");
+		}
+	}
+	if (v > max)
+		sc_bad_varint(entry, field, "is out of range");
+	*pp = p;
+	return v;
+}
+
+/*
+ * Decode the version 2 bytes p[0 .. len) (p[0] is the version byte) into
+ * an expanded state: into *local if it is given and has room, else into
+ * one palloc'd state.  Every invariant is checked on the way.
+ */
+static ShardedCounter *
+sc_decode(const uint8 *p, Size len, SCLocal *local)
+{
+	const uint8 *end = p + len;
+	ShardedCounter *sc;
+	uint64		n;
+	int64		shard = 0;
+	int			i;
+
+	Assert(len >= 1 && p[0] == SC_VERSION_COMPACT);
+	p++;
+	n = sc_get_varint(&p, end, PG_INT64_MAX, 0, "shard count");
+	if (n > SC_MAX_SHARDS)
+		SC_CORRUPTED("Shard count " UINT64_FORMAT " exceeds the limit of %d.",
+					 n, SC_MAX_SHARDS);
+	/* an entry takes at least 3 bytes: refuse a count the bytes cannot hold */
+	if (n * 3 > (uint64) (end - p))
+		SC_CORRUPTED("Value is %zu bytes long, too short for a shard count of %d.",
+					 len, (int) n);
+
+	if (local != NULL && n <= SC_LOCAL_SHARDS)
+		sc = (ShardedCounter *) local;
+	else
+		sc = (ShardedCounter *) palloc(SC_SIZE(n));
+	SET_VARSIZE(sc, SC_SIZE(n));
+	sc->version = SC_VERSION_EXPANDED;
+	sc->flags = 0;
+	sc->reserved = 0;
+	sc->nshards = (int32) n;
+	sc->pad = 0;
+
+	for (i = 0; i < (int) n; i++)
+	{
+		ShardedCounterEntry *e = &sc->entries[i];
+		uint64		delta;
+
+		delta = sc_get_varint(&p, end, PG_INT32_MAX, i + 1, "shard delta");
+		if (i > 0 && delta == 0)
+			SC_CORRUPTED("Entry %d repeats shard " INT64_FORMAT ".",
+						 i + 1, shard);
+		shard += (int64) delta;
+		if (shard > PG_INT32_MAX)
+			SC_CORRUPTED("The shard number of entry %d is out of range.", i + 1);
+		e->shard = (int32) shard;
+		e->reserved = 0;
+		e->inc = (int64) sc_get_varint(&p, end, PG_INT64_MAX, i + 1,
+									   "incremented total");
+		e->dec = (int64) sc_get_varint(&p, end, PG_INT64_MAX, i + 1,
+									   "decremented total");
+	}
+	if (p != end)
+		SC_CORRUPTED("Value is %zu bytes long, but its last entry ends at byte %zu.",
+					 len, len - (Size) (end - p));
+	return sc;
+}
+
+/*
+ * Read a stored value of either version as an expanded state.  Version 2
+ * is decoded (into *local when given and big enough, else into palloc'd
+ * memory); version 1 is checked and used in place if it is a plain
+ * 4-byte-header value and copy is not set, else copied.  Anything else is
+ * a corrupted value (sc_check reports it).  See sc_release.
+ */
+static ShardedCounter *
+sc_read(Datum d, SCLocal *local, bool copy)
+{
+	struct varlena *raw = PG_DETOAST_DATUM_PACKED(d);
+	const uint8 *data = (const uint8 *) VARDATA_ANY(raw);
+	Size		len = VARSIZE_ANY_EXHDR(raw);
+	ShardedCounter *sc;
+
+	if (likely(len >= 1 && data[0] == SC_VERSION_COMPACT))
+	{
+		sc = sc_decode(data, len, local);
+		if ((Pointer) raw != DatumGetPointer(d))
+			pfree(raw);
+		return sc;
+	}
+
+	/* version 1 (or garbage): the entries need an aligned 4-byte header */
+	if (VARATT_IS_SHORT(raw))
+		sc = (ShardedCounter *) PG_DETOAST_DATUM(PointerGetDatum(raw));
+	else if (copy && (Pointer) raw == DatumGetPointer(d))
+		sc = (ShardedCounter *) PG_DETOAST_DATUM_COPY(d);
+	else
+		sc = (ShardedCounter *) raw;
+	sc_check(sc);
+	return sc;
+}
+
+/* Free what sc_read(d, local, ...) allocated for sc, if anything. */
+static inline void
+sc_release(ShardedCounter *sc, Datum d, SCLocal *local)
+{
+	if ((void *) sc != (void *) local && (Pointer) sc != DatumGetPointer(d))
+		pfree(sc);
+}
+
+/* Detoast, decode (version 2) or check (version 1) a sharded_counter datum. */
 ShardedCounter *
 sharded_counter_from_datum(Datum d, bool copy)
 {
-	ShardedCounter *sc;
+	return sc_read(d, NULL, copy);
+}
 
-	if (copy)
-		sc = (ShardedCounter *) PG_DETOAST_DATUM_COPY(d);
-	else
-		sc = (ShardedCounter *) PG_DETOAST_DATUM(d);
-	sc_check(sc);
-	return sc;
+/* Append v as a minimal unsigned LEB128 varint at p; returns the end. */
+static inline uint8 *
+sc_put_varint(uint8 *p, uint64 v)
+{
+	while (v >= 0x80)
+	{
+		*p++ = (uint8) (v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8) v;
+	return p;
+}
+
+/* The version 2 encoding of n valid entries, a new palloc'd value. */
+static Datum
+sc_encode(const ShardedCounterEntry *entries, int n)
+{
+	struct varlena *result;
+	uint8	   *start;
+	uint8	   *p;
+	int32		prev = 0;
+	int			i;
+
+	Assert(n >= 0 && n <= SC_MAX_SHARDS);
+	result = (struct varlena *) palloc(SC_COMPACT_MAX_SIZE(n));
+	start = p = (uint8 *) VARDATA(result);
+	*p++ = SC_VERSION_COMPACT;
+	p = sc_put_varint(p, (uint64) n);
+	for (i = 0; i < n; i++)
+	{
+		const ShardedCounterEntry *e = &entries[i];
+
+		Assert(e->shard >= 0 && (i == 0 || e->shard > prev));
+		Assert(e->inc >= 0 && e->dec >= 0);
+		p = sc_put_varint(p, (uint64) (e->shard - prev));
+		p = sc_put_varint(p, (uint64) e->inc);
+		p = sc_put_varint(p, (uint64) e->dec);
+		prev = e->shard;
+	}
+	Assert(VARHDRSZ + (p - start) <= SC_COMPACT_MAX_SIZE(n));
+	SET_VARSIZE(result, VARHDRSZ + (p - start));
+	return PointerGetDatum(result);
+}
+
+/* An expanded state as a datum: its version 2 encoding (sc is not freed). */
+Datum
+sharded_counter_to_datum(const ShardedCounter *sc)
+{
+	return sc_encode(sc->entries, sc->nshards);
 }
 
 /*
@@ -242,7 +477,7 @@ sharded_counter_in(PG_FUNCTION_ARGS)
 	ShardedCounterEntry *entries;
 	int			n = 0;
 	int			cap = 8;
-	ShardedCounter *result;
+	Datum		result;
 
 	entries = (ShardedCounterEntry *) palloc0(cap * sizeof(ShardedCounterEntry));
 
@@ -368,18 +603,17 @@ sharded_counter_in(PG_FUNCTION_ARGS)
 	if (*p != '\0')
 		SC_SYNTAX_ERROR(input, "Junk after closing \"}\".");
 
-	result = sc_alloc(n);
-	if (n > 0)
-		memcpy(result->entries, entries, n * sizeof(ShardedCounterEntry));
+	result = sc_encode(entries, n);
 	pfree(entries);
-	PG_RETURN_SHARDED_COUNTER_P(result);
+	PG_RETURN_DATUM(result);
 }
 
 /* Text output: canonical form, "-dec" only when dec > 0, "+inc" unless only dec. */
 Datum
 sharded_counter_out(PG_FUNCTION_ARGS)
 {
-	ShardedCounter *sc = PG_GETARG_SHARDED_COUNTER_P(0);
+	SCLocal		local;
+	ShardedCounter *sc = sc_read(PG_GETARG_DATUM(0), &local, false);
 	StringInfoData buf;
 	int			i;
 
@@ -476,7 +710,8 @@ sharded_counter_recv(PG_FUNCTION_ARGS)
 Datum
 sharded_counter_send(PG_FUNCTION_ARGS)
 {
-	ShardedCounter *sc = PG_GETARG_SHARDED_COUNTER_P(0);
+	SCLocal		local;
+	ShardedCounter *sc = sc_read(PG_GETARG_DATUM(0), &local, false);
 	StringInfoData buf;
 	int			i;
 
@@ -525,7 +760,8 @@ sharded_counter_value(ShardedCounter *sc)
 Datum
 sharded_counter_get_value(PG_FUNCTION_ARGS)
 {
-	ShardedCounter *sc = PG_GETARG_SHARDED_COUNTER_P(0);
+	SCLocal		local;
+	ShardedCounter *sc = sc_read(PG_GETARG_DATUM(0), &local, false);
 
 	PG_RETURN_INT64(sharded_counter_value(sc));
 }
@@ -538,7 +774,8 @@ sharded_counter_get_value(PG_FUNCTION_ARGS)
 Datum
 sharded_counter_to_numeric(PG_FUNCTION_ARGS)
 {
-	ShardedCounter *sc = PG_GETARG_SHARDED_COUNTER_P(0);
+	SCLocal		local;
+	ShardedCounter *sc = sc_read(PG_GETARG_DATUM(0), &local, false);
 	Numeric		acc = NULL;
 	int64		partial = 0;
 	int			i;
@@ -623,8 +860,10 @@ sharded_counter_join(ShardedCounter *a, ShardedCounter *b)
 Datum
 sharded_counter_merge(PG_FUNCTION_ARGS)
 {
-	ShardedCounter *a = PG_GETARG_SHARDED_COUNTER_P(0);
-	ShardedCounter *b = PG_GETARG_SHARDED_COUNTER_P(1);
+	SCLocal		local_a;
+	SCLocal		local_b;
+	ShardedCounter *a = sc_read(PG_GETARG_DATUM(0), &local_a, false);
+	ShardedCounter *b = sc_read(PG_GETARG_DATUM(1), &local_b, false);
 
 	PG_RETURN_SHARDED_COUNTER_P(sharded_counter_join(a, b));
 }
@@ -711,7 +950,8 @@ sharded_counter_add(ShardedCounter *sc, int32 shard, int64 delta)
 Datum
 sharded_counter_increment(PG_FUNCTION_ARGS)
 {
-	ShardedCounter *sc = PG_GETARG_SHARDED_COUNTER_P(0);
+	SCLocal		local;
+	ShardedCounter *sc = sc_read(PG_GETARG_DATUM(0), &local, false);
 	int32		shard = PG_GETARG_INT32(1);
 	int64		delta = PG_GETARG_INT64(2);
 
@@ -767,13 +1007,15 @@ sharded_counter_shards(PG_FUNCTION_ARGS)
 static int
 sc_cmp(FunctionCallInfo fcinfo)
 {
-	ShardedCounter *a = PG_GETARG_SHARDED_COUNTER_P(0);
-	ShardedCounter *b = PG_GETARG_SHARDED_COUNTER_P(1);
+	SCLocal		local_a;
+	SCLocal		local_b;
+	ShardedCounter *a = sc_read(PG_GETARG_DATUM(0), &local_a, false);
+	ShardedCounter *b = sc_read(PG_GETARG_DATUM(1), &local_b, false);
 	int			result;
 
 	result = int128_compare(sc_value128(a), sc_value128(b));
-	PG_FREE_IF_COPY(a, 0);
-	PG_FREE_IF_COPY(b, 1);
+	sc_release(a, PG_GETARG_DATUM(0), &local_a);
+	sc_release(b, PG_GETARG_DATUM(1), &local_b);
 	return result;
 }
 

@@ -1,11 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * fuzz_sc.c
- *	  libFuzzer harness for the input functions of counter.sharded_counter.
+ *	  libFuzzer harness for the input functions of counter.sharded_counter
+ *	  and for the decoder of its stored values.
  *
- * Built twice by run.sh against src/type.c itself and shim.c:
+ * Built three times by run.sh against src/type.c itself and shim.c:
  *	fuzz_text	(default)		 the input is a C string for sharded_counter_in
  *	fuzz_binary (-DSC_FUZZ_BINARY) the input is a message for sharded_counter_recv
+ *	fuzz_stored (-DSC_FUZZ_STORED) the input is a stored value after its
+ *								   varlena header (version 1 or 2, or garbage)
+ *								   for sharded_counter_from_datum
  *
  * An input is either rejected with ereport(ERROR) and one of the SQLSTATEs
  * the type documents for that function, or accepted; then every check below
@@ -13,7 +17,13 @@
  * crash (as are ASan and UBSan findings, built with no recovery):
  *	- text rejected with a SQLSTATE other than 22P02, 22003, 54000;
  *	  binary rejected with one other than 22P03, 54000 (08P01 would mean
- *	  recv read past the message instead of validating it first)
+ *	  recv read past the message instead of validating it first); a stored
+ *	  value rejected with one other than XX001
+ *	- a stored value read differently with a 1-byte and a 4-byte varlena
+ *	  header, or with and without copy; its expanded form breaking an
+ *	  invariant (shards ascending, totals >= 0); a version 2 value whose
+ *	  re-encoding differs from it (the encoding of a state is unique); a
+ *	  version 1 value whose re-encoding reads back to other entries
  *	- recv accepted a message without consuming all of it, or send() of
  *	  the result differs from the message (the wire form is unique)
  *	- out() of an accepted value does not parse back to identical bytes,
@@ -33,6 +43,7 @@
 #include "lib/stringinfo.h"
 
 #include "shim.h"
+#include "type.h"
 
 #undef fprintf
 
@@ -137,15 +148,88 @@ sc_sqlstate(int sqlerrcode)
 static bool
 sc_expected_rejection(int sqlerrcode)
 {
-#ifdef SC_FUZZ_BINARY
+#if defined(SC_FUZZ_BINARY)
 	return sqlerrcode == ERRCODE_INVALID_BINARY_REPRESENTATION ||
 		sqlerrcode == ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+#elif defined(SC_FUZZ_STORED)
+	return sqlerrcode == ERRCODE_DATA_CORRUPTED;
 #else
 	return sqlerrcode == ERRCODE_INVALID_TEXT_REPRESENTATION ||
 		sqlerrcode == ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE ||
 		sqlerrcode == ERRCODE_PROGRAM_LIMIT_EXCEEDED;
 #endif
 }
+
+#ifdef SC_FUZZ_STORED
+/* The datum of a stored value: data after a 4-byte or a 1-byte varlena header. */
+static Datum
+sc_stored_datum(const uint8_t *data, size_t size, bool short_header)
+{
+	char	   *v;
+
+	if (short_header)
+	{
+		if (size + VARHDRSZ_SHORT > VARATT_SHORT_MAX)
+			ShimFatal("value too long for a 1-byte header");
+		v = palloc(size + VARHDRSZ_SHORT);
+		SET_VARSIZE_SHORT(v, size + VARHDRSZ_SHORT);
+		memcpy(v + VARHDRSZ_SHORT, data, size);
+	}
+	else
+	{
+		v = palloc(size + VARHDRSZ);
+		SET_VARSIZE(v, size + VARHDRSZ);
+		memcpy(v + VARHDRSZ, data, size);
+	}
+	return PointerGetDatum(v);
+}
+
+/* Are two expanded states the same state (same entries)? */
+static bool
+sc_same_state(const ShardedCounter *a, const ShardedCounter *b)
+{
+	int			i;
+
+	if (a->nshards != b->nshards)
+		return false;
+	for (i = 0; i < a->nshards; i++)
+		if (a->entries[i].shard != b->entries[i].shard ||
+			a->entries[i].inc != b->entries[i].inc ||
+			a->entries[i].dec != b->entries[i].dec)
+			return false;
+	return true;
+}
+
+/*
+ * Read a stored value every way (4-byte header with and without copy,
+ * 1-byte header when it fits), check the readings agree and the invariants
+ * hold, and return the 4-byte-header reading.  Errors propagate.
+ */
+static ShardedCounter *
+sc_read_stored(const uint8_t *data, size_t size)
+{
+	ShardedCounter *sc = sharded_counter_from_datum(sc_stored_datum(data, size, false), false);
+	ShardedCounter *copy = sharded_counter_from_datum(sc_stored_datum(data, size, false), true);
+	int			i;
+
+	if (!sc_same_state(sc, copy))
+		sc_violation("reading with copy differs", NULL);
+	if (size + VARHDRSZ_SHORT <= VARATT_SHORT_MAX)
+	{
+		ShardedCounter *shortsc = sharded_counter_from_datum(sc_stored_datum(data, size, true), false);
+
+		if (!sc_same_state(sc, shortsc))
+			sc_violation("reading with a 1-byte header differs", NULL);
+	}
+	if (sc->nshards < 0 || sc->nshards > SC_MAX_SHARDS)
+		sc_violation("shard count out of range", NULL);
+	for (i = 0; i < sc->nshards; i++)
+		if (sc->entries[i].shard < 0 || sc->entries[i].inc < 0 || sc->entries[i].dec < 0 ||
+			(i > 0 && sc->entries[i].shard <= sc->entries[i - 1].shard))
+			sc_violation("expanded state breaks an invariant", NULL);
+	return sc;
+}
+#endif
 
 /* libFuzzer entry point: parse one input, then check what was accepted. */
 int
@@ -160,7 +244,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	{
 		struct varlena *v;
 
-#ifdef SC_FUZZ_BINARY
+#if defined(SC_FUZZ_STORED)
+		ShardedCounter *sc = sc_read_stored(data, size);
+
+		parsed = true;
+		v = (struct varlena *) DatumGetPointer(sharded_counter_to_datum(sc));
+		if (size >= 1 && data[0] == SC_VERSION_COMPACT)
+		{
+			/* the version 2 encoding of a state is unique */
+			if (VARSIZE(v) - VARHDRSZ != size ||
+				memcmp(VARDATA(v), data, size) != 0)
+				sc_violation("encode(decode(x)) differs from x", NULL);
+		}
+		else if (!sc_same_state(sc, sharded_counter_from_datum(PointerGetDatum(v), false)))
+			sc_violation("version 2 of a version 1 value reads back differently", NULL);
+#elif defined(SC_FUZZ_BINARY)
 		v = sc_recv_bytes((const char *) data, (int) size);
 		parsed = true;
 		{

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Proves that the input functions of counter.sharded_counter reject every
-# malformed input cleanly (a documented SQLSTATE, no sanitizer report) and
-# round-trip every accepted one, by fuzzing them with libFuzzer.
+# Proves that the input functions of counter.sharded_counter and the decoder
+# of its stored values (versions 1 and 2) reject every malformed input
+# cleanly (a documented SQLSTATE, no sanitizer report) and round-trip every
+# accepted one, by fuzzing them with libFuzzer.
 #   test/fuzz/run.sh short   (make test)  about 20 s of fuzzing
 #   test/fuzz/run.sh long    (make fuzz)  FUZZ_SECONDS in total (default 600)
 # Builds src/type.c itself with test/fuzz/shim.c (the backend symbols it
-# needs) and fuzz_sc.c into two targets, fuzz_text (sharded_counter_in) and
-# fuzz_binary (sharded_counter_recv), with clang -fsanitize=fuzzer,address,
+# needs) and fuzz_sc.c into three targets, fuzz_text (sharded_counter_in),
+# fuzz_binary (sharded_counter_recv) and fuzz_stored (a stored value read by
+# sharded_counter_from_datum), with clang -fsanitize=fuzzer,address,
 # undefined, in a temporary directory (never in the source tree).  Tests:
 # the build; per target, a replay of the seed corpus (corpus/text,
-# corpus/binary) and a bounded fuzzing run with a fresh corpus in the
-# temporary directory.  A build failure, a missing clang or libFuzzer, and
-# any crash (sanitizer report, abort() of a violated check, leak, timeout)
+# corpus/binary, corpus/stored: version 1 seeds are little-endian) and a
+# bounded fuzzing run with a fresh corpus in the temporary directory.  A
+# build failure, a missing clang or libFuzzer, and any crash (sanitizer report, abort() of a violated check, leak, timeout)
 # count as failed.  Prints executions and crashes per target and, as its
 # last line, "N passed, M failed".  After a failure the temporary directory
 # (crash artifacts, logs) is kept and its path printed.
@@ -22,7 +24,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 MODE=${1:-short}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 CC=${FUZZ_CC:-clang}
-TARGETS=(text binary)
+TARGETS=(text binary stored)
 PASSED=0
 FAILED=0
 
@@ -74,6 +76,7 @@ build() {
     for t in "${TARGETS[@]}"; do
         def=()
         [[ $t == binary ]] && def=(-DSC_FUZZ_BINARY)
+        [[ $t == stored ]] && def=(-DSC_FUZZ_STORED)
         "$CC" "${cflags[@]}" "${def[@]}" -fsanitize=fuzzer,address,undefined \
             "$HERE/fuzz_sc.c" "$WORK/type.o" "$WORK/shim.o" -o "$WORK/fuzz_$t" || {
             echo "fuzz: linking fuzz_$t failed (is libFuzzer, package libclang-rt-14-dev, installed?)"

@@ -367,23 +367,49 @@ pq_getmsgint64(StringInfo msg)
 	return (int64) ((hi << 32) | lo);
 }
 
-/* pg_detoast_datum: the harness only makes plain 4-byte-header values. */
+/*
+ * pg_detoast_datum: the harness makes plain values only, with a 4-byte
+ * header (returned as is) or a 1-byte one (copied out to a new 4-byte-header
+ * value, as the backend does); external and compressed ones are a bug.
+ */
 struct varlena *
 pg_detoast_datum(struct varlena *datum)
 {
-	if (!VARATT_IS_4B_U(datum))
-		ShimFatal("pg_detoast_datum: not a plain 4-byte-header value");
-	return datum;
+	struct varlena *result;
+	Size		len;
+
+	if (VARATT_IS_4B_U(datum))
+		return datum;
+	if (!VARATT_IS_SHORT(datum))
+		ShimFatal("pg_detoast_datum: neither a plain 4-byte nor a 1-byte-header value");
+	len = VARSIZE_SHORT(datum) - VARHDRSZ_SHORT;
+	result = palloc(len + VARHDRSZ);
+	SET_VARSIZE(result, len + VARHDRSZ);
+	memcpy(VARDATA(result), VARDATA_SHORT(datum), len);
+	return result;
 }
 
-/* pg_detoast_datum_copy: a palloc'd copy. */
+/* pg_detoast_datum_copy: a palloc'd 4-byte-header copy. */
 struct varlena *
 pg_detoast_datum_copy(struct varlena *datum)
 {
-	struct varlena *result = palloc(VARSIZE(pg_detoast_datum(datum)));
+	struct varlena *plain = pg_detoast_datum(datum);
+	struct varlena *result;
 
-	memcpy(result, datum, VARSIZE(datum));
+	if (plain != datum)
+		return plain;
+	result = palloc(VARSIZE(plain));
+	memcpy(result, plain, VARSIZE(plain));
 	return result;
+}
+
+/* pg_detoast_datum_packed: plain values (either header) are returned as is. */
+struct varlena *
+pg_detoast_datum_packed(struct varlena *datum)
+{
+	if (!VARATT_IS_4B_U(datum) && !VARATT_IS_SHORT(datum))
+		ShimFatal("pg_detoast_datum_packed: not a plain value");
+	return datum;
 }
 
 /*
