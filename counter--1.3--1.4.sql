@@ -536,6 +536,15 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'counter_create'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
+-- Compaction inserts a batch's new keys into counter.totals in the order of
+-- its indexes, so a counter's new keys (increasing post ids, a first
+-- compaction) are added at the right end of its range: pages full there
+-- (fillfactor 100) rather than 90% cost about 10% less index per key.
+-- Keys added in between split pages half and half either way; the setting
+-- applies from the next page split on.
+ALTER INDEX counter.totals_pkey SET (fillfactor = 100);
+ALTER INDEX counter.totals_top SET (fillfactor = 100);
+
 -- == end section: storage ==
 
 -- == section: bounds (global bounds: escrow rights across the nodes of a mesh) ==

@@ -714,11 +714,12 @@ schema_bytes() {
 # schema counter's relations before compaction and after it (compact until
 # nothing moves), against a plain (text PRIMARY KEY, bigint) table of the
 # same keys.  Worker off, one mode at a time, so nothing else moves.
-# Measured in a database of its own, as a new install is: in the scratch
-# database the keys of counters named after these (scale_*) already fill
-# the indexes of counter.totals, and keys inserted in order into the middle
-# of an index split its pages in half (nbtree), which counts the index's
-# keys about twice; that cost is printed as well ("among other counters").
+# Each mode is measured in a database of its own, as a new install with
+# one counter is (the plain table is alone in its table too): among other
+# counters' keys, a compaction inserts its keys in order into the middle of
+# the indexes of counter.totals, where nbtree splits pages in half, which
+# costs the index about twice; that cost is printed as well ("among other
+# counters", measured in the scratch database after the scale counters).
 # "After" is the state one round later: the events table a rotation folded
 # whole is kept until no snapshot can read it, then emptied (the next
 # compaction, as the worker's next round does).
@@ -728,20 +729,20 @@ schema_bytes() {
 # stored as an event, so the events pending after the adds are printed.
 scale_bytes() {
     local plain m b0 b1 b2 t0 t1 ev mixed
+    local SCRATCH_DB=postgres
     mixed=$(scale_bytes_mixed)
-    sql "DROP DATABASE IF EXISTS bench_bytes WITH (FORCE)" >>"$LOG" 2>&1
-    sql "CREATE DATABASE bench_bytes" >>"$LOG" 2>&1
-    local SCRATCH_DB=bench_bytes
-    sql "CREATE EXTENSION counter" >>"$LOG" 2>&1
     sql "CREATE TABLE scale_plain100k (key text PRIMARY KEY, n int8);
          INSERT INTO scale_plain100k SELECT 'k' || i, 1 FROM generate_series(1, 100000) i" >>"$LOG" 2>&1
     plain=$(sql "SELECT pg_total_relation_size('scale_plain100k')")
     for m in slots events buffered wal; do
-        sql "SELECT counter.create('bpk_$m', mode => '$m')" >>"$LOG" 2>&1
-    done
-    wal_armed
-    scale_worker off
-    for m in slots events buffered wal; do
+        SCRATCH_DB=postgres
+        sql "DROP DATABASE IF EXISTS bench_bytes_$m WITH (FORCE)" >>"$LOG" 2>&1
+        sql "CREATE DATABASE bench_bytes_$m" >>"$LOG" 2>&1
+        SCRATCH_DB=bench_bytes_$m
+        sql "CREATE EXTENSION counter;
+             SELECT counter.create('bpk_$m', mode => '$m')" >>"$LOG" 2>&1
+        wal_armed
+        scale_worker off
         b0=$(schema_bytes)
         t0=$(sql "SELECT pg_total_relation_size('counter.totals') + pg_total_relation_size('counter.rollups')")
         sql "SELECT count(counter.add('bpk_$m', 'k' || i)) FROM generate_series(1, 100000) i" >>"$LOG" 2>&1
@@ -765,7 +766,9 @@ scale_bytes() {
         fi
         record "bytes_per_key_$m" 1 "$(((b1 - b0) / 100000))" 100000 - - - \
             "bytes/key before compaction; ratio $(div "$((b1 - b0))" "$plain"); after $(((b2 - b0) / 100000)) (ratio $(div "$((b2 - b0))" "$plain"); totals+rollups $(((t1 - t0) / 100000))); plain table $((plain / 100000)); $ev adds stored as events"
+        scale_worker on
     done
+    SCRATCH_DB=postgres
     echo "    plain (text PRIMARY KEY, bigint) table: $((plain / 100000)) bytes/key; counter.buffered_keys = $(sql "SHOW counter.buffered_keys") (shared memory, not counted above)"
     echo "    among other counters (the scratch database, 100k keys of slots counter bpk_mixed compacted): $mixed bytes/key of totals"
     record bytes_per_key_mixed 1 "$mixed" 100000 - - - "bytes/key of totals of 100k keys compacted into the scratch database's counter.totals, among the scale counters' keys"
