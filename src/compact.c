@@ -78,13 +78,17 @@
  * over the counters with a scan of every row moved in each: rows times
  * counters).  Each insert goes in the order of its table's primary key, so
  * that consecutive rows land on the same index pages (into a fresh table,
- * on its rightmost page).  Returns the keys moved of the counters that
- * have the change feed (counter name, key, 0, NULL, NULL), and one row per
- * counter moved (NULL, NULL, rows moved, counter id, its greatest key
- * moved): never a row per key that nobody listens to, and no pass over the
- * keys when no counter has the feed.
+ * on its rightmost page): sorted (FOLD_MOVED), or as they come from an
+ * aggregate that streams its input in (counter, key) order (SHAPE_WHOLE:
+ * FOLD_MOVED_STREAMED), whose rows are in the order of its groups, that of
+ * rollups and, within a counter, of totals (two sorts of every row saved).
+ * Returns the keys moved of the counters that have the change feed
+ * (counter name, key, 0, NULL, NULL), and one row per counter moved (NULL,
+ * NULL, rows moved, counter id, its greatest key moved): never a row per
+ * key that nobody listens to, and no pass over the keys when no counter
+ * has the feed.
  */
-#define FOLD_MOVED \
+#define FOLD_MOVED_AS(ORDERED) \
 ", gran AS (SELECT c.id, c.name, c.feed, g.g FROM counter.counters c," \
 "                  unnest(c.rollups || NULL::interval) AS g(g))" \
 ", agg AS (SELECT m.counter_id, m.key, gran.g," \
@@ -94,13 +98,13 @@
 "            FROM moved m JOIN gran ON gran.id = m.counter_id GROUP BY 1, 2, 3, 4, 5, 6)" \
 ", roll AS (INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)" \
 "   SELECT a.counter_id, a.key, a.g, a.bucket, a.d FROM agg a WHERE a.g IS NOT NULL" \
-"    ORDER BY 1, 2, 3, 4" \
+"    " ORDERED("ORDER BY 1, 2, 3, 4") \
 "   ON CONFLICT (counter_id, key, granularity, bucket)" \
 "   DO UPDATE SET value = r.value + excluded.value)" \
 ", tot AS (INSERT INTO counter.totals AS t (counter, key, node, state, updated)" \
 "   SELECT a.name, a.key, $2, counter.increment('{}', $2, a.d), a.upd" \
 "     FROM agg a WHERE a.g IS NULL" \
-"    ORDER BY 1, 2" \
+"    " ORDERED("ORDER BY 1, 2") \
 "   ON CONFLICT (counter, key, node)" \
 "   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state))," \
 "                 updated = greatest(t.updated, excluded.updated))" \
@@ -110,6 +114,12 @@
 " UNION ALL" \
 " SELECT NULL, NULL, sum(a.n)::int8, a.counter_id, max(a.key)" \
 "   FROM agg a WHERE a.g IS NULL GROUP BY a.counter_id"
+
+/* ORDERED of FOLD_MOVED_AS: the ORDER BY, or nothing */
+#define FOLD_SORT(ORDER)	ORDER
+#define FOLD_AS_IS(ORDER)	""
+#define FOLD_MOVED			FOLD_MOVED_AS(FOLD_SORT)
+#define FOLD_MOVED_STREAMED	FOLD_MOVED_AS(FOLD_AS_IS)
 
 /* the keys of counter.quarantine stay where they are */
 #define QUARANTINED(A) \
@@ -154,7 +164,7 @@ FOLD_MOVED, \
 "WITH f AS (UPDATE counter.event_tables SET folded = pg_current_xact_id() WHERE tab = " TAB ")," \
 " moved AS (SELECT e.counter_id, e.key, e.delta, e.at, e.at AS upd FROM " TABLE " e" \
 "            WHERE true" NOT_QUARANTINED("e") ")" \
-FOLD_MOVED, \
+FOLD_MOVED_STREAMED, \
 3, {INT4OID, INT4OID, INT4OID} \
 }
 
