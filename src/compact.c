@@ -73,10 +73,11 @@
  * events' at, slot rows' touched, buffered entries' time), which
  * counter.get() reads.  One aggregation makes both: a row per key and
  * bucket of each granularity, and a row per key (granularity NULL) for
- * totals, each carrying its counter's name and feed setting, so that
- * nothing after it joins counter.counters (a join the planner made a loop
- * over the counters with a scan of every row moved in each: rows times
- * counters).  Each insert goes in the order of its table's primary key, so
+ * totals, each carrying its counter's name and feed setting (grouped by
+ * the counter's primary key, so they are not compared row by row), so
+ * that nothing after it joins counter.counters (a join the planner made a
+ * loop over the counters with a scan of every row moved in each: rows
+ * times counters).  Each insert goes in the order of its table's primary key, so
  * that consecutive rows land on the same index pages (into a fresh table,
  * on its rightmost page): sorted (FOLD_MOVED), or as they come from an
  * aggregate that streams its input in (counter, key) order (SHAPE_WHOLE:
@@ -89,13 +90,12 @@
  * has the feed.
  */
 #define FOLD_MOVED_AS(ORDERED) \
-", gran AS (SELECT c.id, c.name, c.feed, g.g FROM counter.counters c," \
-"                  unnest(c.rollups || NULL::interval) AS g(g))" \
-", agg AS (SELECT m.counter_id, m.key, gran.g," \
-"                 date_bin(gran.g, m.at, " BUCKET_ORIGIN ") AS bucket," \
-"                 gran.name, gran.feed," \
+", agg AS (SELECT c.id AS counter_id, m.key, g.g," \
+"                 date_bin(g.g, m.at, " BUCKET_ORIGIN ") AS bucket, c.name, c.feed," \
 "                 sum(m.delta)::int8 AS d, max(m.upd) AS upd, count(*) AS n" \
-"            FROM moved m JOIN gran ON gran.id = m.counter_id GROUP BY 1, 2, 3, 4, 5, 6)" \
+"            FROM moved m JOIN counter.counters c ON c.id = m.counter_id," \
+"                 unnest(c.rollups || NULL::interval) AS g(g)" \
+"           GROUP BY 1, 2, 3, 4)" \
 ", roll AS (INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)" \
 "   SELECT a.counter_id, a.key, a.g, a.bucket, a.d FROM agg a WHERE a.g IS NOT NULL" \
 "    " ORDERED("ORDER BY 1, 2, 3, 4") \
