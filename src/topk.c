@@ -67,12 +67,17 @@ typedef struct TopBest
 	int128		value;
 } TopBest;
 
-/* one node's cursor over its rows in totals_top order */
+/*
+ * One node's cursor over its rows in totals_top order: the scan that found
+ * the node, which goes on past its rows into the next nodes' (it stops at
+ * the first row of another node).
+ */
 typedef struct TopNode
 {
 	int32		node;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
+	bool		primed;			/* slot holds the next row, not read yet */
 	bool		done;
 	int64		last;			/* value of the last row read */
 	char	   *lastkey;
@@ -270,34 +275,30 @@ gather_pending(TopState *st)
 /*
  * Open a cursor on the first node after node "after" (or the first node
  * with after_any) holding rows of the counter; false when none is left.
+ * The scan that finds the node's first row is its cursor (one descent of
+ * the index, and one read of a leaf page, per node).
  */
 static bool
 open_node(TopState *st, Relation top, int32 after, bool after_any, TopNode *out)
 {
 	ScanKeyData sk[2];
-	IndexScanDesc scan;
 	bool		isnull;
 	int			nkeys = after_any ? 1 : 2;
 
 	ScanKeyInit(&sk[0], 1, BTEqualStrategyNumber, F_TEXTEQ, text_datum(st->meta->name));
 	sk[0].sk_collation = C_COLLATION_OID;
 	ScanKeyInit(&sk[1], 2, BTGreaterStrategyNumber, F_INT4GT, Int32GetDatum(after));
-	scan = index_beginscan(st->totals, top, st->snapshot, nkeys, 0);
-	index_rescan(scan, sk, nkeys, NULL, 0);
+	out->scan = index_beginscan(st->totals, top, st->snapshot, nkeys, 0);
+	index_rescan(out->scan, sk, nkeys, NULL, 0);
 	out->slot = table_slot_create(st->totals, NULL);
-	if (!index_getnext_slot(scan, ForwardScanDirection, out->slot))
+	if (!index_getnext_slot(out->scan, ForwardScanDirection, out->slot))
 	{
-		index_endscan(scan);
+		index_endscan(out->scan);
 		ExecDropSingleTupleTableSlot(out->slot);
 		return false;
 	}
 	out->node = DatumGetInt32(slot_getattr(out->slot, Anum_totals_node, &isnull));
-	index_endscan(scan);
-
-	/* the cursor proper: this node's rows only, its first row again */
-	ScanKeyInit(&sk[1], 2, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(out->node));
-	out->scan = index_beginscan(st->totals, top, st->snapshot, 2, 0);
-	index_rescan(out->scan, sk, 2, NULL, 0);
+	out->primed = true;
 	out->done = false;
 	out->lastkey = NULL;
 	return true;
@@ -314,7 +315,10 @@ step_node(TopState *st, TopNode *n, bool single)
 	Datum		d;
 	TopKey	   *e;
 
-	if (!index_getnext_slot(n->scan, ForwardScanDirection, n->slot))
+	if (n->primed)
+		n->primed = false;
+	else if (!index_getnext_slot(n->scan, ForwardScanDirection, n->slot) ||
+			 DatumGetInt32(slot_getattr(n->slot, Anum_totals_node, &isnull)) != n->node)
 	{
 		n->done = true;
 		return;
