@@ -18,8 +18,9 @@
  *
  *	ShardedCounter *sharded_counter_from_datum(Datum d, bool copy);
  *		detoast, decode and validate a stored value of either version
- *		(DatumGetShardedCounterP); the result is palloc'd unless it is a
- *		version 1 value used in place (never when copy is set)
+ *		(DatumGetShardedCounterPCopy with copy); the result is palloc'd
+ *		unless it is a version 1 value used in place (never when copy is
+ *		set)
  *	Datum sharded_counter_to_datum(const ShardedCounter *sc);
  *		the version 2 encoding of an expanded state, for every function
  *		returning the type (PG_RETURN_SHARDED_COUNTER_P)

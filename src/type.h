@@ -95,10 +95,7 @@ typedef struct ShardedCounter
  * the value, ERRCODE_DATA_CORRUPTED if it is malformed.  Expanded state to
  * datum: always the version 2 encoding, a new palloc'd value.
  */
-#define DatumGetShardedCounterP(X)		sharded_counter_from_datum(X, false)
 #define DatumGetShardedCounterPCopy(X)	sharded_counter_from_datum(X, true)
-#define ShardedCounterPGetDatum(X)		sharded_counter_to_datum(X)
-#define PG_GETARG_SHARDED_COUNTER_P(n)	DatumGetShardedCounterP(PG_GETARG_DATUM(n))
 #define PG_RETURN_SHARDED_COUNTER_P(x)	return sharded_counter_to_datum(x)
 
 extern ShardedCounter *sharded_counter_from_datum(Datum d, bool copy);
