@@ -77,9 +77,9 @@
  * the counter's primary key, so they are not compared row by row), so
  * that nothing after it joins counter.counters (a join the planner made a
  * loop over the counters with a scan of every row moved in each: rows
- * times counters).  Each insert goes in the order of its table's primary key, so
- * that consecutive rows land on the same index pages (into a fresh table,
- * on its rightmost page): sorted (FOLD_MOVED), or as they come from an
+ * times counters).  Each insert goes in the order of its table's primary
+ * key, so that consecutive rows land on the same index pages (into a fresh
+ * table, on its rightmost page): sorted (FOLD_MOVED), or as they come from an
  * aggregate that streams its input in (counter, key) order (SHAPE_WHOLE:
  * FOLD_MOVED_STREAMED), whose rows are in the order of its groups, that of
  * rollups and, within a counter, of totals (two sorts of every row saved).

@@ -381,16 +381,16 @@ leave_if_not_installed(CounterDbWorker *w)
 /*
  * One compaction transaction, after wal mode's part of the round (the
  * replay after a restart, arming, advancing the slot), flushing buffered
- * adds when flush and sending the change feed when notify; with
- * maintenance, *retained is the start of the last maintenance transaction
- * that committed (0 at first), which retention goes on from, and becomes
- * this one's once it commits (retained may be NULL without maintenance).  Returns true when a batch was full, i.e.
- * more work is waiting.  Errors are reported and the transaction rolled
- * back; the worker carries on at its next round.
+ * adds when flush and sending the change feed when notify.  With retained
+ * (NULL: none), the round's maintenance too: *retained is the start of the
+ * last maintenance transaction that committed (0 at first), which
+ * retention goes on from, and becomes this one's once it commits.  Returns
+ * true when a batch was full, i.e. more work is waiting.  Errors are
+ * reported and the transaction rolled back; the worker carries on at its
+ * next round.
  */
 static bool
-worker_compact_once(CounterDbWorker *w, bool maintenance, TimestampTz *retained,
-					bool flush, bool notify)
+worker_compact_once(CounterDbWorker *w, TimestampTz *retained, bool flush, bool notify)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		full = false;
@@ -429,7 +429,8 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, TimestampTz *retained,
 		if (installed && CounterCompactLock(false))
 		{
 			xact_start = GetCurrentTransactionStartTimestamp();
-			full = CounterCompactBatch(0, maintenance, maintenance ? *retained : 0,
+			full = CounterCompactBatch(0, retained != NULL,
+									   retained != NULL ? *retained : 0,
 									   flush, true, &moved);
 		}
 		if (installed && notify)
@@ -441,7 +442,7 @@ worker_compact_once(CounterDbWorker *w, bool maintenance, TimestampTz *retained,
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		CounterWalRoundDone(armed);
-		if (maintenance && xact_start != 0)
+		if (retained != NULL && xact_start != 0)
 			*retained = xact_start;
 	}
 	PG_CATCH();
@@ -513,17 +514,16 @@ worker_rights(void)
 
 /*
  * Compaction transactions until no batch is full; flush with the first, and
- * maintenance (retention from *retained on) with it.
+ * maintenance with it when retained is given (worker_compact_once).
  */
 static void
-worker_compact(CounterDbWorker *w, bool maintenance, TimestampTz *retained,
-			   bool flush, bool notify)
+worker_compact(CounterDbWorker *w, TimestampTz *retained, bool flush, bool notify)
 {
-	while (worker_compact_once(w, maintenance, retained, flush, notify) &&
-		   !ShutdownRequestPending)
+	while (worker_compact_once(w, retained, flush, notify) && !ShutdownRequestPending)
 	{
 		CHECK_FOR_INTERRUPTS();
-		maintenance = flush = notify = false;
+		retained = NULL;
+		flush = notify = false;
 	}
 }
 
@@ -576,7 +576,7 @@ worker_stop(CounterDbWorker *w)
 	if (!wanted || !counter_worker_enabled)
 		proc_exit(0);
 
-	worker_compact(w, false, NULL, true, false);
+	worker_compact(w, NULL, true, false);
 	others = database_backends(&pids);
 	if (others == 0)
 		proc_exit(0);
@@ -607,7 +607,7 @@ worker_stop(CounterDbWorker *w)
 			break;
 		}
 	}
-	worker_compact(w, false, NULL, true, false);
+	worker_compact(w, NULL, true, false);
 	proc_exit(0);
 }
 
@@ -675,7 +675,7 @@ counter_worker_main(Datum arg)
 				last_notify = now;
 			if (flush)
 				last_flush = now;
-			worker_compact(w, maintenance, &retained, flush, notify);
+			worker_compact(w, maintenance ? &retained : NULL, flush, notify);
 			worker_rights();
 		}
 		else
