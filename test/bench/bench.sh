@@ -772,7 +772,6 @@ scale_bytes() {
     echo "    plain (text PRIMARY KEY, bigint) table: $((plain / 100000)) bytes/key; counter.buffered_keys = $(sql "SHOW counter.buffered_keys") (shared memory, not counted above)"
     echo "    among other counters (the scratch database, 100k keys of slots counter bpk_mixed compacted): $mixed bytes/key of totals"
     record bytes_per_key_mixed 1 "$mixed" 100000 - - - "bytes/key of totals of 100k keys compacted into the scratch database's counter.totals, among the scale counters' keys"
-    scale_worker on
 }
 
 # Bytes per key of totals (table and indexes) for 100k keys of a slots
