@@ -1050,6 +1050,40 @@ ALTER TABLE counter.members ENABLE REPLICA TRIGGER members_join;
 
 -- == end section: members ==
 
+-- == section: fold (compaction's per-key buckets; totals_top without deduplication) ==
+
+-- counter._buckets(at, delta, granularities): the rollup buckets of one
+-- key being compacted, each bucket of each granularity summed in one pass
+-- over the key's rows (src/compact.c), so that the fold aggregates by key
+-- alone: a row per key, not per key, granularity and bucket, and no sort
+-- within each key.  Internal: only compaction calls it.
+CREATE TYPE counter._bucket AS (granularity interval, bucket timestamptz, value int8);
+CREATE FUNCTION counter._buckets_add(internal, timestamptz, int8, interval[])
+RETURNS internal
+AS 'MODULE_PATHNAME', 'counter_buckets_add'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION counter._buckets_result(internal)
+RETURNS counter._bucket[]
+AS 'MODULE_PATHNAME', 'counter_buckets_result'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE AGGREGATE counter._buckets(timestamptz, int8, interval[]) (
+	SFUNC = counter._buckets_add,
+	STYPE = internal,
+	FINALFUNC = counter._buckets_result,
+	FINALFUNC_MODIFY = READ_WRITE,
+	PARALLEL = SAFE
+);
+REVOKE ALL ON FUNCTION counter._buckets_add(internal, timestamptz, int8, interval[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION counter._buckets_result(internal) FROM PUBLIC;
+REVOKE ALL ON FUNCTION counter._buckets(timestamptz, int8, interval[]) FROM PUBLIC;
+
+-- Every entry of totals_top is unique (it holds the primary key's
+-- columns), so deduplication finds nothing to merge: without it, a full
+-- leaf page splits at once instead of being searched for duplicates first.
+ALTER INDEX counter.totals_top SET (deduplicate_items = off);
+
+-- == end section: fold ==
+
 -- == section: stats (counter.stats, defined once with every column of 1.4) ==
 
 -- A security barrier: a caller's function in WHERE (COST 0.0000001, say)

@@ -76,5 +76,36 @@ SELECT seq_scan + idx_scan AS rollups_scans
   FROM pg_stat_xact_user_tables WHERE relid = 'counter.rollups'::regclass;
 COMMIT;
 
+-- One compaction of keys whose events spread over many buckets in no time
+-- order, with granularities given out of order: every bucket in
+-- counter.rollups is the raw sum of its events (compaction sums each key's
+-- buckets in one pass, since 1.4).  A bucket whose running sum leaves
+-- bigint on the way and comes back folds: only a final sum is refused.
+SELECT counter.create('spread', mode => 'events', rollups => '{1 day,1 minute,1 hour}');
+SELECT setseed(0.7);
+CREATE TEMP TABLE spread_raw AS
+SELECT 'k' || (i % 4) AS key, (1 + floor(random() * 10))::int8 * (CASE WHEN random() < 0.5 THEN -1 ELSE 1 END) AS delta,
+       timestamptz '2026-05-01 00:00:00+00' + random() * interval '2 days' AS at
+  FROM generate_series(1, 3000) i;
+INSERT INTO spread_raw VALUES ('big', 9223372036854775807, '2026-05-01 00:00:10+00'),
+	('big', 5, '2026-05-01 00:00:20+00'), ('big', -10, '2026-05-01 00:00:30+00');
+SELECT count(counter.add('spread', key, delta, at => at)) FROM spread_raw;
+SELECT counter.compact('spread') AS moved;
+SELECT count(*) AS quarantined FROM counter.quarantine;
+WITH truth AS (SELECT key, g, date_bin(g, at, timestamptz '2000-01-01 00:00:00+00') AS bucket,
+                      sum(delta) AS value
+                 FROM spread_raw, unnest('{1 minute,1 hour,1 day}'::interval[]) AS g
+                GROUP BY 1, 2, 3),
+     got AS (SELECT r.key, r.granularity AS g, r.bucket, r.value
+               FROM counter.rollups r JOIN counter.counters c ON c.id = r.counter_id
+              WHERE c.name = 'spread')
+SELECT count(*) AS buckets, count(*) FILTER (WHERE t.value IS DISTINCT FROM o.value) AS mismatched,
+       count(DISTINCT (t.key, t.g)) FILTER (WHERE t.g = '1 day') AS keys_daily
+  FROM truth t FULL JOIN got o USING (key, g, bucket);
+SELECT counter.value('spread', 'big') AS big,
+       (SELECT sum(value) FROM counter.totals WHERE counter = 'spread')
+     = (SELECT sum(delta) FROM spread_raw) AS totals_are_raw;
+SELECT counter.drop('spread');
+
 SELECT counter.drop('hits');
 DROP EXTENSION counter;

@@ -36,15 +36,19 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 
 #include "compact.h"
 #include "buffer.h"
@@ -71,49 +75,49 @@
  * bucket of the row's time) and into this node's shard of totals, raising
  * totals.updated to the latest add time of the rows (moved's column upd:
  * events' at, slot rows' touched, buffered entries' time), which
- * counter.get() reads.  One aggregation makes both: a row per key and
- * bucket of each granularity, and a row per key (granularity NULL) for
- * totals, each carrying its counter's name and feed setting (grouped by
- * the counter's primary key, so they are not compared row by row), so
- * that nothing after it joins counter.counters (a join the planner made a
- * loop over the counters with a scan of every row moved in each: rows
- * times counters).  Each insert goes in the order of its table's primary
- * key, so that consecutive rows land on the same index pages (into a fresh
- * table, on its rightmost page): sorted (FOLD_MOVED), or as they come from an
+ * counter.get() reads.  One aggregation by key makes both: a row per key
+ * with its sum for totals and its buckets (counter._buckets, which sums
+ * each bucket of each granularity as the rows come, so that neither the
+ * rows nor the groups are multiplied by the granularities and sorted
+ * again), carrying its counter's name and feed setting (grouped by the
+ * counter's primary key, so they are not compared row by row), so that
+ * nothing after it joins counter.counters (a join the planner made a loop
+ * over the counters with a scan of every row moved in each: rows times
+ * counters).  Each insert goes in the order of its table's primary key, so
+ * that consecutive rows land on the same index pages (into a fresh table,
+ * on its rightmost page): sorted (FOLD_MOVED), or as they come from an
  * aggregate that streams its input in (counter, key) order (SHAPE_WHOLE:
  * FOLD_MOVED_STREAMED), whose rows are in the order of its groups, that of
- * rollups and, within a counter, of totals (two sorts of every row saved).
- * Returns the keys moved of the counters that have the change feed
- * (counter name, key, 0, NULL, NULL), and one row per counter moved (NULL,
- * NULL, rows moved, counter id, its greatest key moved): never a row per
- * key that nobody listens to, and no pass over the keys when no counter
- * has the feed.
+ * rollups (each key's buckets come in order) and, within a counter, of
+ * totals (two sorts of every row saved).  Returns the keys moved of the
+ * counters that have the change feed (counter name, key, 0, NULL, NULL),
+ * and one row per counter moved (NULL, NULL, rows moved, counter id, its
+ * greatest key moved): never a row per key that nobody listens to, and no
+ * pass over the keys when no counter has the feed.
  */
 #define FOLD_MOVED_AS(ORDERED) \
-", agg AS (SELECT c.id AS counter_id, m.key, g.g," \
-"                 date_bin(g.g, m.at, " BUCKET_ORIGIN ") AS bucket, c.name, c.feed," \
-"                 sum(m.delta)::int8 AS d, max(m.upd) AS upd, count(*) AS n" \
-"            FROM moved m JOIN counter.counters c ON c.id = m.counter_id," \
-"                 unnest(c.rollups || NULL::interval) AS g(g)" \
-"           GROUP BY 1, 2, 3, 4)" \
+", agg AS (SELECT c.id AS counter_id, m.key, c.name, c.feed," \
+"                 sum(m.delta)::int8 AS d, max(m.upd) AS upd, count(*) AS n," \
+"                 counter._buckets(m.at, m.delta, c.rollups) AS b" \
+"            FROM moved m JOIN counter.counters c ON c.id = m.counter_id" \
+"           GROUP BY 1, 2)" \
 ", roll AS (INSERT INTO counter.rollups AS r (counter_id, key, granularity, bucket, value)" \
-"   SELECT a.counter_id, a.key, a.g, a.bucket, a.d FROM agg a WHERE a.g IS NOT NULL" \
+"   SELECT a.counter_id, a.key, b.granularity, b.bucket, b.value FROM agg a, unnest(a.b) AS b" \
 "    " ORDERED("ORDER BY 1, 2, 3, 4") \
 "   ON CONFLICT (counter_id, key, granularity, bucket)" \
 "   DO UPDATE SET value = r.value + excluded.value)" \
 ", tot AS (INSERT INTO counter.totals AS t (counter, key, node, state, updated)" \
-"   SELECT a.name, a.key, $2, counter.increment('{}', $2, a.d), a.upd" \
-"     FROM agg a WHERE a.g IS NULL" \
+"   SELECT a.name, a.key, $2, counter.increment('{}', $2, a.d), a.upd FROM agg a" \
 "    " ORDERED("ORDER BY 1, 2") \
 "   ON CONFLICT (counter, key, node)" \
 "   DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state))," \
 "                 updated = greatest(t.updated, excluded.updated))" \
 " SELECT a.name, a.key, 0::int8, NULL::int4, NULL::text" \
 "   FROM agg a" \
-"  WHERE (SELECT bool_or(f.feed) FROM counter.counters f) AND a.g IS NULL AND a.feed" \
+"  WHERE (SELECT bool_or(f.feed) FROM counter.counters f) AND a.feed" \
 " UNION ALL" \
 " SELECT NULL, NULL, sum(a.n)::int8, a.counter_id, max(a.key)" \
-"   FROM agg a WHERE a.g IS NULL GROUP BY a.counter_id"
+"   FROM agg a GROUP BY a.counter_id"
 
 /* ORDERED of FOLD_MOVED_AS: the ORDER BY, or nothing */
 #define FOLD_SORT(ORDER)	ORDER
@@ -896,4 +900,178 @@ CounterCompact(int32 counter_id, bool wait)
 	if (!IsTransactionBlock())
 		(void) CounterEventsTruncate();
 	return moved.events + moved.slot_rows + moved.buffered_keys;
+}
+
+/*
+ * The fold's aggregate counter._buckets(at, delta, granularities): a key's
+ * rollup buckets in one pass over its rows, in whatever order they come
+ * (since 1.4).  The fold groups its rows by key alone, streaming them in
+ * index order, where grouping by key and bucket of each granularity made a
+ * row per row and granularity, sorted within each key.  A key's rows come
+ * mostly in time order (index entries of equal keys are in heap order), so
+ * each granularity's last bucket is nearly always the one a row adds to.
+ * Sums are kept in int128 and checked once at the end, as the sum in
+ * numeric it replaces: only a bucket's final sum can be out of range
+ * (22003, which the diagnosis explains).
+ */
+
+/* the sum of one bucket of one granularity */
+typedef struct FoldBucket
+{
+	int			g;				/* index into FoldBuckets.gs */
+	TimestampTz bucket;
+	int128		sum;
+} FoldBucket;
+
+/* the state of counter._buckets for one key */
+typedef struct FoldBuckets
+{
+	int			ngs;
+	Interval   *gs;				/* the granularities, ascending */
+	int		   *last;			/* per granularity, its last bucket (-1: none) */
+	int			n;
+	int			size;
+	FoldBucket *b;
+} FoldBuckets;
+
+/* qsort comparator of intervals */
+static int
+interval_order(const void *a, const void *b)
+{
+	return DatumGetInt32(DirectFunctionCall2(interval_cmp,
+											 IntervalPGetDatum((const Interval *) a),
+											 IntervalPGetDatum((const Interval *) b)));
+}
+
+/* qsort comparator of buckets: granularity, then start */
+static int
+bucket_order(const void *a, const void *b)
+{
+	const FoldBucket *x = a;
+	const FoldBucket *y = b;
+
+	if (x->g != y->g)
+		return x->g < y->g ? -1 : 1;
+	return x->bucket < y->bucket ? -1 : (x->bucket > y->bucket ? 1 : 0);
+}
+
+/* A new state in cxt for the granularities gs (NULL or NULL elements: none). */
+static FoldBuckets *
+buckets_new(MemoryContext cxt, ArrayType *gs)
+{
+	FoldBuckets *s = MemoryContextAllocZero(cxt, sizeof(FoldBuckets));
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n = 0;
+	int			i;
+
+	if (gs != NULL)
+		deconstruct_array(gs, INTERVALOID, sizeof(Interval), false, TYPALIGN_DOUBLE,
+						  &elems, &nulls, &n);
+	s->gs = MemoryContextAlloc(cxt, sizeof(Interval) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		if (!nulls[i])
+			s->gs[s->ngs++] = *DatumGetIntervalP(elems[i]);
+	qsort(s->gs, s->ngs, sizeof(Interval), interval_order);
+	s->last = MemoryContextAlloc(cxt, sizeof(int) * Max(s->ngs, 1));
+	for (i = 0; i < s->ngs; i++)
+		s->last[i] = -1;
+	s->size = Max(s->ngs, 1);
+	s->b = MemoryContextAlloc(cxt, sizeof(FoldBucket) * s->size);
+	return s;
+}
+
+/* The bucket of granularity g starting at start in state s, added if new. */
+static FoldBucket *
+buckets_find(FoldBuckets *s, int g, TimestampTz start)
+{
+	int			i = s->last[g];
+
+	if (i < 0 || s->b[i].bucket != start)
+	{
+		for (i = s->n - 1; i >= 0; i--)
+			if (s->b[i].g == g && s->b[i].bucket == start)
+				break;
+		if (i < 0)
+		{
+			if (s->n == s->size)
+			{
+				s->size *= 2;
+				s->b = repalloc(s->b, sizeof(FoldBucket) * s->size);
+			}
+			i = s->n++;
+			s->b[i].g = g;
+			s->b[i].bucket = start;
+			s->b[i].sum = 0;
+		}
+		s->last[g] = i;
+	}
+	return &s->b[i];
+}
+
+/*
+ * The transition function of counter._buckets: add delta at time at to its
+ * bucket of each granularity (date_bin, origin 2000-01-01 00:00 UTC: the
+ * epoch of timestamptz).
+ */
+PG_FUNCTION_INFO_V1(counter_buckets_add);
+Datum
+counter_buckets_add(PG_FUNCTION_ARGS)
+{
+	MemoryContext cxt;
+	FoldBuckets *s;
+	int			g;
+
+	if (!AggCheckCallContext(fcinfo, &cxt))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("counter._buckets_add called in non-aggregate context")));
+	if (PG_ARGISNULL(0))
+		s = buckets_new(cxt, PG_ARGISNULL(3) ? NULL : PG_GETARG_ARRAYTYPE_P(3));
+	else
+		s = (FoldBuckets *) PG_GETARG_POINTER(0);
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_POINTER(s);
+	for (g = 0; g < s->ngs; g++)
+	{
+		Datum		start = DirectFunctionCall3(timestamptz_bin,
+												IntervalPGetDatum(&s->gs[g]),
+												PG_GETARG_DATUM(1),
+												TimestampTzGetDatum(0));
+
+		buckets_find(s, g, DatumGetTimestampTz(start))->sum += PG_GETARG_INT64(2);
+	}
+	PG_RETURN_POINTER(s);
+}
+
+/* The final function of counter._buckets: counter._bucket[] in primary key order. */
+PG_FUNCTION_INFO_V1(counter_buckets_result);
+Datum
+counter_buckets_result(PG_FUNCTION_ARGS)
+{
+	FoldBuckets *s = PG_ARGISNULL(0) ? NULL : (FoldBuckets *) PG_GETARG_POINTER(0);
+	Oid			elemtype = get_element_type(get_fn_expr_rettype(fcinfo->flinfo));
+	TupleDesc	desc = lookup_rowtype_tupdesc(elemtype, -1);
+	int			n = s == NULL ? 0 : s->n;
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+
+	if (n > 0)
+		qsort(s->b, n, sizeof(FoldBucket), bucket_order);
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		if (s->b[i].sum < PG_INT64_MIN || s->b[i].sum > PG_INT64_MAX)
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("bigint out of range")));
+		values[0] = IntervalPGetDatum(&s->gs[s->b[i].g]);
+		values[1] = TimestampTzGetDatum(s->b[i].bucket);
+		values[2] = Int64GetDatum((int64) s->b[i].sum);
+		elems[i] = HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+	}
+	ReleaseTupleDesc(desc);
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, n, elemtype, -1, false, TYPALIGN_DOUBLE));
 }
