@@ -92,6 +92,8 @@ INSERT INTO spread_raw VALUES ('big', 9223372036854775807, '2026-05-01 00:00:10+
 SELECT count(counter.add('spread', key, delta, at => at)) FROM spread_raw;
 SELECT counter.compact('spread') AS moved;
 SELECT count(*) AS quarantined FROM counter.quarantine;
+CREATE FUNCTION pg_temp.spread_check() RETURNS TABLE (buckets int8, mismatched int8, keys_daily int8)
+LANGUAGE sql AS $$
 WITH truth AS (SELECT key, g, date_bin(g, at, timestamptz '2000-01-01 00:00:00+00') AS bucket,
                       sum(delta) AS value
                  FROM spread_raw, unnest('{1 minute,1 hour,1 day}'::interval[]) AS g
@@ -99,9 +101,21 @@ WITH truth AS (SELECT key, g, date_bin(g, at, timestamptz '2000-01-01 00:00:00+0
      got AS (SELECT r.key, r.granularity AS g, r.bucket, r.value
                FROM counter.rollups r JOIN counter.counters c ON c.id = r.counter_id
               WHERE c.name = 'spread')
-SELECT count(*) AS buckets, count(*) FILTER (WHERE t.value IS DISTINCT FROM o.value) AS mismatched,
-       count(DISTINCT (t.key, t.g)) FILTER (WHERE t.g = '1 day') AS keys_daily
-  FROM truth t FULL JOIN got o USING (key, g, bucket);
+SELECT count(*), count(*) FILTER (WHERE t.value IS DISTINCT FROM o.value),
+       count(DISTINCT (t.key, t.g)) FILTER (WHERE t.g = '1 day')
+  FROM truth t FULL JOIN got o USING (key, g, bucket)
+$$;
+SELECT * FROM pg_temp.spread_check();
+-- a second compaction: keys already there, a new key below the greatest
+-- one of the counter (inserted ON CONFLICT) and one above it (inserted as
+-- new): every bucket and total is still the raw sum
+CREATE TEMP TABLE spread_more (key text, delta int8, at timestamptz);
+INSERT INTO spread_more VALUES ('k1', 3, '2026-05-01 10:00:30+00'), ('k2', -4, '2026-05-03 10:00:00+00'),
+	('a_new', 4, '2026-05-02 10:00:00+00'), ('z_new', 6, '2026-05-02 11:00:00+00');
+INSERT INTO spread_raw SELECT * FROM spread_more;
+SELECT count(counter.add('spread', key, delta, at => at)) FROM spread_more;
+SELECT counter.compact('spread') AS moved;
+SELECT * FROM pg_temp.spread_check();
 SELECT counter.value('spread', 'big') AS big,
        (SELECT sum(value) FROM counter.totals WHERE counter = 'spread')
      = (SELECT sum(delta) FROM spread_raw) AS totals_are_raw;
