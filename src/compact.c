@@ -83,7 +83,8 @@
  * counter's primary key, so they are not compared row by row), so that
  * nothing after it joins counter.counters (a join the planner made a loop
  * over the counters with a scan of every row moved in each: rows times
- * counters).  Each insert goes in the order of its table's primary key, so
+ * counters); CTE hi holds a row per counter moved (FOLD_INTO), hashed
+ * where the inserts join it.  Each insert goes in the order of its table's primary key, so
  * that consecutive rows land on the same index pages (into a fresh table,
  * on its rightmost page): sorted (FOLD_MOVED), or as they come from an
  * aggregate that streams its input in (counter, key) order (SHAPE_WHOLE:
