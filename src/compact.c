@@ -109,11 +109,11 @@
 "          WHERE c.id = ANY (ARRAY (SELECT DISTINCT a.counter_id FROM agg a)))" \
 FOLD_INTO("roll", "counter.rollups AS r (counter_id, key, granularity, bucket, value)", \
 		  "a.counter_id, a.key, b.granularity, b.bucket, b.value", ", unnest(a.b) AS b", \
-		  "h.roll", ORDERED("ORDER BY 1, 2, 3, 4"), \
+		  "roll", ORDERED("ORDER BY 1, 2, 3, 4"), \
 		  "(counter_id, key, granularity, bucket) DO UPDATE SET value = r.value + excluded.value") \
 FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated)", \
 		  "a.name, a.key, $2, counter.increment('{}', $2, a.d), a.upd", "", \
-		  "h.tot", ORDERED("ORDER BY 1, 2"), \
+		  "tot", ORDERED("ORDER BY 1, 2"), \
 		  "(counter, key, node)" \
 		  " DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state))," \
 		  "               updated = greatest(t.updated, excluded.updated)") \
@@ -127,9 +127,10 @@ FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated)", \
 /*
  * The two inserts of FOLD_MOVED_AS into TABLE, named NAME and NAME_new, of
  * COLUMNS from agg a (joined with FROM): the rows of keys above the
- * counter's greatest key in the table (MAX, from CTE hi; NULL: none there)
- * are new, inserted as they are; the others may meet a row of their key,
- * merged ON CONFLICT.  A plain insert of a new key does not first search
+ * counter's greatest key in the table (column MAX of CTE hi; NULL: none
+ * there) are new, inserted as they are; the others may meet a row of their
+ * key, merged ON CONFLICT (not even read when no counter moved has a row
+ * there: a one-time filter).  A plain insert of a new key does not first search
  * the index for a conflict, nor insert speculatively: a first compaction of
  * a million keys takes about a third less time.  Nothing else inserts this
  * node's rows of the key meanwhile, but should anything (a replicated echo
@@ -140,11 +141,11 @@ FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated)", \
 #define FOLD_INTO(NAME, TABLE, COLUMNS, FROM, MAX, ORDER, CONFLICT) \
 ", " NAME " AS (INSERT INTO " TABLE \
 "   SELECT " COLUMNS " FROM agg a JOIN hi h ON h.id = a.counter_id" FROM \
-"    WHERE a.key <= " MAX " " ORDER \
+"    WHERE a.key <= h." MAX " AND (SELECT bool_or(x." MAX " IS NOT NULL) FROM hi x) " ORDER \
 "   ON CONFLICT " CONFLICT ")" \
 ", " NAME "_new AS (INSERT INTO " TABLE \
 "   SELECT " COLUMNS " FROM agg a JOIN hi h ON h.id = a.counter_id" FROM \
-"    WHERE (a.key > " MAX " OR " MAX " IS NULL) " ORDER ")"
+"    WHERE (a.key > h." MAX " OR h." MAX " IS NULL) " ORDER ")"
 
 /* ORDERED of FOLD_MOVED_AS: the ORDER BY, or nothing */
 #define FOLD_SORT(ORDER)	ORDER
