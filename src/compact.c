@@ -83,10 +83,11 @@
  * counter's primary key, so they are not compared row by row), so that
  * nothing after it joins counter.counters (a join the planner made a loop
  * over the counters with a scan of every row moved in each: rows times
- * counters); CTE hi holds a row per counter moved (FOLD_INTO), hashed
- * where the inserts join it.  Each insert goes in the order of its table's primary key, so
- * that consecutive rows land on the same index pages (into a fresh table,
- * on its rightmost page): sorted (FOLD_MOVED), or as they come from an
+ * counters).  CTE hi holds a row per counter moved: the rows it moved, its
+ * greatest key moved, and its greatest keys in totals and rollups
+ * (FOLD_INTO).  Each insert goes in the order of its table's primary key,
+ * so that consecutive rows land on the same index pages (into a fresh
+ * table, on its rightmost page): sorted (FOLD_MOVED), or as they come from an
  * aggregate that streams its input in (counter, key) order (SHAPE_WHOLE:
  * FOLD_MOVED_STREAMED), whose rows are in the order of its groups, that of
  * rollups (each key's buckets come in order) and, within a counter, of
@@ -102,11 +103,11 @@
 "                 counter._buckets(m.at, m.delta, c.rollups) AS b" \
 "            FROM moved m JOIN counter.counters c ON c.id = m.counter_id" \
 "           GROUP BY 1, 2)" \
-", hi AS (SELECT c.id," \
-"                (SELECT max(t.key) FROM counter.totals t WHERE t.counter = c.name) AS tot," \
-"                (SELECT max(r.key) FROM counter.rollups r WHERE r.counter_id = c.id) AS roll" \
-"           FROM counter.counters c" \
-"          WHERE c.id = ANY (ARRAY (SELECT DISTINCT a.counter_id FROM agg a)))" \
+", hi AS (SELECT g.id, g.n, g.top," \
+"                (SELECT max(t.key) FROM counter.totals t WHERE t.counter = g.name) AS tot," \
+"                (SELECT max(r.key) FROM counter.rollups r WHERE r.counter_id = g.id) AS roll" \
+"           FROM (SELECT a.counter_id AS id, a.name, sum(a.n)::int8 AS n, max(a.key) AS top" \
+"                   FROM agg a GROUP BY 1, 2) g)" \
 FOLD_INTO("roll", "counter.rollups AS r (counter_id, key, granularity, bucket, value)", \
 		  "a.counter_id, a.key, b.granularity, b.bucket, b.value", ", unnest(a.b) AS b", \
 		  "roll", ORDERED("ORDER BY 1, 2, 3, 4"), \
@@ -121,8 +122,7 @@ FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated)", \
 "   FROM agg a" \
 "  WHERE (SELECT bool_or(f.feed) FROM counter.counters f) AND a.feed" \
 " UNION ALL" \
-" SELECT NULL, NULL, sum(a.n)::int8, a.counter_id, max(a.key)" \
-"   FROM agg a GROUP BY a.counter_id"
+" SELECT NULL, NULL, h.n, h.id, h.top FROM hi h"
 
 /*
  * The two inserts of FOLD_MOVED_AS into TABLE, named NAME and NAME_new, of
@@ -130,9 +130,9 @@ FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated)", \
  * counter's greatest key in the table (column MAX of CTE hi; NULL: none
  * there) are new, inserted as they are; the others may meet a row of their
  * key, merged ON CONFLICT (not even read when no counter moved has a row
- * there: a one-time filter).  A plain insert of a new key does not first search
- * the index for a conflict, nor insert speculatively: a first compaction of
- * a million keys takes about a third less time.  Nothing else inserts this
+ * there: a one-time filter).  A plain insert of a new key does not first
+ * search the index for a conflict, nor insert speculatively: a first
+ * compaction of a million keys takes about a third less time.  Nothing else inserts this
  * node's rows of the key meanwhile, but should anything (a replicated echo
  * of this node's row, counter.alter() adding a granularity's buckets), the
  * insert fails with unique_violation and the batch runs again (run), its
