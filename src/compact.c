@@ -699,7 +699,9 @@ cursor_params(int t, Datum *values)
  * when it fails with a data exception, the keys it cannot move are
  * quarantined and it runs again without them, until it succeeds; after a
  * unique_violation (a row of a key it took for new, inserted meanwhile) it
- * runs again as it is, up to BATCH_CONFLICT_RETRIES times; an error of
+ * runs again as it is, up to BATCH_CONFLICT_RETRIES times, but for a
+ * transaction snapshot, which would not see the row either: there it fails
+ * with serialization_failure, as ON CONFLICT does; an error of
  * another kind, or one no key explains, fails the round as before.
  * Leaves the statement's result in SPI_tuptable.
  */
@@ -722,11 +724,20 @@ run(Batch *b)
 		edata = CounterInSubxact(exec_batch, b);
 		if (edata == NULL)
 			break;
-		if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && ++conflicts <= BATCH_CONFLICT_RETRIES)
+		if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION)
 		{
 			/* a row inserted meanwhile: the next snapshot sees it (FOLD_INTO) */
-			FreeErrorData(edata);
-			continue;
+			if (IsolationUsesXactSnapshot())
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access due to a concurrent insert of a counter's row"),
+						 errdetail("%s", edata->message),
+						 errhint("Run the transaction again. A compaction that can see the row merges into it: the worker's, or counter.compact() in READ COMMITTED.")));
+			if (++conflicts <= BATCH_CONFLICT_RETRIES)
+			{
+				FreeErrorData(edata);
+				continue;
+			}
 		}
 		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION ||
 			quarantine(b, edata) == 0)
