@@ -109,7 +109,7 @@
 "           FROM (SELECT a.counter_id AS id, a.name, sum(a.n)::int8 AS n, max(a.key) AS top" \
 "                   FROM agg a GROUP BY 1, 2) g)" \
 FOLD_INTO("roll", "counter.rollups AS r (counter_id, key, granularity, bucket, value)", \
-		  "a.counter_id, a.key, b.granularity, b.bucket, b.value", ", unnest(a.b) AS b", \
+		  "a.counter_id, a.key, (a.u).granularity, (a.u).bucket, (a.u).value", ", unnest(a.b) AS u", \
 		  "roll", ORDERED("ORDER BY 1, 2, 3, 4"), \
 		  "(counter_id, key, granularity, bucket) DO UPDATE SET value = r.value + excluded.value") \
 FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated)", \
@@ -126,7 +126,10 @@ FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated)", \
 
 /*
  * The two inserts of FOLD_MOVED_AS into TABLE, named NAME and NAME_new, of
- * COLUMNS from agg a (joined with FROM): the rows of keys above the
+ * COLUMNS from the rows of agg a with SRF (more columns: a set-returning
+ * call in the select list, which yields its rows as they come, where one in
+ * FROM would store the rows of each call in a tuplestore of its own, a
+ * million times at a million keys): the rows of keys above the
  * counter's greatest key in the table (column MAX of CTE hi; NULL: none
  * there) are new, inserted as they are; the others may meet a row of their
  * key, merged ON CONFLICT (not even read when no counter moved has a row
@@ -138,14 +141,14 @@ FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated)", \
  * insert fails with unique_violation and the batch runs again (run), its
  * new snapshot seeing the row.
  */
-#define FOLD_INTO(NAME, TABLE, COLUMNS, FROM, MAX, ORDER, CONFLICT) \
+#define FOLD_INTO(NAME, TABLE, COLUMNS, SRF, MAX, ORDER, CONFLICT) \
 ", " NAME " AS (INSERT INTO " TABLE \
-"   SELECT " COLUMNS " FROM agg a JOIN hi h ON h.id = a.counter_id" FROM \
-"    WHERE a.key <= h." MAX " AND (SELECT bool_or(x." MAX " IS NOT NULL) FROM hi x) " ORDER \
+"   SELECT " COLUMNS " FROM (SELECT a.*" SRF " FROM agg a JOIN hi h ON h.id = a.counter_id" \
+"    WHERE a.key <= h." MAX " AND (SELECT bool_or(x." MAX " IS NOT NULL) FROM hi x)) a " ORDER \
 "   ON CONFLICT " CONFLICT ")" \
 ", " NAME "_new AS (INSERT INTO " TABLE \
-"   SELECT " COLUMNS " FROM agg a JOIN hi h ON h.id = a.counter_id" FROM \
-"    WHERE (a.key > h." MAX " OR h." MAX " IS NULL) " ORDER ")"
+"   SELECT " COLUMNS " FROM (SELECT a.*" SRF " FROM agg a JOIN hi h ON h.id = a.counter_id" \
+"    WHERE (a.key > h." MAX " OR h." MAX " IS NULL)) a " ORDER ")"
 
 /* ORDERED of FOLD_MOVED_AS: the ORDER BY, or nothing */
 #define FOLD_SORT(ORDER)	ORDER
@@ -974,15 +977,28 @@ typedef struct FoldBucket
 	int128		sum;
 } FoldBucket;
 
-/* the state of counter._buckets for one key */
+/*
+ * The granularities of one counter._buckets argument, ascending.  Kept for
+ * the whole statement (the transition function's fn_extra, a list of every
+ * argument met: a counter's groups share its entry), so that a group's
+ * state does not parse and sort its counter's array again.
+ */
+typedef struct FoldGrains
+{
+	struct FoldGrains *next;
+	ArrayType  *arg;			/* a copy of the argument (NULL: none) */
+	int			ngs;
+	Interval	gs[FLEXIBLE_ARRAY_MEMBER];
+} FoldGrains;
+
+/* the state of counter._buckets for one key: one allocation, until it grows */
 typedef struct FoldBuckets
 {
-	int			ngs;
-	Interval   *gs;				/* the granularities, ascending */
+	FoldGrains *grains;
 	int		   *last;			/* per granularity, its last bucket (-1: none) */
 	int			n;
 	int			size;
-	FoldBucket *b;
+	FoldBucket *b;				/* first in the same allocation */
 } FoldBuckets;
 
 /* qsort comparator of intervals */
@@ -1006,29 +1022,59 @@ bucket_order(const void *a, const void *b)
 	return x->bucket < y->bucket ? -1 : (x->bucket > y->bucket ? 1 : 0);
 }
 
-/* A new state in cxt for the granularities gs (NULL or NULL elements: none). */
-static FoldBuckets *
-buckets_new(MemoryContext cxt, ArrayType *gs)
+/*
+ * The granularities of argument gs (NULL or NULL elements: none), from the
+ * list at *cache (in cxt, which outlives every group), added if new.
+ */
+static FoldGrains *
+grains_of(void **cache, MemoryContext cxt, ArrayType *gs)
 {
-	FoldBuckets *s = MemoryContextAllocZero(cxt, sizeof(FoldBuckets));
+	FoldGrains *f;
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n = 0;
 	int			i;
 
+	for (f = *cache; f != NULL; f = f->next)
+		if (gs == NULL ? f->arg == NULL :
+			(f->arg != NULL && VARSIZE(f->arg) == VARSIZE(gs) &&
+			 memcmp(f->arg, gs, VARSIZE(gs)) == 0))
+			return f;
 	if (gs != NULL)
 		deconstruct_array(gs, INTERVALOID, sizeof(Interval), false, TYPALIGN_DOUBLE,
 						  &elems, &nulls, &n);
-	s->gs = MemoryContextAlloc(cxt, sizeof(Interval) * Max(n, 1));
+	f = MemoryContextAllocZero(cxt, offsetof(FoldGrains, gs) + sizeof(Interval) * Max(n, 1));
 	for (i = 0; i < n; i++)
 		if (!nulls[i])
-			s->gs[s->ngs++] = *DatumGetIntervalP(elems[i]);
-	qsort(s->gs, s->ngs, sizeof(Interval), interval_order);
-	s->last = MemoryContextAlloc(cxt, sizeof(int) * Max(s->ngs, 1));
-	for (i = 0; i < s->ngs; i++)
+			f->gs[f->ngs++] = *DatumGetIntervalP(elems[i]);
+	qsort(f->gs, f->ngs, sizeof(Interval), interval_order);
+	if (gs != NULL)
+	{
+		f->arg = MemoryContextAlloc(cxt, VARSIZE(gs));
+		memcpy(f->arg, gs, VARSIZE(gs));
+	}
+	f->next = *cache;
+	*cache = f;
+	return f;
+}
+
+/* A new state in cxt for the granularities g, with room for a bucket of each. */
+static FoldBuckets *
+buckets_new(MemoryContext cxt, FoldGrains *g)
+{
+	int			size = Max(g->ngs, 1);
+	Size		head = MAXALIGN(sizeof(FoldBuckets)) + MAXALIGN(sizeof(int) * size);
+	char	   *mem = MemoryContextAlloc(cxt, head + sizeof(FoldBucket) * size);
+	FoldBuckets *s = (FoldBuckets *) mem;
+	int			i;
+
+	s->grains = g;
+	s->last = (int *) (mem + MAXALIGN(sizeof(FoldBuckets)));
+	for (i = 0; i < g->ngs; i++)
 		s->last[i] = -1;
-	s->size = Max(s->ngs, 1);
-	s->b = MemoryContextAlloc(cxt, sizeof(FoldBucket) * s->size);
+	s->n = 0;
+	s->size = size;
+	s->b = (FoldBucket *) (mem + head);
 	return s;
 }
 
@@ -1047,8 +1093,13 @@ buckets_find(FoldBuckets *s, int g, TimestampTz start)
 		{
 			if (s->n == s->size)
 			{
+				/* the first buckets are in the state's allocation: copied out */
+				FoldBucket *b = MemoryContextAlloc(GetMemoryChunkContext(s),
+												   sizeof(FoldBucket) * s->size * 2);
+
+				memcpy(b, s->b, sizeof(FoldBucket) * s->n);
+				s->b = b;
 				s->size *= 2;
-				s->b = repalloc(s->b, sizeof(FoldBucket) * s->size);
 			}
 			i = s->n++;
 			s->b[i].g = g;
@@ -1078,15 +1129,16 @@ counter_buckets_add(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("counter._buckets_add called in non-aggregate context")));
 	if (PG_ARGISNULL(0))
-		s = buckets_new(cxt, PG_ARGISNULL(3) ? NULL : PG_GETARG_ARRAYTYPE_P(3));
+		s = buckets_new(cxt, grains_of(&fcinfo->flinfo->fn_extra, fcinfo->flinfo->fn_mcxt,
+									   PG_ARGISNULL(3) ? NULL : PG_GETARG_ARRAYTYPE_P(3)));
 	else
 		s = (FoldBuckets *) PG_GETARG_POINTER(0);
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_POINTER(s);
-	for (g = 0; g < s->ngs; g++)
+	for (g = 0; g < s->grains->ngs; g++)
 	{
 		Datum		start = DirectFunctionCall3(timestamptz_bin,
-												IntervalPGetDatum(&s->gs[g]),
+												IntervalPGetDatum(&s->grains->gs[g]),
 												PG_GETARG_DATUM(1),
 												TimestampTzGetDatum(0));
 
@@ -1095,18 +1147,37 @@ counter_buckets_add(PG_FUNCTION_ARGS)
 	PG_RETURN_POINTER(s);
 }
 
-/* The final function of counter._buckets: counter._bucket[] in primary key order. */
+/* what the final function of counter._buckets looks up once (fn_extra) */
+typedef struct FoldRowType
+{
+	Oid			elemtype;		/* counter._bucket */
+	TupleDesc	desc;			/* a copy of its descriptor, in fn_mcxt */
+} FoldRowType;
+
+/*
+ * The final function of counter._buckets: counter._bucket[] in primary key
+ * order.  The row type is looked up once per statement.
+ */
 PG_FUNCTION_INFO_V1(counter_buckets_result);
 Datum
 counter_buckets_result(PG_FUNCTION_ARGS)
 {
 	FoldBuckets *s = PG_ARGISNULL(0) ? NULL : (FoldBuckets *) PG_GETARG_POINTER(0);
-	Oid			elemtype = get_element_type(get_fn_expr_rettype(fcinfo->flinfo));
-	TupleDesc	desc = lookup_rowtype_tupdesc(elemtype, -1);
+	FoldRowType *t = fcinfo->flinfo->fn_extra;
 	int			n = s == NULL ? 0 : s->n;
 	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
 	int			i;
 
+	if (t == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		t = palloc(sizeof(FoldRowType));
+		t->elemtype = get_element_type(get_fn_expr_rettype(fcinfo->flinfo));
+		t->desc = lookup_rowtype_tupdesc_copy(t->elemtype, -1);
+		MemoryContextSwitchTo(old);
+		fcinfo->flinfo->fn_extra = t;
+	}
 	if (n > 0)
 		qsort(s->b, n, sizeof(FoldBucket), bucket_order);
 	for (i = 0; i < n; i++)
@@ -1118,11 +1189,10 @@ counter_buckets_result(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 					 errmsg("bigint out of range")));
-		values[0] = IntervalPGetDatum(&s->gs[s->b[i].g]);
+		values[0] = IntervalPGetDatum(&s->grains->gs[s->b[i].g]);
 		values[1] = TimestampTzGetDatum(s->b[i].bucket);
 		values[2] = Int64GetDatum((int64) s->b[i].sum);
-		elems[i] = HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+		elems[i] = HeapTupleGetDatum(heap_form_tuple(t->desc, values, nulls));
 	}
-	ReleaseTupleDesc(desc);
-	PG_RETURN_ARRAYTYPE_P(construct_array(elems, n, elemtype, -1, false, TYPALIGN_DOUBLE));
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, n, t->elemtype, -1, false, TYPALIGN_DOUBLE));
 }

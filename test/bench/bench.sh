@@ -596,10 +596,11 @@ peer_available() {
 # (incremental.execute_pipeline; without pg_incremental the pipeline's
 # statement run by hand, reported as such), both checked exact; top(10) and
 # value() of random keys against a plain indexed (key, n) table holding the
-# same values, 8 clients.
+# same values, 8 clients.  Also the fold's floor: the plain INSERTs alone of
+# the rows it wrote, into tables like counter.totals and counter.rollups.
 scale_keyspace() {
     local n=$1 dist=$2 tag keyexpr c ev roll plain t_load t_c t_p sum keys exact peer_exact d_sum d_keys
-    local peer_label peer_note psum pkeys tps_top tps_ptop tps_val tps_pval top_exact label
+    local peer_label peer_note psum pkeys tps_top tps_ptop tps_val tps_pval top_exact label t_floor
     label=$(awk -v n="$n" 'BEGIN { print (n >= 1000000 ? n / 1000000 "m" : n / 1000 "k") }')
     tag=${dist}_$label c=scale_${dist}_$label ev=scale_ev_${dist}_$label roll=scale_roll_${dist}_$label plain=scale_plain_${dist}_$label
     if [[ $dist == uniform ]]; then
@@ -627,7 +628,20 @@ EOF
     read -r sum keys < <(sql "SELECT sum(value), count(*) FROM counter.totals WHERE counter = '$c'" | tr '|' ' ')
     exact=no
     [[ $sum == "$d_sum" && $keys == "$d_keys" ]] && exact=yes
-    sql "CHECKPOINT" >>"$LOG" 2>&1
+    # the reads below are measured as the worker's next round leaves the
+    # tables (as before the load): the table folded whole emptied
+    sql "SELECT counter.compact()" >>"$LOG" 2>&1
+    # the floor: only the plain INSERTs, in primary-key order, of the rows the
+    # fold wrote into tables like counter.totals and counter.rollups (their
+    # indexes, the generated value), nothing read or aggregated
+    sql "CREATE TABLE floor_tot_$tag (LIKE counter.totals INCLUDING ALL);
+         CREATE TABLE floor_roll_$tag (LIKE counter.rollups INCLUDING ALL);
+         CHECKPOINT" >>"$LOG" 2>&1
+    t_floor=$(timed_sql "INSERT INTO floor_tot_$tag (counter, key, node, state, updated)
+           SELECT counter, key, node, state, updated FROM counter.totals WHERE counter = '$c' ORDER BY key;
+         INSERT INTO floor_roll_$tag SELECT r.* FROM counter.rollups r
+          WHERE r.counter_id = (SELECT id FROM counter.counters WHERE name = '$c') ORDER BY r.key, r.granularity, r.bucket" | tail -n 1)
+    sql "DROP TABLE floor_tot_$tag, floor_roll_$tag; CHECKPOINT" >>"$LOG" 2>&1
     local fold="INSERT INTO $roll SELECT key, date_trunc('day', at), sum(d) FROM $ev"
     local merge="GROUP BY 1, 2 ON CONFLICT (key, day) DO UPDATE SET n = $roll.n + excluded.n"
     if ((PEER)); then
@@ -648,6 +662,10 @@ EOF
     printf '%-24s %s events, %s keys; load by counter.add %ss; compact %ss: %s events/s, %s keys/s; %s %ss: %s events/s; ratio %sx; exact: counter %s, peer %s\n' \
         "compact_$tag" "$n" "$d_keys" "$t_load" "$t_c" "$(div "$n" "$t_c")" "$(div "$d_keys" "$t_c")" \
         "$peer_label" "$t_p" "$(div "$n" "$t_p")" "$(div "$t_p" "$t_c")" "$exact" "$peer_exact"
+    printf '%-24s the plain INSERTs of the fold'"'"'s rows alone %ss: %sx the peer, %s of the fold\n' \
+        "compact_floor_$tag" "$t_floor" "$(div "$t_p" "$t_floor")" "$(awk -v a="$t_floor" -v b="$t_c" 'BEGIN { printf "%.0f%%", (b > 0 ? 100 * a / b : 0) }')"
+    record "compact_floor_$tag" 1 "$(div "$d_keys" "$t_floor")" "$d_keys" - - - \
+        "keys/s of the plain INSERTs alone of the fold's totals and rollups rows (tables like them, primary-key order); ${t_floor}s; peer ${t_p}s; ratio $(div "$t_p" "$t_floor")"
     [[ $peer_exact == yes ]] || exact=no
     ((n > 1000000)) || scale_target "compaction $dist $label, counter / ${peer_label%% (*}" "$(div "$t_p" "$t_c")" ">=" 1.0
     record "compact_$tag" 1 "$(div "$n" "$t_c")" "$n" - - "$exact" \
