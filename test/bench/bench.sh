@@ -9,6 +9,8 @@
 #   BENCH_ONLY            regex: run only the workloads whose name matches
 #   BENCH_SCALE_KEYS      keys (and events) of the scale section's keyspaces
 #                         (default 1000000)
+#   BENCH_SCALE_ROUNDS    runs, in turn, of each read of the scale section and
+#                         of its baseline, the median kept (default 3)
 #   BENCH_SCALE_10M=1     also the scale section's keyspaces at 10x that (10M
 #                         keys: about 40 minutes more on a 2-core machine)
 #   pg_incremental        the scale section's compaction peer; not in Debian:
@@ -45,6 +47,7 @@ CLIENTS=${BENCH_CLIENTS:-1 16 64}
 WORKER_SECONDS=${BENCH_WORKER_SECONDS:-60}
 ONLY=${BENCH_ONLY:-}
 ROUNDS=${BENCH_ROUNDS:-1}
+SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-3}
 MAX_CLIENTS=$(tr ' ' '\n' <<<"$CLIENTS" | grep -E '^[0-9]+$' | sort -n | tail -n 1)
 REDIS_CLIENTS="64 16"
 REDIS_REQUESTS=200000
@@ -548,6 +551,19 @@ scale_tps() {
     pgbench_run "$f" 8 "$DURATION" | tee -a "$LOG" | pgbench_parse | awk '{ print $1 }'
 }
 
+# scale_pair A B: "tpsA tpsB" of pgbench scripts A and B, each the median
+# of SCALE_ROUNDS runs taken in turn, A then B, so that both
+# meet the same moments of this shared machine's drift.
+scale_pair() {
+    local r a=() b=()
+    for ((r = 0; r < SCALE_ROUNDS; r++)); do
+        a+=("$(scale_tps "$1")")
+        b+=("$(scale_tps "$2")")
+    done
+    echo "$(printf '%s\n' "${a[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')" \
+        "$(printf '%s\n' "${b[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+}
+
 # Print a / b with 2 decimals (0 when b is 0).
 div() {
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
@@ -678,11 +694,10 @@ EOF
     top_exact=no
     [[ $(sql "SELECT array_agg(value ORDER BY value DESC) FROM counter.top('$c', 10)") == \
         "$(sql "SELECT array_agg(n ORDER BY n DESC) FROM (SELECT n FROM $plain ORDER BY n DESC LIMIT 10) s")" ]] && top_exact=yes
-    tps_top=$(scale_tps "SELECT * FROM counter.top('$c', 10);")
-    tps_ptop=$(scale_tps "SELECT key, n FROM $plain ORDER BY n DESC LIMIT 10;")
-    tps_val=$(scale_tps "\\set i random(1, $n)
-SELECT counter.value('$c', 'k' || :i);")
-    tps_pval=$(scale_tps "\\set i random(1, $n)
+    read -r tps_top tps_ptop < <(scale_pair "SELECT * FROM counter.top('$c', 10);" \
+        "SELECT key, n FROM $plain ORDER BY n DESC LIMIT 10;")
+    read -r tps_val tps_pval < <(scale_pair "\\set i random(1, $n)
+SELECT counter.value('$c', 'k' || :i);" "\\set i random(1, $n)
 SELECT n FROM $plain WHERE key = 'k' || :i;")
     printf '%-24s top(10) %s tps vs plain ORDER BY n DESC LIMIT 10 %s tps: %sx (same values: %s); value() %s tps vs plain PK %s tps: %sx (8 clients, %s keys)\n' \
         "top_value_$tag" "$tps_top" "$tps_ptop" "$(div "$tps_top" "$tps_ptop")" "$top_exact" \
@@ -706,12 +721,12 @@ scale_hot_read() {
          CREATE TABLE scale_hot_pk (id int PRIMARY KEY, v int8); INSERT INTO scale_hot_pk VALUES (1, 1)" >>"$LOG" 2>&1
     printf '%s\n' "SELECT counter.add('scale_hot', 'k');" >"$f"
     chmod 644 "$f"
-    as_pg "$PGBIN/pgbench" -n -M prepared -j 2 -c 64 -T $((2 * DURATION + 6)) -f - \
+    as_pg "$PGBIN/pgbench" -n -M prepared -j 2 -c 64 -T $((2 * SCALE_ROUNDS * (DURATION + 1) + 6)) -f - \
         -h "$SCRATCH" -p "$PGPORT_SCRATCH" postgres <"$f" >"$SCRATCH/writers.out" 2>&1 &
     wpid=$!
     sleep 2
-    tps_val=$(scale_tps "SELECT counter.value('scale_hot', 'k');")
-    tps_pk=$(scale_tps "SELECT v FROM scale_hot_pk WHERE id = 1;")
+    read -r tps_val tps_pk < <(scale_pair "SELECT counter.value('scale_hot', 'k');" \
+        "SELECT v FROM scale_hot_pk WHERE id = 1;")
     wait "$wpid" || true
     wout=$(pgbench_parse <"$SCRATCH/writers.out")
     cat "$SCRATCH/writers.out" >>"$LOG"
