@@ -1,4 +1,4 @@
--- Proves the storage defaults of 1.4: no rollups for a new counter, counter.slot_events (4) and counter.buffered_keys (-1: sized from shared_buffers, at least 100,000 keys); in slots mode an uncontended key's adds are event rows (no slot row) until it has counter.slot_events pending events, then it gets one slot row; on that event path an add that would take the key's pending events out of bigint fails with 22003 as a slot row's does; slot_events = 0 gives a slot row at the first add; bad settings fail (22023, 55P02); counter.stats.buffered_fallbacks is 0 while the buffered hash has room.
+-- Proves the storage defaults of 1.4: no rollups for a new counter, counter.slot_events (4) and counter.buffered_keys (-1: sized from shared_buffers, at least 100,000 keys); in slots mode an uncontended key's adds are event rows (no slot row) until it has counter.slot_events pending events, then it gets one slot row, written once per transaction (its later adds in the transaction are events); on that event path an add that would take the key's pending events out of bigint fails with 22003 as a slot row's does; slot_events = 0 gives a slot row at the first add; bad settings fail (22023, 55P02); counter.stats.buffered_fallbacks is 0 while the buffered hash has room.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS counter;
 RESET client_min_messages;
@@ -17,7 +17,9 @@ CREATE FUNCTION pg_temp.rows(k text) RETURNS TABLE (slot_rows int8, events int8)
 			 WHERE c.name = 'st_slots' AND e.key = k)$$;
 
 -- one transaction (the worker cannot fold its events in between): three
--- adds are three events; the fifth add of a key with four gets a slot row
+-- adds are three events; the fifth add of a key with four gets a slot row,
+-- and the transaction's later adds of the key are events again (the row is
+-- written once per transaction)
 BEGIN;
 SELECT count(counter.add('st_slots', 'a')) FROM generate_series(1, 3);
 SELECT * FROM pg_temp.rows('a');

@@ -104,6 +104,7 @@ typedef struct SlotRow
 	int64		lo;
 	int64		hi;
 	TimestampTz touched;
+	bool		ours;			/* this version written by our transaction */
 } SlotRow;
 
 /* What became of one attempt to add to a slot row. */
@@ -158,6 +159,7 @@ slot_read(Relation rel, HeapTuple tuple, SlotRow *row)
 	row->has_hi = !nulls[Anum_slots_hi - 1];
 	row->hi = row->has_hi ? DatumGetInt64(values[Anum_slots_hi - 1]) : 0;
 	row->touched = DatumGetTimestampTz(values[Anum_slots_touched - 1]);
+	row->ours = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
 }
 
 /*
@@ -291,6 +293,15 @@ slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
 /*
  * Add delta to the slot row at tid, if the row can be had and has room.  On
  * SLOT_NO_SHARE the row stays locked and is returned in *row.
+ *
+ * A row this transaction has written already (since 1.4) is not written
+ * again: the add goes to an event row, and the row stays locked.  Every
+ * version a transaction writes stays until it ends (none can be pruned), so
+ * a statement adding a million times to a thousand keys made chains of a
+ * thousand versions, each add walking its key's chain to the newest
+ * (quadratic) over pages of dead versions (gigabytes); an event row is
+ * one insert among other keys' rows.  Not for bounded counters, whose
+ * escrow is in the slot rows, nor with counter.slot_events = 0.
  */
 static SlotResult
 slot_try(Relation rel, Relation idx, ItemPointer tid, CounterMeta *meta,
@@ -303,6 +314,11 @@ slot_try(Relation rel, Relation idx, ItemPointer tid, CounterMeta *meta,
 		return SLOT_BUSY;
 	if (result != TM_Ok)
 		return SLOT_MOVED;
+	if (row->ours && !meta->has_min && !meta->has_max && counter_slot_events > 0)
+	{
+		CounterEventsInsert(meta, key, delta, GetCurrentTransactionStartTimestamp());
+		return SLOT_DONE;
+	}
 	if (pg_add_s64_overflow(row->value, delta, &value))
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
