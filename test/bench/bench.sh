@@ -901,6 +901,45 @@ scale_lag() {
         "max_pending=$max_pending; max_lag_s=$max_lag; longest_round_s<=$longest; naptime $naptime; drain_s=$drain; $(wc -l <"$samples") samples"
 }
 
+# One statement of 1M adds (BENCH_SCALE_KEYS) over 1,000 keys of a slots
+# counter, of 1M adds with as many idempotency keys (then the first 1,000
+# again: skipped), and of 1M likes by as many members of 1,000 posts: adds
+# per second, and each exact after compaction.  A key added to many times in
+# one transaction (1.4): its slot row is written once, the rest are events,
+# so the slots table grows by pages per key, not by a page per 17 adds.
+scale_shapes() {
+    local n=${BENCH_SCALE_KEYS:-1000000} t b0 b1 exact label
+    label=$(awk -v n="$n" 'BEGIN { print (n >= 1000000 ? n / 1000000 "m" : n / 1000 "k") }')
+    sql "SELECT counter.create('scale_rep'); SELECT counter.create('scale_idem', mode => 'events');
+         SELECT counter.create('scale_likes', members => true)" >>"$LOG" 2>&1
+    b0=$(sql "SELECT pg_relation_size('counter.slots')")
+    t=$(timed_sql "SELECT count(counter.add('scale_rep', 'k' || (i % 1000))) FROM generate_series(1, $n) i" | tail -n 1)
+    b1=$(sql "SELECT pg_relation_size('counter.slots')")
+    scale_compact scale_rep >>"$LOG"
+    exact=no
+    [[ $(sql "SELECT sum(value) || ' ' || count(*) FROM counter.totals WHERE counter = 'scale_rep'") == "$n 1000" ]] && exact=yes
+    printf '%-24s %s adds over 1000 slots keys in one statement: %ss, %s adds/s; slots table +%s kB; exact: %s\n' \
+        shape_one_xact_$label "$n" "$t" "$(div "$n" "$t")" "$(((b1 - b0) / 1024))" "$exact"
+    record shape_one_xact_$label 1 "$(div "$n" "$t")" "$n" - - "$exact" "adds/s, one statement, 1000 slots keys; slots table +$(((b1 - b0) / 1024)) kB"
+    t=$(timed_sql "SELECT count(counter.add('scale_idem', 'k' || (i % 1000), 1, idempotency_key => 'i' || i)) FROM generate_series(1, $n) i" | tail -n 1)
+    sql "SELECT count(counter.add('scale_idem', 'k' || (i % 1000), 1, idempotency_key => 'i' || i)) FROM generate_series(1, 1000) i" >>"$LOG" 2>&1
+    scale_compact scale_idem >>"$LOG"
+    exact=no
+    [[ $(sql "SELECT sum(value) FROM counter.totals WHERE counter = 'scale_idem'") == "$n" &&
+        $(sql "SELECT count(*) FROM counter.idempotency WHERE counter = 'scale_idem'") == "$n" ]] && exact=yes
+    printf '%-24s %s adds with as many idempotency keys in one statement: %ss, %s adds/s; 1000 repeats skipped; exact: %s\n' \
+        shape_idempotency_$label "$n" "$t" "$(div "$n" "$t")" "$exact"
+    record shape_idempotency_$label 1 "$(div "$n" "$t")" "$n" - - "$exact" "adds/s with as many distinct idempotency keys, one statement; 1000 repeats skipped"
+    t=$(timed_sql "SELECT count(counter.\"like\"('scale_likes', 'p' || (i % 1000), 'u' || i)) FROM generate_series(1, $n) i" | tail -n 1)
+    scale_compact scale_likes >>"$LOG"
+    exact=no
+    [[ $(sql "SELECT sum(counter.value('scale_likes', 'p' || i)) FROM generate_series(0, 999) i") == "$n" &&
+        $(sql "SELECT count(*) FROM counter.members('scale_likes', 'p7', $n)") == "$((n / 1000))" ]] && exact=yes
+    printf '%-24s %s likes by as many members of 1000 posts in one statement: %ss, %s likes/s; exact: %s\n' \
+        shape_likes_$label "$n" "$t" "$(div "$n" "$t")" "$exact"
+    record shape_likes_$label 1 "$(div "$n" "$t")" "$n" - - "$exact" "likes/s, as many members over 1000 posts, one statement"
+}
+
 # The scale section: compaction, top() and value() at 1M keys (uniform and
 # Zipf; 10M too with BENCH_SCALE_10M=1) against pg_incremental and plain
 # tables, the change feed's cost at 1M keys, value() of a hot slots key
@@ -925,6 +964,7 @@ scale() {
         done
     done
     scale_feed
+    scale_shapes
     scale_worker on
     scale_hot_read
     scale_bytes
