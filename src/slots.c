@@ -36,6 +36,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_collation.h"
+#include "common/hashfn.h"
 #include "common/int.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
@@ -46,9 +47,11 @@
 #include "storage/bufmgr.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -206,15 +209,122 @@ slot_lock(Relation rel, ItemPointer tid, LockWaitPolicy policy, SlotRow *row)
 	return result;
 }
 
+/*
+ * Own rows (since 1.4): per bounded key, the newest version of the slot row
+ * this transaction wrote last, which its next add of the key locks at once.
+ * Found through the index, it was reached by a walk over every version the
+ * transaction had written of the row (none can be pruned before it ends):
+ * quadratic in a transaction's adds to a key.  (An unbounded key's row is
+ * written once per transaction: slot_try.)  A hint only, used while the
+ * version is one this transaction wrote and sees as live, of the same key:
+ * after a rolled-back savepoint, or a compaction in the transaction that
+ * zeroed the row, it is not, and the index is searched as before.  At most
+ * OWN_ROWS_MAX keys a transaction.
+ */
+#define OWN_ROWS_MAX			100000
+
+typedef struct OwnRowKey
+{
+	int32		id;
+	uint32		hash;			/* of the key */
+} OwnRowKey;
+
+typedef struct OwnRow
+{
+	OwnRowKey	k;
+	ItemPointerData tid;
+} OwnRow;
+
+static HTAB *own_rows = NULL;
+static LocalTransactionId own_rows_lxid = InvalidLocalTransactionId;
+
+/* The own row entry of (id, key), entered if enter (NULL: none, or full). */
+static OwnRow *
+own_row(int32 id, text *key, bool enter)
+{
+	OwnRowKey	k;
+
+	if (own_rows == NULL || own_rows_lxid != MyProc->lxid)
+	{
+		HASHCTL		ctl;
+
+		if (!enter)
+			return NULL;
+		if (own_rows != NULL)
+			hash_destroy(own_rows);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(OwnRowKey);
+		ctl.entrysize = sizeof(OwnRow);
+		ctl.hcxt = TopMemoryContext;
+		own_rows = hash_create("counter own slot rows", 64, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		own_rows_lxid = MyProc->lxid;
+	}
+	memset(&k, 0, sizeof(k));
+	k.id = id;
+	k.hash = hash_any((unsigned char *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	if (enter && hash_get_num_entries(own_rows) < OWN_ROWS_MAX)
+		return hash_search(own_rows, &k, HASH_ENTER, NULL);
+	return hash_search(own_rows, &k, HASH_FIND, NULL);
+}
+
+/*
+ * The own row of (id, key) into *tid, if it is still a version this
+ * transaction wrote and sees as live, of that key.
+ */
+static bool
+own_row_get(Relation rel, int32 id, text *key, ItemPointer tid)
+{
+	OwnRow	   *o = own_row(id, key, false);
+	HeapTupleData tuple;
+	Buffer		buffer;
+	bool		ok;
+
+	if (o == NULL)
+		return false;
+	tuple.t_self = o->tid;
+	if (!heap_fetch(rel, SnapshotSelf, &tuple, &buffer, false))
+		return false;
+	ok = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple.t_data));
+	if (ok)
+	{
+		Datum		values[Natts_slots];
+		bool		nulls[Natts_slots];
+		text	   *k;
+
+		heap_deform_tuple(&tuple, RelationGetDescr(rel), values, nulls);
+		k = DatumGetTextPP(values[Anum_slots_key - 1]);
+		ok = DatumGetInt32(values[Anum_slots_counter_id - 1]) == id &&
+			VARSIZE_ANY_EXHDR(k) == VARSIZE_ANY_EXHDR(key) &&
+			memcmp(VARDATA_ANY(k), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key)) == 0;
+	}
+	ReleaseBuffer(buffer);
+	*tid = tuple.t_self;
+	return ok;
+}
+
+/* Remember tid as the own row of a bounded counter's key. */
+static void
+own_row_set(CounterMeta *meta, text *key, ItemPointer tid)
+{
+	OwnRow	   *o;
+
+	if (!meta->has_min && !meta->has_max)
+		return;
+	o = own_row(meta->id, key, true);
+	if (o != NULL)
+		o->tid = *tid;
+}
+
 /* Write a locked row back: HOT when its page has room, as it usually has. */
 static void
-slot_write(Relation rel, Relation idx, int32 id, text *key, SlotRow *row)
+slot_write(Relation rel, Relation idx, CounterMeta *meta, text *key, SlotRow *row)
 {
 	Datum		values[Natts_slots];
 	bool		nulls[Natts_slots];
 	HeapTuple	tup;
 
-	slot_form(values, nulls, id, key, row);
+	slot_form(values, nulls, meta->id, key, row);
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 	simple_heap_update(rel, &row->tid, tup);
 	/* our indexes are btree, which needs no IndexInfo */
@@ -222,6 +332,7 @@ slot_write(Relation rel, Relation idx, int32 id, text *key, SlotRow *row)
 		index_insert(idx, values, nulls, &tup->t_self, rel,
 					 UNIQUE_CHECK_YES, false, NULL);
 	row->tid = tup->t_self;		/* the row may be written again */
+	own_row_set(meta, key, &row->tid);
 	heap_freetuple(tup);
 }
 
@@ -258,6 +369,7 @@ slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	index_insert(idx, values, nulls, &tup->t_self, rel,
 				 UNIQUE_CHECK_YES, false, NULL);
 	row->tid = tup->t_self;
+	own_row_set(meta, key, &row->tid);
 	heap_freetuple(tup);
 	meta->last_slot = own;
 	return row->tid;
@@ -327,7 +439,7 @@ slot_try(Relation rel, Relation idx, ItemPointer tid, CounterMeta *meta,
 		return SLOT_NO_SHARE;
 	row->value = value;
 	row->touched = GetCurrentTransactionStartTimestamp();	/* counter.get */
-	slot_write(rel, idx, meta->id, key, row);
+	slot_write(rel, idx, meta, key, row);
 	meta->last_slot = row->slot;
 	return SLOT_DONE;
 }
@@ -393,7 +505,7 @@ escrow_split(Relation rel, Relation idx, CounterMeta *meta, text *key,
 			rows[i].lo = to_int64(rows[i].value - share(sum - sum_lo, n, i));
 		if (meta->has_max)
 			rows[i].hi = to_int64(rows[i].value + share(sum_hi - sum, n, i));
-		slot_write(rel, idx, meta->id, key, &rows[i]);
+		slot_write(rel, idx, meta, key, &rows[i]);
 	}
 	meta->last_slot = rows[0].slot;
 	return true;
@@ -525,7 +637,7 @@ escrow_split_off(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	row->lo = to_int64(row->lo + give_lo);
 	row->hi = to_int64(row->hi - give_hi);
 	CommandCounterIncrement();	/* the row was just written by this command */
-	slot_write(rel, idx, meta->id, key, row);
+	slot_write(rel, idx, meta, key, row);
 	slot_insert_row(rel, idx, meta, key, &mine, own);
 }
 
@@ -684,9 +796,13 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		snapshot = RegisterSnapshot(xact_snapshot ? GetTransactionSnapshot() :
 									GetLatestSnapshot());
 
-		/* 1. the row this backend used last time */
-		CounterScanKeys(keys, meta->id, key, true, meta->last_slot);
-		have_first = collect_tids(rel, idx, snapshot, keys, 3, &first, 1) == 1;
+		/* 1. the row of the key this transaction holds, or this backend used last time */
+		have_first = bounded && own_row_get(rel, meta->id, key, &first);
+		if (!have_first)
+		{
+			CounterScanKeys(keys, meta->id, key, true, meta->last_slot);
+			have_first = collect_tids(rel, idx, snapshot, keys, 3, &first, 1) == 1;
+		}
 		result = have_first ?
 			slot_try(rel, idx, &first, meta, key, delta, LockWaitSkip, &held) : SLOT_BUSY;
 		if (result == SLOT_MOVED && xact_snapshot)

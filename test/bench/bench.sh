@@ -27,7 +27,8 @@
 # load; compaction throughput of a 1M-event backlog; the scale section
 # (BENCH_ONLY='^scale$' alone): 1M keys uniform and Zipf (10M opt-in),
 # compaction against pg_incremental, top/value against a plain indexed table,
-# value of a hot slots key under 64 writers, bytes per key of each mode, the
+# value of a hot slots key under 64 writers, one statement of 1M adds,
+# idempotent adds or likes, bytes per key of each mode, the
 # worker's backlog under a 60 s zipfian load over 1M keys).  Prints a table (tps,
 # latency p50/p99 from pgbench's per-transaction logs, ratios) and a targets
 # block; writes test/bench/results/bench-<stamp>.csv, .png (gnuplot), .log
@@ -908,41 +909,43 @@ scale_lag() {
 # one transaction (1.4): its slot row is written once, the rest are events,
 # so the slots table grows by pages per key, not by a page per 17 adds.
 scale_shapes() {
-    local n=${BENCH_SCALE_KEYS:-1000000} t b0 b1 exact label
+    local n=${BENCH_SCALE_KEYS:-1000000} t b0 b1 label
     label=$(awk -v n="$n" 'BEGIN { print (n >= 1000000 ? n / 1000000 "m" : n / 1000 "k") }')
     sql "SELECT counter.create('scale_rep'); SELECT counter.create('scale_idem', mode => 'events');
          SELECT counter.create('scale_likes', members => true)" >>"$LOG" 2>&1
     b0=$(sql "SELECT pg_relation_size('counter.slots')")
     t=$(timed_sql "SELECT count(counter.add('scale_rep', 'k' || (i % 1000))) FROM generate_series(1, $n) i" | tail -n 1)
     b1=$(sql "SELECT pg_relation_size('counter.slots')")
-    scale_compact scale_rep >>"$LOG"
-    exact=no
-    [[ $(sql "SELECT sum(value) || ' ' || count(*) FROM counter.totals WHERE counter = 'scale_rep'") == "$n 1000" ]] && exact=yes
-    printf '%-24s %s adds over 1000 slots keys in one statement: %ss, %s adds/s; slots table +%s kB; exact: %s\n' \
-        shape_one_xact_$label "$n" "$t" "$(div "$n" "$t")" "$(((b1 - b0) / 1024))" "$exact"
-    record shape_one_xact_$label 1 "$(div "$n" "$t")" "$n" - - "$exact" "adds/s, one statement, 1000 slots keys; slots table +$(((b1 - b0) / 1024)) kB"
+    shape_report "shape_one_xact_$label" "$n" "$t" scale_rep \
+        "SELECT sum(value) = $n AND count(*) = 1000 FROM counter.totals WHERE counter = 'scale_rep'" \
+        "adds over 1000 slots keys in one statement; slots table +$(((b1 - b0) / 1024)) kB"
     t=$(timed_sql "SELECT count(counter.add('scale_idem', 'k' || (i % 1000), 1, idempotency_key => 'i' || i)) FROM generate_series(1, $n) i" | tail -n 1)
     sql "SELECT count(counter.add('scale_idem', 'k' || (i % 1000), 1, idempotency_key => 'i' || i)) FROM generate_series(1, 1000) i" >>"$LOG" 2>&1
-    scale_compact scale_idem >>"$LOG"
-    exact=no
-    [[ $(sql "SELECT sum(value) FROM counter.totals WHERE counter = 'scale_idem'") == "$n" &&
-        $(sql "SELECT count(*) FROM counter.idempotency WHERE counter = 'scale_idem'") == "$n" ]] && exact=yes
-    printf '%-24s %s adds with as many idempotency keys in one statement: %ss, %s adds/s; 1000 repeats skipped; exact: %s\n' \
-        shape_idempotency_$label "$n" "$t" "$(div "$n" "$t")" "$exact"
-    record shape_idempotency_$label 1 "$(div "$n" "$t")" "$n" - - "$exact" "adds/s with as many distinct idempotency keys, one statement; 1000 repeats skipped"
+    shape_report "shape_idempotency_$label" "$n" "$t" scale_idem \
+        "SELECT (SELECT sum(value) FROM counter.totals WHERE counter = 'scale_idem') = $n
+            AND (SELECT count(*) FROM counter.idempotency WHERE counter = 'scale_idem') = $n" \
+        "adds with as many idempotency keys in one statement; the first 1000 again: skipped"
     t=$(timed_sql "SELECT count(counter.\"like\"('scale_likes', 'p' || (i % 1000), 'u' || i)) FROM generate_series(1, $n) i" | tail -n 1)
-    scale_compact scale_likes >>"$LOG"
-    exact=no
-    [[ $(sql "SELECT sum(counter.value('scale_likes', 'p' || i)) FROM generate_series(0, 999) i") == "$n" &&
-        $(sql "SELECT count(*) FROM counter.members('scale_likes', 'p7', $n)") == "$((n / 1000))" ]] && exact=yes
-    printf '%-24s %s likes by as many members of 1000 posts in one statement: %ss, %s likes/s; exact: %s\n' \
-        shape_likes_$label "$n" "$t" "$(div "$n" "$t")" "$exact"
-    record shape_likes_$label 1 "$(div "$n" "$t")" "$n" - - "$exact" "likes/s, as many members over 1000 posts, one statement"
+    shape_report "shape_likes_$label" "$n" "$t" scale_likes \
+        "SELECT (SELECT sum(counter.value('scale_likes', 'p' || i)) FROM generate_series(0, 999) i) = $n
+            AND (SELECT count(*) FROM counter.members('scale_likes', 'p7', $n)) = $((n / 1000))" \
+        "likes by as many members of 1000 posts in one statement"
+}
+
+# shape_report NAME N SECONDS COUNTER CHECK WHAT: compact COUNTER, then
+# print and record N adds in SECONDS, exact when SQL CHECK is true.
+shape_report() {
+    local exact=no
+    scale_compact "$4" >>"$LOG"
+    [[ $(sql "$5") == t ]] && exact=yes
+    printf '%-24s %s %s: %ss, %s/s; exact: %s\n' "$1" "$2" "$6" "$3" "$(div "$2" "$3")" "$exact"
+    record "$1" 1 "$(div "$2" "$3")" "$2" - - "$exact" "per second: $6"
 }
 
 # The scale section: compaction, top() and value() at 1M keys (uniform and
 # Zipf; 10M too with BENCH_SCALE_10M=1) against pg_incremental and plain
-# tables, the change feed's cost at 1M keys, value() of a hot slots key
+# tables, the change feed's cost at 1M keys, three transaction shapes at
+# 1M (scale_shapes), value() of a hot slots key
 # under 64 writers, bytes per key of each mode, and the worker under a 60 s
 # zipfian load over 1M keys.
 scale() {
