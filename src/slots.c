@@ -20,6 +20,11 @@
  * takes a page), until it has counter.slot_events pending events or another
  * transaction is inserting one for it: so only a key added to often or
  * concurrently gets slot rows, and the worker folds both kinds alike.
+ * A transaction writes an unbounded key's row once (1.4): the versions it
+ * writes cannot be pruned before it ends, so its later adds of the key are
+ * event rows; a bounded key's, which must go to its rows, lock the version
+ * written last directly (own rows), not through the index and the chain
+ * of versions behind it.
  * Rows are found with the latest snapshot and locked in their newest
  * version, so an add works the same under every isolation level: an add is
  * blind (it never depends on the value it reads).
