@@ -223,8 +223,10 @@ slot_lock(Relation rel, ItemPointer tid, LockWaitPolicy policy, SlotRow *row)
  * written once per transaction: slot_try.)  A hint only, used while the
  * version is one this transaction wrote and sees as live, of the same key:
  * after a rolled-back savepoint, or a compaction in the transaction that
- * zeroed the row, it is not, and the index is searched as before.  At most
- * OWN_ROWS_MAX keys a transaction.
+ * zeroed the row, it is not, and the index is searched as before.  Kept
+ * from a row's second write in a transaction on (the first leaves a chain
+ * of one version), so a transaction that adds to a key once never builds
+ * the table.  At most OWN_ROWS_MAX keys a transaction.
  */
 #define OWN_ROWS_MAX			100000
 
@@ -321,7 +323,10 @@ own_row_set(CounterMeta *meta, text *key, ItemPointer tid)
 		o->tid = *tid;
 }
 
-/* Write a locked row back: HOT when its page has room, as it usually has. */
+/*
+ * Write a locked row back: HOT when its page has room, as it usually has.
+ * A version this transaction wrote already becomes the key's own row.
+ */
 static void
 slot_write(Relation rel, Relation idx, CounterMeta *meta, text *key, SlotRow *row)
 {
@@ -337,7 +342,9 @@ slot_write(Relation rel, Relation idx, CounterMeta *meta, text *key, SlotRow *ro
 		index_insert(idx, values, nulls, &tup->t_self, rel,
 					 UNIQUE_CHECK_YES, false, NULL);
 	row->tid = tup->t_self;		/* the row may be written again */
-	own_row_set(meta, key, &row->tid);
+	if (row->ours)
+		own_row_set(meta, key, &row->tid);
+	row->ours = true;
 	heap_freetuple(tup);
 }
 
@@ -374,7 +381,7 @@ slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	index_insert(idx, values, nulls, &tup->t_self, rel,
 				 UNIQUE_CHECK_YES, false, NULL);
 	row->tid = tup->t_self;
-	own_row_set(meta, key, &row->tid);
+	row->ours = true;
 	heap_freetuple(tup);
 	meta->last_slot = own;
 	return row->tid;

@@ -561,8 +561,12 @@ scale_pair() {
         a+=("$(scale_tps "$1")")
         b+=("$(scale_tps "$2")")
     done
-    echo "$(printf '%s\n' "${a[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')" \
-        "$(printf '%s\n' "${b[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+    echo "$(median "${a[@]}")" "$(median "${b[@]}")"
+}
+
+# The median of the numbers given (the lower middle one of an even count).
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
 # Print a / b with 2 decimals (0 when b is 0).
