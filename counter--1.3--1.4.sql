@@ -93,6 +93,8 @@ AS $$
 BEGIN
 	IF TG_OP = 'UPDATE' THEN
 		NEW.state := counter.merge(OLD.state, NEW.state);
+		-- where this node's buckets are is this node's to say
+		NEW.sole := OLD.sole;
 		IF NEW.counter = OLD.counter AND NEW.key = OLD.key AND NEW.node = OLD.node
 		   AND NEW.state::text = OLD.state::text THEN
 			RETURN NULL;
@@ -211,6 +213,21 @@ LANGUAGE C STABLE PARALLEL RESTRICTED;
 
 -- == end section: get ==
 
+-- == section: sole (a key's buckets held by its total) ==
+
+-- Set on this node's total of a key whose every add compacted so far fell
+-- in one bucket of each granularity of its counter: then its buckets are
+-- those holding this time, each worth the whole total, and
+-- counter.rollups has no row of the key (compaction writes them out, and
+-- clears it, once an add falls in another bucket, a bucket is past
+-- retention, or counter.alter() changes the granularities).  A key added
+-- to within one hour or day costs one row, not one per granularity more.
+-- Only this node's own rows carry it (counter._totals_join keeps a row's
+-- own value against a peer's copy).
+ALTER TABLE counter.totals ADD COLUMN sole timestamptz;
+
+-- == end section: sole ==
+
 -- == section: feed option ==
 
 -- The change feed only where it is wanted: counters.feed says whether
@@ -292,13 +309,15 @@ REVOKE ALL ON FUNCTION counter._create(text, oid, text, int4, interval[], interv
 
 -- counter.alter() of counter id: NULL keeps a setting; rollups of a
 -- granularity dropped go, and a new granularity starts from this node's
--- compacted total (node), in one bucket.
+-- compacted total (node), in one bucket.  With new granularities, the
+-- buckets that this node's totals held (totals.sole) are written out.
 CREATE FUNCTION counter._alter(id int4, mode text, slots int4, rollups interval[],
 							   retention interval[], node int4, feed bool)
 RETURNS void
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
-	WITH c AS (
+	WITH o AS (SELECT rollups FROM counter.counters WHERE id = $1),
+	c AS (
 		UPDATE counter.counters SET mode = coalesce($2, mode), slots = coalesce($3, slots),
 			   rollups = coalesce($4, rollups),
 			   retention = coalesce($5, CASE WHEN $4 IS NULL THEN retention
@@ -307,13 +326,20 @@ BEGIN ATOMIC
 			   feed = coalesce($7, feed)
 		 WHERE id = $1 RETURNING id, name, rollups),
 	gone AS (DELETE FROM counter.rollups r USING c
-			  WHERE r.counter_id = c.id AND r.granularity <> ALL (c.rollups))
+			  WHERE r.counter_id = c.id AND r.granularity <> ALL (c.rollups)),
+	s AS (SELECT t.ctid, t.key, t.sole, t.value FROM c, counter.totals t
+		   WHERE t.counter = c.name AND t.node = $6 AND t.sole IS NOT NULL AND $4 IS NOT NULL),
+	u AS (UPDATE counter.totals t SET sole = NULL FROM s WHERE t.ctid = s.ctid)
 	INSERT INTO counter.rollups (counter_id, key, granularity, bucket, value)
 	SELECT c.id, t.key, g.g, '-infinity', t.value
-	  FROM c, pg_catalog.unnest(c.rollups) g(g), counter.totals t
+	  FROM c, o, pg_catalog.unnest(c.rollups) g(g), counter.totals t
 	 WHERE t.counter = c.name AND t.node = $6 AND $4 IS NOT NULL
-	   AND NOT EXISTS (SELECT 1 FROM counter.rollups r
-						WHERE r.counter_id = c.id AND r.granularity = g.g);
+	   AND g.g <> ALL (o.rollups)
+	UNION ALL
+	SELECT c.id, s.key, g.g,
+		   pg_catalog.date_bin(g.g, s.sole, timestamptz '2000-01-01 00:00:00+00'), s.value
+	  FROM c, o, s, pg_catalog.unnest(c.rollups) g(g)
+	 WHERE g.g = ANY (o.rollups);
 END;
 REVOKE ALL ON FUNCTION counter._alter(int4, text, int4, interval[], interval[], int4, bool)
 	FROM PUBLIC;
@@ -351,7 +377,8 @@ END;
 REVOKE ALL ON FUNCTION counter._revoke(int4, oid, text) FROM PUBLIC;
 
 -- counter.series() of counter id's key: the non-empty buckets of
--- granularity from "from" to "to": rollups, plus events not yet compacted
+-- granularity from "from" to "to": rollups (or the one bucket this node's
+-- total holds: totals.sole), plus events not yet compacted
 -- in their own (event time) bucket, plus slot deltas not yet collected in
 -- the current bucket (slot adds are bucketed when the worker collects
 -- them).  Not STRICT, so that the planner inlines it into the caller's
@@ -367,6 +394,13 @@ BEGIN ATOMIC
 		SELECT bucket AS b, value AS v FROM counter.rollups
 		 WHERE counter_id = $1 AND key = $2 AND granularity = $5
 		   AND bucket >= (SELECT b FROM lo) AND bucket < $4
+		UNION ALL
+		SELECT pg_catalog.date_bin($5, t.sole, o.origin), t.value
+		  FROM counter.counters c, counter.totals t, o
+		 WHERE c.id = $1 AND $5 = ANY (c.rollups)
+		   AND t.counter = c.name AND t.key = $2
+		   AND t.node = coalesce(pg_catalog.current_setting('counter.node_id', true)::int4, 1)
+		   AND t.sole IS NOT NULL
 		UNION ALL
 		SELECT pg_catalog.date_bin($5, e.at, o.origin), e.delta
 		  FROM counter.pending_events e, o
@@ -1076,6 +1110,16 @@ CREATE AGGREGATE counter._buckets(timestamptz, int8, interval[]) (
 REVOKE ALL ON FUNCTION counter._buckets_add(internal, timestamptz, int8, interval[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION counter._buckets_result(internal) FROM PUBLIC;
 REVOKE ALL ON FUNCTION counter._buckets(timestamptz, int8, interval[]) FROM PUBLIC;
+
+-- counter._sole_buckets(b, sole, value): a key's buckets b with value added
+-- to the bucket holding sole of each of their granularities (compaction,
+-- src/compact.c): where a key's total held its
+-- buckets (totals.sole) and they are written out.  Internal.
+CREATE FUNCTION counter._sole_buckets(counter._bucket[], timestamptz, int8)
+RETURNS counter._bucket[]
+AS 'MODULE_PATHNAME', 'counter_sole_buckets'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION counter._sole_buckets(counter._bucket[], timestamptz, int8) FROM PUBLIC;
 
 -- Every entry of totals_top is unique (it holds the primary key's
 -- columns), so deduplication finds nothing to merge: without it, a full

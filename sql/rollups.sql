@@ -1,4 +1,4 @@
--- Proves rollups: back-dated events land in their own buckets; series() over random ranges equals the raw sum of the same events (before and after compaction, for every granularity); retention drops old buckets only, keeps their sum in the -infinity bucket, and verify() stays at zero drift.
+-- Proves rollups: back-dated events land in their own buckets; series() over random ranges equals the raw sum of the same events (before and after compaction, for every granularity); retention drops old buckets only, keeps their sum in the -infinity bucket, and verify() stays at zero drift; a key whose adds all fall in one bucket of each granularity has no rollups row (its total holds them, totals.sole), until an add in another bucket, retention or alter() writes them out, with series() and verify() exact at each step, in events, slots and buffered modes.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS counter;
 RESET client_min_messages;
@@ -100,7 +100,12 @@ WITH truth AS (SELECT key, g, date_bin(g, at, timestamptz '2000-01-01 00:00:00+0
                 GROUP BY 1, 2, 3),
      got AS (SELECT r.key, r.granularity AS g, r.bucket, r.value
                FROM counter.rollups r JOIN counter.counters c ON c.id = r.counter_id
-              WHERE c.name = 'spread')
+              WHERE c.name = 'spread'
+             UNION ALL	-- a key in one bucket of each: its total holds them (1.4)
+             SELECT t.key, g, date_bin(g, t.sole, timestamptz '2000-01-01 00:00:00+00'), t.value
+               FROM counter.totals t JOIN counter.counters c ON c.name = t.counter,
+                    unnest(c.rollups) AS g
+              WHERE c.name = 'spread' AND t.sole IS NOT NULL)
 SELECT count(*), count(*) FILTER (WHERE t.value IS DISTINCT FROM o.value),
        count(DISTINCT (t.key, t.g)) FILTER (WHERE t.g = '1 day')
   FROM truth t FULL JOIN got o USING (key, g, bucket)
@@ -120,6 +125,78 @@ SELECT counter.value('spread', 'big') AS big,
        (SELECT sum(value) FROM counter.totals WHERE counter = 'spread')
      = (SELECT sum(delta) FROM spread_raw) AS totals_are_raw;
 SELECT counter.drop('spread');
+
+-- A key whose adds all fall in one bucket of each granularity has no row in
+-- counter.rollups: its total holds them (totals.sole, 1.4), and series and
+-- verify read them there.  More adds in the same buckets keep it so; an
+-- add in another bucket writes every bucket out; so do a bucket past
+-- retention and counter.alter() of the granularities.  Reads stay exact
+-- at every step, in every mode.
+CREATE FUNCTION pg_temp.sole_state(c text)
+RETURNS TABLE (key text, value int8, sole timestamptz, rollup_rows int8)
+LANGUAGE sql AS $$
+SELECT t.key, t.value, t.sole,
+       (SELECT count(*) FROM counter.rollups r JOIN counter.counters k ON k.id = r.counter_id
+         WHERE k.name = c AND r.key = t.key)
+  FROM counter.totals t WHERE t.counter = c ORDER BY t.key
+$$;
+CREATE FUNCTION pg_temp.sole_reads(c text, k text)
+RETURNS TABLE (hourly text, daily text, drift numeric)
+LANGUAGE sql AS $$
+SELECT (SELECT string_agg(to_char(bucket AT TIME ZONE 'UTC', 'DD HH24') || '=' || value, ' ' ORDER BY bucket)
+          FROM counter.series(c, k, '2026-06-01', '2026-06-05', '1 hour')),
+       (SELECT string_agg(to_char(bucket AT TIME ZONE 'UTC', 'DD') || '=' || value, ' ' ORDER BY bucket)
+          FROM counter.series(c, k, '2026-06-01', '2026-06-05', '1 day')),
+       (SELECT sum(drift) + sum(drifted_keys) FROM counter.verify(c))
+$$;
+SELECT mode, counter.create('sole_' || mode, mode => mode, rollups => '{1 hour,1 day}')
+  FROM unnest('{events,slots,buffered}'::text[]) AS mode;
+SELECT count(counter.add('sole_events', k, d, at => t::timestamptz))
+  FROM (VALUES ('a', 5, '2026-06-02 10:10+00'), ('a', 2, '2026-06-02 10:20+00'),
+               ('b', 1, '2026-06-02 10:20+00'), ('b', 1, '2026-06-02 11:20+00')) AS v(k, d, t);
+SELECT counter.compact();
+SELECT * FROM pg_temp.sole_state('sole_events');
+SELECT * FROM pg_temp.sole_reads('sole_events', 'a');
+SELECT * FROM pg_temp.sole_reads('sole_events', 'b');
+-- the same buckets again: still held by the total
+SELECT counter.add('sole_events', 'a', 3, at => '2026-06-02 10:50+00');
+SELECT counter.compact();
+SELECT * FROM pg_temp.sole_state('sole_events') WHERE key = 'a';
+SELECT * FROM pg_temp.sole_reads('sole_events', 'a');
+-- another hour: every bucket written out, the total's among them
+SELECT counter.add('sole_events', 'a', 4, at => '2026-06-02 12:50+00');
+SELECT counter.compact();
+SELECT * FROM pg_temp.sole_state('sole_events') WHERE key = 'a';
+SELECT * FROM pg_temp.sole_reads('sole_events', 'a');
+-- a new granularity: the held buckets are written out, the new one starts
+-- from the total (in its -infinity bucket)
+SELECT counter.add('sole_events', 'c', 7, at => '2026-06-03 09:00+00');
+SELECT counter.compact();
+SELECT counter.alter('sole_events', rollups => '{1 hour,1 day,7 days}');
+SELECT * FROM pg_temp.sole_state('sole_events') WHERE key = 'c';
+SELECT * FROM pg_temp.sole_reads('sole_events', 'c');
+-- past retention: written out, then moved to the -infinity bucket (one
+-- compaction folds the key, then applies retention)
+SELECT counter.create('sole_kept', mode => 'events', rollups => '{1 hour,1 day}',
+                      retention => '{2 days,NULL}');
+SELECT counter.add('sole_kept', 'old', 9, at => now() - interval '30 days');
+SELECT counter.compact();
+SELECT key, value, sole IS NOT NULL AS held FROM counter.totals WHERE counter = 'sole_kept';
+SELECT r.granularity, r.bucket = '-infinity' AS folded_away, r.value
+  FROM counter.rollups r JOIN counter.counters k ON k.id = r.counter_id
+ WHERE k.name = 'sole_kept' ORDER BY 1;
+SELECT sum(drift) + sum(drifted_keys) AS drift FROM counter.verify('sole_kept');
+-- slots and buffered adds (bucketed when compacted) are held the same way
+SELECT counter.add('sole_slots', 's', 1), counter.add('sole_slots', 's', 2),
+       counter.add('sole_buffered', 's', 3);
+SELECT counter.compact();
+SELECT k.name, t.value, t.sole IS NOT NULL AS held,
+       (SELECT count(*) FROM counter.rollups r WHERE r.counter_id = k.id) AS rollup_rows,
+       (SELECT sum(value) FROM counter.series(k.name, 's', now() - interval '1 day', now() + interval '1 day', '1 day')) AS daily,
+       (SELECT sum(drift) + sum(drifted_keys) FROM counter.verify(k.name)) AS drift
+  FROM counter.counters k JOIN counter.totals t ON t.counter = k.name
+ WHERE k.name IN ('sole_slots', 'sole_buffered') ORDER BY 1;
+SELECT count(counter.drop(name)) AS dropped FROM counter.counters WHERE name LIKE 'sole\_%';
 
 SELECT counter.drop('hits');
 DROP EXTENSION counter;

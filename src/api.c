@@ -884,22 +884,16 @@ counter_compact(PG_FUNCTION_ARGS)
 }
 
 /*
- * For each granularity, compare every key's compacted total on this node
- * with the sum of its buckets (retention keeps dropped buckets' sum in the
- * -infinity bucket, so they must agree exactly).
+ * For each granularity, the buckets of counter.rollups, or, for a key whose
+ * total holds its buckets (totals.sole, since 1.4), its total itself
+ * (COUNTER_VERIFY_SQL).
  */
 static CounterStmt verify_stmt = {
-	"WITH t AS (SELECT key, value FROM counter.totals WHERE counter = $2 AND node = $3),"
-	" g AS (SELECT unnest(rollups) AS g FROM counter.counters WHERE id = $1)"
-	" SELECT g.g, count(d.key), count(d.key) FILTER (WHERE d.drift <> 0),"
-	"        coalesce(sum(abs(d.drift)), 0)"
-	"   FROM g LEFT JOIN LATERAL ("
-	"     SELECT coalesce(t.key, r.key) AS key,"
-	"            coalesce(t.value, 0)::numeric - coalesce(r.v, 0) AS drift"
-	"       FROM t FULL JOIN (SELECT key, sum(value) AS v FROM counter.rollups"
-	"                          WHERE counter_id = $1 AND granularity = g.g GROUP BY key) r"
-	"         ON r.key = t.key) d ON true"
-	"  GROUP BY g.g ORDER BY g.g",
+	COUNTER_VERIFY_SQL("SELECT key, value FROM counter.rollups"
+					   " WHERE counter_id = $1 AND granularity = g.g"
+					   " UNION ALL"
+					   " SELECT key, value FROM counter.totals"
+					   " WHERE counter = $2 AND node = $3 AND sole IS NOT NULL"),
 	3, {INT4OID, TEXTOID, INT4OID}
 };
 
@@ -911,7 +905,7 @@ counter_verify(PG_FUNCTION_ARGS)
 	Datum		values[3];
 
 	counter_params(meta, values);
-	return_rows(fcinfo, &verify_stmt, values, NULL);
+	return_rows(fcinfo, CounterLegacyStmt(LEGACY_VERIFY, &verify_stmt), values, NULL);
 	return (Datum) 0;
 }
 

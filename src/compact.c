@@ -84,8 +84,21 @@
  * nothing after it joins counter.counters (a join the planner made a loop
  * over the counters with a scan of every row moved in each: rows times
  * counters).  CTE hi holds a row per counter moved: the rows it moved, its
- * greatest key moved, and its greatest keys in totals and rollups
- * (FOLD_INTO).  Each insert goes in the order of its table's primary key,
+ * greatest key moved, and its greatest key in totals (FOLD_INTO).
+ *
+ * A key whose rows all fall in one bucket of each granularity (column
+ * sole of agg: the earliest time of its rows, else NULL) and that has no
+ * total on this node yet gets no rollups row: its total's column sole
+ * says that its buckets are the ones holding that time, each its whole
+ * total (since 1.4; readers add them: counter._series, counter.verify).
+ * Most keys of a likes or views counter are added to within one hour or
+ * day, and then a compacted key costs one row, not one per granularity
+ * more.  CTE old holds the keys that have a total (FOLD_INTO): one whose
+ * total has a sole time keeps it while its rows stay in the same buckets;
+ * otherwise its buckets are written out, with the ones its total held
+ * (counter._sole_buckets), and sole is cleared.
+ *
+ * Each insert goes in the order of its table's primary key,
  * so that consecutive rows land on the same index pages (into a fresh
  * table, on its rightmost page): sorted (FOLD_MOVED), or as they come from an
  * aggregate that streams its input in (counter, key) order (SHAPE_WHOLE:
@@ -100,24 +113,38 @@
 #define FOLD_MOVED_AS(ORDERED) \
 ", agg AS (SELECT c.id AS counter_id, m.key, c.name, c.feed," \
 "                 sum(m.delta)::int8 AS d, max(m.upd) AS upd, count(*) AS n," \
-"                 counter._buckets(m.at, m.delta, c.rollups) AS b" \
+"                 counter._buckets(m.at, m.delta, c.rollups) AS b," \
+"                 CASE WHEN cardinality(c.rollups) > 0 AND" \
+"                           cardinality(counter._buckets(m.at, m.delta, c.rollups)) = cardinality(c.rollups)" \
+"                      THEN min(m.at) END AS sole" \
 "            FROM moved m JOIN counter.counters c ON c.id = m.counter_id" \
 "           GROUP BY 1, 2)" \
 ", hi AS (SELECT g.id, g.n, g.top," \
-"                (SELECT max(t.key) FROM counter.totals t WHERE t.counter = g.name) AS tot," \
-"                (SELECT max(r.key) FROM counter.rollups r WHERE r.counter_id = g.id) AS roll" \
+"                (SELECT max(t.key) FROM counter.totals t WHERE t.counter = g.name) AS tot" \
 "           FROM (SELECT a.counter_id AS id, a.name, sum(a.n)::int8 AS n, max(a.key) AS top" \
 "                   FROM agg a GROUP BY 1, 2) g)" \
+", old AS (SELECT a.counter_id, a.key, a.name, a.d, a.upd," \
+"                 CASE WHEN p.sole IS NULL THEN CASE WHEN p.had OR a.sole IS NULL THEN a.b END" \
+"                      WHEN a.sole IS NULL OR cardinality(p.b) > cardinality(a.b) THEN p.b END AS b," \
+"                 CASE WHEN p.sole IS NULL THEN CASE WHEN p.had IS NULL THEN a.sole END" \
+"                      WHEN a.sole IS NOT NULL AND cardinality(p.b) = cardinality(a.b) THEN p.sole END AS sole" \
+"            FROM agg a JOIN hi h ON h.id = a.counter_id" \
+"                 LEFT JOIN LATERAL (SELECT true AS had, t.sole," \
+"                                           counter._sole_buckets(a.b, t.sole, t.value) AS b" \
+"                                      FROM counter.totals t" \
+"                                     WHERE t.counter = a.name AND t.key = a.key AND t.node = $2" \
+"                                    OFFSET 0) p ON true" \
+"           WHERE a.key <= h.tot AND (SELECT bool_or(x.tot IS NOT NULL) FROM hi x))" \
 FOLD_INTO("roll", "counter.rollups AS r (counter_id, key, granularity, bucket, value)", \
 		  "a.counter_id, a.key, (a.u).granularity, (a.u).bucket, (a.u).value", ", unnest(a.b) AS u", \
-		  "roll", ORDERED("ORDER BY 1, 2, 3, 4"), \
+		  " AND a.sole IS NULL", ORDERED("ORDER BY 1, 2, 3, 4"), \
 		  "(counter_id, key, granularity, bucket) DO UPDATE SET value = r.value + excluded.value") \
-FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated)", \
-		  "a.name, a.key, $2, counter.increment('{}', $2, a.d), a.upd", "", \
-		  "tot", ORDERED("ORDER BY 1, 2"), \
+FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated, sole)", \
+		  "a.name, a.key, $2, counter.increment('{}', $2, a.d), a.upd, a.sole", "", \
+		  "", ORDERED("ORDER BY 1, 2"), \
 		  "(counter, key, node)" \
 		  " DO UPDATE SET state = counter.increment(t.state, $2, counter.value(excluded.state))," \
-		  "               updated = greatest(t.updated, excluded.updated)") \
+		  "               updated = greatest(t.updated, excluded.updated), sole = excluded.sole") \
 " SELECT a.name, a.key, 0::int8, NULL::int4, NULL::text" \
 "   FROM agg a" \
 "  WHERE (SELECT bool_or(f.feed) FROM counter.counters f) AND a.feed" \
@@ -126,29 +153,30 @@ FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated)", \
 
 /*
  * The two inserts of FOLD_MOVED_AS into TABLE, named NAME and NAME_new, of
- * COLUMNS from the rows of agg a with SRF (more columns: a set-returning
+ * COLUMNS from the rows of a key (b: its buckets to write, sole: its
+ * total's sole time) with SRF (more columns: a set-returning
  * call in the select list, which yields its rows as they come, where one in
  * FROM would store the rows of each call in a tuplestore of its own, a
- * million times at a million keys): the rows of keys above the
- * counter's greatest key in the table (column MAX of CTE hi; NULL: none
- * there) are new, inserted as they are; the others may meet a row of their
- * key, merged ON CONFLICT (not even read when no counter moved has a row
- * there: a one-time filter).  A plain insert of a new key does not first
- * search the index for a conflict, nor insert speculatively: a first
- * compaction of a million keys takes about a third less time.  Nothing else inserts this
- * node's rows of the key meanwhile, but should anything (a replicated echo
- * of this node's row, counter.alter() adding a granularity's buckets), the
- * insert fails with unique_violation and the batch runs again (run), its
- * new snapshot seeing the row.
+ * million times at a million keys): the keys above the counter's greatest
+ * key in totals (column tot of CTE hi; NULL: none there) are new (and
+ * have no rollups either: a key's rollups come with its total), those of
+ * agg that also match NEW inserted as they are; the others (CTE old) may
+ * meet a row of their key, merged ON CONFLICT (not even read when no
+ * counter moved has a total: a one-time filter).  A plain insert of a new
+ * key does not first search the index for a conflict, nor insert
+ * speculatively: a first compaction of a million keys takes about a third
+ * less time.  Nothing else inserts this node's rows of the key meanwhile,
+ * but should anything (a replicated echo of this node's row), the insert
+ * fails with unique_violation and the batch runs again (run), its new
+ * snapshot seeing the row.
  */
-#define FOLD_INTO(NAME, TABLE, COLUMNS, SRF, MAX, ORDER, CONFLICT) \
+#define FOLD_INTO(NAME, TABLE, COLUMNS, SRF, NEW, ORDER, CONFLICT) \
 ", " NAME " AS (INSERT INTO " TABLE \
-"   SELECT " COLUMNS " FROM (SELECT a.*" SRF " FROM agg a JOIN hi h ON h.id = a.counter_id" \
-"    WHERE a.key <= h." MAX " AND (SELECT bool_or(x." MAX " IS NOT NULL) FROM hi x)) a " ORDER \
+"   SELECT " COLUMNS " FROM (SELECT a.*" SRF " FROM old a) a " ORDER \
 "   ON CONFLICT " CONFLICT ")" \
 ", " NAME "_new AS (INSERT INTO " TABLE \
 "   SELECT " COLUMNS " FROM (SELECT a.*" SRF " FROM agg a JOIN hi h ON h.id = a.counter_id" \
-"    WHERE (a.key > h." MAX " OR h." MAX " IS NULL)) a " ORDER ")"
+"    WHERE (a.key > h.tot OR h.tot IS NULL)" NEW ") a " ORDER ")"
 
 /* ORDERED of FOLD_MOVED_AS: the ORDER BY, or nothing */
 #define FOLD_SORT(ORDER)	ORDER
@@ -303,7 +331,8 @@ static CounterStmt buffered_stmt[2] = {
  * seconds so that the diagnosis itself cannot fail: the sum of the key's
  * rows (per second, and in all) outside bigint; this node's incremented
  * or decremented count of its total, or the total, leaving bigint; a
- * rollup bucket leaving bigint; a bucket's start (date_bin of the second,
+ * rollup bucket leaving bigint (a stored one, or one its total holds:
+ * totals.sole); a bucket's start (date_bin of the second,
  * origin 2000-01-01 = epoch 946684800) before the earliest timestamp.
  */
 #define I8_OUT(X) " (" X " NOT BETWEEN -9223372036854775808 AND 9223372036854775807)"
@@ -323,11 +352,14 @@ static CounterStmt buffered_stmt[2] = {
 "             FROM dsec s JOIN counter.counters c ON c.id = s.counter_id, unnest(c.rollups) AS g(g))" \
 ", droll AS (SELECT b.counter_id, b.key, b.src, bool_or(b.bucket IS NULL) AS range," \
 "                   bool_or(b.bucket IS NOT NULL AND" \
-"                           (" I8_OUT("b.d") " OR " I8_OUT("b.d + coalesce(r.value, 0)") ")) AS over" \
+"                           (" I8_OUT("b.d") " OR " I8_OUT("b.d + coalesce(r.value, v.value, 0)") ")) AS over" \
 "              FROM (SELECT b.counter_id, b.key, b.src, b.g, b.bucket, sum(b.d) AS d" \
 "                      FROM dbin b GROUP BY 1, 2, 3, 4, 5) b" \
 "              LEFT JOIN counter.rollups r ON r.counter_id = b.counter_id AND r.key = b.key" \
 "                    AND r.granularity = b.g AND r.bucket = b.bucket" \
+"              LEFT JOIN counter.counters n ON n.id = b.counter_id" \
+"              LEFT JOIN counter.totals v ON v.counter = n.name AND v.key = b.key AND v.node = $2" \
+"                    AND date_bin(b.g, v.sole, " BUCKET_ORIGIN ") = b.bucket" \
 "             GROUP BY 1, 2, 3)" \
 ", dtot AS (SELECT a.counter_id, a.key, a.src, a.over OR " I8_OUT("a.d") " AS sum_over," \
 "                  coalesce(t.inc, 0) + greatest(a.d, 0) > 9223372036854775807" \
@@ -451,13 +483,16 @@ static CounterStmt fold_stmt = {
  * statistics (a seq scan of all rollups and a sort of them, every ten
  * seconds, when counter.counters had none).
  */
-static CounterStmt retention_stmt = {
-"WITH c AS (SELECT id, u.g, u.r FROM counter.counters,"
-"                  unnest(rollups, retention) AS u(g, r)"
-"            WHERE u.r IS NOT NULL AND ($1 = 0 OR id = $1)"
-"              AND ($2::timestamptz IS NULL"
-"                   OR date_bin(u.g, now() - u.r - interval '1 microsecond', " BUCKET_ORIGIN ")"
+#define RETENTION_DUE \
+"WITH c AS (SELECT id, u.g, u.r FROM counter.counters," \
+"                  unnest(rollups, retention) AS u(g, r)" \
+"            WHERE u.r IS NOT NULL AND ($1 = 0 OR id = $1)" \
+"              AND ($2::timestamptz IS NULL" \
+"                   OR date_bin(u.g, now() - u.r - interval '1 microsecond', " BUCKET_ORIGIN ")" \
 "                    > date_bin(u.g, $2 - u.r - interval '1 microsecond', " BUCKET_ORIGIN "))),"
+
+static CounterStmt retention_stmt = {
+RETENTION_DUE
 " due AS (SELECT c.id AS counter_id, d.key, c.g AS granularity, c.r, d.v"
 "           FROM c, LATERAL (SELECT r.key, sum(r.value) AS v FROM counter.rollups r"
 "                             WHERE r.counter_id = c.id AND r.granularity = c.g"
@@ -480,6 +515,27 @@ static CounterStmt retention_stmt = {
 " ON CONFLICT (counter_id, key, granularity, bucket)"
 " DO UPDATE SET value = r.value + excluded.value",
 2, {INT4OID, TIMESTAMPTZOID}
+};
+
+/*
+ * Before retention (since 1.4), with the same parameters and $3 node: the
+ * keys whose total holds their buckets (totals.sole) and one of them is
+ * past retention get their buckets written out, so that retention_stmt
+ * moves that one like any other.  Driven from the counters due, as it is.
+ */
+static CounterStmt retention_sole_stmt = {
+RETENTION_DUE
+" s AS (SELECT DISTINCT k.id, k.rollups, y.ctid, y.key, y.value, y.sole"
+"        FROM c JOIN counter.counters k ON k.id = c.id,"
+"             LATERAL (SELECT y.ctid, y.key, y.value, y.sole FROM counter.totals y"
+"                       WHERE y.counter = k.name AND y.node = $3"
+"                         AND date_bin(c.g, y.sole, " BUCKET_ORIGIN ") < now() - c.r"
+"                      OFFSET 0) y),"
+" u AS (UPDATE counter.totals t SET sole = NULL FROM s WHERE t.ctid = s.ctid)"
+" INSERT INTO counter.rollups (counter_id, key, granularity, bucket, value)"
+" SELECT s.id, s.key, g.g, date_bin(g.g, s.sole, " BUCKET_ORIGIN "), s.value"
+"   FROM s, unnest(s.rollups) AS g(g)",
+3, {INT4OID, TIMESTAMPTZOID, INT4OID}
 };
 
 static CounterStmt idempotency_stmt = {
@@ -913,6 +969,9 @@ CounterCompactBatch(int32 counter_id, bool maintenance, TimestampTz retained,
 		CounterExec(&fold_stmt, values, NULL, false);
 		values[0] = Int32GetDatum(counter_id);
 		values[1] = TimestampTzGetDatum(retained);
+		values[2] = Int32GetDatum(counter_node_id);
+		if (q)
+			CounterExec(&retention_sole_stmt, values, retained == 0 ? " n " : NULL, false);
 		CounterExec(&retention_stmt, values, retained == 0 ? " n" : NULL, false);
 		values[0] = Int32GetDatum(counter_idempotency_window);
 		CounterExec(&idempotency_stmt, values, NULL, false);
@@ -1154,45 +1213,135 @@ typedef struct FoldRowType
 	TupleDesc	desc;			/* a copy of its descriptor, in fn_mcxt */
 } FoldRowType;
 
+/* The row type of counter._bucket, for the function of fcinfo: looked up once per statement. */
+static FoldRowType *
+fold_row_type(FunctionCallInfo fcinfo)
+{
+	FoldRowType *t = fcinfo->flinfo->fn_extra;
+
+	if (t == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+		Oid			rettype = get_fn_expr_rettype(fcinfo->flinfo);
+
+		t = palloc(sizeof(FoldRowType));
+		t->elemtype = get_element_type(rettype);
+		t->desc = lookup_rowtype_tupdesc_copy(t->elemtype, -1);
+		MemoryContextSwitchTo(old);
+		fcinfo->flinfo->fn_extra = t;
+	}
+	return t;
+}
+
+/* One counter._bucket: granularity g, its bucket starting at start, sum (22003 beyond bigint). */
+static Datum
+bucket_datum(FoldRowType *t, Interval *g, TimestampTz start, int128 sum)
+{
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (sum < PG_INT64_MIN || sum > PG_INT64_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("bigint out of range")));
+	values[0] = IntervalPGetDatum(g);
+	values[1] = TimestampTzGetDatum(start);
+	values[2] = Int64GetDatum((int64) sum);
+	return HeapTupleGetDatum(heap_form_tuple(t->desc, values, nulls));
+}
+
 /*
  * The final function of counter._buckets: counter._bucket[] in primary key
- * order.  The row type is looked up once per statement.
+ * order.
  */
 PG_FUNCTION_INFO_V1(counter_buckets_result);
 Datum
 counter_buckets_result(PG_FUNCTION_ARGS)
 {
 	FoldBuckets *s = PG_ARGISNULL(0) ? NULL : (FoldBuckets *) PG_GETARG_POINTER(0);
-	FoldRowType *t = fcinfo->flinfo->fn_extra;
+	FoldRowType *t = fold_row_type(fcinfo);
 	int			n = s == NULL ? 0 : s->n;
 	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
 	int			i;
 
-	if (t == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-
-		t = palloc(sizeof(FoldRowType));
-		t->elemtype = get_element_type(get_fn_expr_rettype(fcinfo->flinfo));
-		t->desc = lookup_rowtype_tupdesc_copy(t->elemtype, -1);
-		MemoryContextSwitchTo(old);
-		fcinfo->flinfo->fn_extra = t;
-	}
 	if (n > 0)
 		qsort(s->b, n, sizeof(FoldBucket), bucket_order);
 	for (i = 0; i < n; i++)
-	{
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
-
-		if (s->b[i].sum < PG_INT64_MIN || s->b[i].sum > PG_INT64_MAX)
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("bigint out of range")));
-		values[0] = IntervalPGetDatum(&s->grains->gs[s->b[i].g]);
-		values[1] = TimestampTzGetDatum(s->b[i].bucket);
-		values[2] = Int64GetDatum((int64) s->b[i].sum);
-		elems[i] = HeapTupleGetDatum(heap_form_tuple(t->desc, values, nulls));
-	}
+		elems[i] = bucket_datum(t, &s->grains->gs[s->b[i].g], s->b[i].bucket, s->b[i].sum);
 	PG_RETURN_ARRAYTYPE_P(construct_array(elems, n, t->elemtype, -1, false, TYPALIGN_DOUBLE));
+}
+
+/*
+ * counter._sole_buckets(b, sole, value): a key's buckets b (counter._bucket[]
+ * in primary key order, as counter._buckets makes them) with value added
+ * to the bucket holding time sole of each of their granularities (added
+ * where b has none): the buckets a fold brings to a key whose total held
+ * its whole rollups (totals.sole: value in one bucket of each
+ * granularity), merged with those, to be written out as one set.
+ */
+PG_FUNCTION_INFO_V1(counter_sole_buckets);
+Datum
+counter_sole_buckets(PG_FUNCTION_ARGS)
+{
+	ArrayType  *in = PG_GETARG_ARRAYTYPE_P(0);
+	Datum		sole = PG_GETARG_DATUM(1);
+	int64		value = PG_GETARG_INT64(2);
+	FoldRowType *t = fold_row_type(fcinfo);
+	Datum	   *elems;
+	bool	   *nulls;
+	Interval  **gs;
+	TimestampTz *starts;
+	int128	   *sums;
+	int			n;
+	int			out;
+	int			first = 0;
+	int			i;
+
+	deconstruct_array(in, t->elemtype, -1, false, TYPALIGN_DOUBLE, &elems, &nulls, &n);
+	/* room for b and a bucket more per granularity */
+	gs = palloc(sizeof(Interval *) * Max(2 * n, 1));
+	starts = palloc(sizeof(TimestampTz) * Max(2 * n, 1));
+	sums = palloc(sizeof(int128) * Max(2 * n, 1));
+	for (i = 0; i < n; i++)
+	{
+		HeapTupleHeader h = DatumGetHeapTupleHeader(elems[i]);
+		bool		isnull;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("counter._sole_buckets: a bucket is null")));
+		gs[i] = DatumGetIntervalP(GetAttributeByNum(h, 1, &isnull));
+		starts[i] = DatumGetTimestampTz(GetAttributeByNum(h, 2, &isnull));
+		sums[i] = DatumGetInt64(GetAttributeByNum(h, 3, &isnull));
+	}
+	out = n;
+	/* each granularity's buckets are consecutive: [first, i) */
+	for (i = 1; i <= n; i++)
+		if (i == n || !DatumGetBool(DirectFunctionCall2(interval_eq,
+														IntervalPGetDatum(gs[first]),
+														IntervalPGetDatum(gs[i]))))
+		{
+			TimestampTz start = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_bin,
+																		IntervalPGetDatum(gs[first]),
+																		sole,
+																		TimestampTzGetDatum(0)));
+			int			j;
+
+			for (j = first; j < i && starts[j] != start; j++)
+				;
+			if (j == i)
+			{
+				j = out++;
+				gs[j] = gs[first];
+				starts[j] = start;
+				sums[j] = 0;
+			}
+			sums[j] += value;
+			first = i;
+		}
+	elems = palloc(sizeof(Datum) * Max(out, 1));
+	for (i = 0; i < out; i++)
+		elems[i] = bucket_datum(t, gs[i], starts[i], sums[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, out, t->elemtype, -1, false, TYPALIGN_DOUBLE));
 }

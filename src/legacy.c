@@ -257,6 +257,13 @@ CounterLegacyMemberSet(CounterMeta *meta, text *key, text *member, bool liked,
 	return changed ? (liked ? 1 : -1) : 0;
 }
 
+/* verify: the buckets are those of counter.rollups (totals.sole is 1.4's) */
+static CounterStmt verify_stmt = {
+	COUNTER_VERIFY_SQL("SELECT key, value FROM counter.rollups"
+					   " WHERE counter_id = $1 AND granularity = g.g"),
+	3, {INT4OID, TEXTOID, INT4OID}
+};
+
 /*
  * The statement to run for job: stmt, its statement of 1.4; in a schema
  * older than 1.4, the job's statement for that schema (same parameters).
@@ -289,6 +296,8 @@ CounterLegacyStmt(CounterLegacyJob job, CounterStmt *stmt)
 			return &is_member_stmt;
 		case LEGACY_MEMBERS:
 			return &members_stmt;
+		case LEGACY_VERIFY:
+			return &verify_stmt;
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_INTERNAL_ERROR),

@@ -33,8 +33,28 @@ typedef enum CounterLegacyJob
 	LEGACY_IDEM_CLAIM,			/* as apply.c's idem_claim_stmt */
 	LEGACY_IDEM_CHECK,			/* as apply.c's idem_check_stmt */
 	LEGACY_IS_MEMBER,			/* as members.c's is_member_stmt */
-	LEGACY_MEMBERS				/* as members.c's members_stmt */
+	LEGACY_MEMBERS,				/* as members.c's members_stmt */
+	LEGACY_VERIFY				/* as api.c's verify_stmt */
 } CounterLegacyJob;
+
+/*
+ * counter.verify() of counter $1 (named $2) on node $3: for each
+ * granularity, compare every key's compacted total on this node with the
+ * sum of its buckets, the rows (key, value) of BUCKETS (for granularity
+ * g.g; retention keeps dropped buckets' sum in the -infinity bucket, so
+ * they must agree exactly).
+ */
+#define COUNTER_VERIFY_SQL(BUCKETS) \
+	"WITH t AS (SELECT key, value FROM counter.totals WHERE counter = $2 AND node = $3)," \
+	" g AS (SELECT unnest(rollups) AS g FROM counter.counters WHERE id = $1)" \
+	" SELECT g.g, count(d.key), count(d.key) FILTER (WHERE d.drift <> 0)," \
+	"        coalesce(sum(abs(d.drift)), 0)" \
+	"   FROM g LEFT JOIN LATERAL (" \
+	"     SELECT coalesce(t.key, r.key) AS key," \
+	"            coalesce(t.value, 0)::numeric - coalesce(r.v, 0) AS drift" \
+	"       FROM t FULL JOIN (SELECT key, sum(value) AS v FROM (" BUCKETS ") r GROUP BY key) r" \
+	"         ON r.key = t.key) d ON true" \
+	"  GROUP BY g.g ORDER BY g.g"
 
 extern bool CounterLegacy(void);
 extern bool CounterLegacyLacks(CounterLegacyPart part);
