@@ -36,6 +36,12 @@ SELECT counter.create('bad', rollups => NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT counter.create('bad', rollups => '{1.5 seconds}');
 \echo :LAST_ERROR_SQLSTATE
+-- one granularity twice would make two buckets of one rollups row, which no
+-- compaction of the database could write (1.4: refused)
+SELECT counter.create('bad', rollups => '{1 day,1 hour,24 hours}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT counter.alter('likes', rollups => '{1 hour,1 hour}');
+\echo :LAST_ERROR_SQLSTATE
 -- the feed option (1.4): off for a new counter unless asked for
 SELECT counter.create('bad', feed => NULL);
 \echo :LAST_ERROR_SQLSTATE

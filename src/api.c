@@ -96,8 +96,8 @@ arg_int8(FunctionCallInfo fcinfo, int argno, const char *what)
  * Validate a granularity or retention array: one dimension, no NULLs unless
  * allow_nulls, every interval positive and at most MAX_INTERVAL_DAYS days
  * (a month counting 30) and, for granularities, without months or years
- * (buckets are date_bin()'d) and in whole seconds (compaction sums rows
- * per second first).  Returns the element count.
+ * (buckets are date_bin()'d), in whole seconds (compaction sums rows
+ * per second first) and no two equal.  Returns the element count.
  */
 static int
 check_intervals(ArrayType *arr, const char *what, bool allow_nulls, bool binnable)
@@ -147,6 +147,21 @@ check_intervals(ArrayType *arr, const char *what, bool allow_nulls, bool binnabl
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s must be whole seconds", what)));
+	}
+	/* two equal granularities would make two buckets of one rollups row */
+	for (i = 0; binnable && i < n; i++)
+	{
+		int			j;
+
+		for (j = 0; j < i; j++)
+			if (!nulls[i] && !nulls[j] &&
+				DatumGetBool(DirectFunctionCall2(interval_eq, elems[i], elems[j])))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s must not contain the same granularity twice", what),
+						 errdetail("%s and %s are equal.",
+								   DatumGetCString(DirectFunctionCall1(interval_out, elems[j])),
+								   DatumGetCString(DirectFunctionCall1(interval_out, elems[i])))));
 	}
 	return n;
 }
