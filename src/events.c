@@ -85,6 +85,13 @@ PG_FUNCTION_INFO_V1(counter_event_table_live);
 static LocalTransactionId truncated_in = InvalidLocalTransactionId;
 
 /*
+ * The tables this transaction emptied at its top level (bit t for table t),
+ * and our entry then: at commit they are live, no longer folding.
+ */
+static int	emptied_now = 0;
+static CounterEventsState *emptied_entry = NULL;
+
+/*
  * Our database's shared entry (shmem.c), or NULL (no shared memory, or
  * every entry taken by an existing database: then looked for again only
  * every ENTRY_RETRY_MS, as NULL is safe, only slower).  The pointer is
@@ -390,10 +397,43 @@ CounterEventsRotate(int folded, bool idle, int64 max_kb)
 }
 
 /*
+ * Transaction callback: once a transaction that emptied tables at its top
+ * level has committed (still holding the compaction lock, so no fold can
+ * start), clear their folding bits.  Until the next compaction round's
+ * CounterEventsSync would do it, which with the worker idle or off may be
+ * long, every read consulted counter.event_tables (a sixth of a value()).
+ */
+static void
+events_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && emptied_now != 0)
+	{
+		uint32		bits;
+		int			t;
+
+		LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+		bits = pg_atomic_read_u32(&emptied_entry->bits);
+		if (bits & EV_VALID)
+		{
+			for (t = 0; t < 2; t++)
+				if (emptied_now & (1 << t))
+					bits &= ~EV_FOLDING(t);
+			pg_atomic_write_u32(&emptied_entry->bits, bits);
+		}
+		LWLockRelease(counter_shared->lock);
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		emptied_now = 0;
+}
+
+/*
  * Empty the folded tables whose fold every snapshot sees (caller holds the
  * compaction lock), and mark them live.  The caller must commit before it
  * compacts again: adds may go to such a table only once that is committed
- * (the next CounterEventsSync).  A table still read by someone is left for
+ * (the next CounterEventsSync; readers stop consulting counter.event_tables
+ * at the commit, events_xact_callback).  A table still read by someone is left for
  * a later round.  Returns whether a table was emptied.
  */
 bool
@@ -407,6 +447,7 @@ CounterEventsTruncate(void)
 		"UPDATE counter.event_tables SET folded = NULL WHERE tab = $1",
 		1, {INT4OID}
 	};
+	static bool registered = false;
 	CounterRels *r = CounterGetRels();
 	TransactionId xids[2];
 	TransactionId horizon;
@@ -437,6 +478,17 @@ CounterEventsTruncate(void)
 		SPI_finish();
 		truncated_in = MyProc->lxid;
 		emptied = true;
+		/* in a subtransaction, which may yet roll back: left to the next sync */
+		if (GetCurrentTransactionNestLevel() == 1 && !RecoveryInProgress() &&
+			(emptied_entry = my_entry()) != NULL)
+		{
+			if (!registered)
+			{
+				RegisterXactCallback(events_xact_callback, NULL);
+				registered = true;
+			}
+			emptied_now |= 1 << t;
+		}
 	}
 	return emptied;
 }

@@ -157,6 +157,16 @@ is($node->safe_psql($db,
 	"SELECT string_agg(k || '=' || counter.value('r', k), ',' ORDER BY k) FROM unnest(ARRAY['k0','k1','k2','k3','k9']) k"),
 	$values, 'values unchanged by the emptying and the rotation');
 
+# Once the compaction that empties a folded table commits, reads stop
+# consulting counter.event_tables (before, each read scanned it until the
+# next compaction round, which with the worker off never came).
+$node->safe_psql($db, 'SELECT counter.compact()');
+is($node->safe_psql($db, $tables), '0 0', 'worker off: counter.compact() empties it again');
+is($node->safe_psql($db, q{
+	SELECT count(counter.value('r', 'k' || i)) FROM generate_series(0, 9) i;
+	SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relid = 'counter.event_tables'::regclass;
+}), "10\n0", 'and then reads do not scan counter.event_tables');
+
 # back on: the worker empties the folded table
 $node->safe_psql($db, 'ALTER SYSTEM RESET counter.worker_enabled');
 $node->reload;
