@@ -1128,6 +1128,28 @@ ALTER INDEX counter.totals_top SET (deduplicate_items = off);
 
 -- == end section: fold ==
 
+-- == section: granularities (each once) ==
+
+-- A counter created before 1.4 may list one granularity twice ('{1 day,24
+-- hours}'): its rollups counted each add once per listing (counter.verify
+-- showed drift), and 1.4's compaction, which makes a key's buckets per
+-- listed granularity, would fail on the duplicate row, for every counter of
+-- the database.  Keep the first of equal granularities, with its retention
+-- (1.4 refuses such a list, 22023).  Equal granularities share their rows.
+UPDATE counter.counters c
+   SET rollups = d.rollups, retention = d.retention
+  FROM (SELECT x.id, pg_catalog.array_agg(x.g ORDER BY x.o) AS rollups,
+			   pg_catalog.array_agg(x.r ORDER BY x.o) AS retention
+		  FROM (SELECT DISTINCT ON (k.id, u.g) k.id, u.g, u.r, u.o
+				  FROM counter.counters k,
+					   ROWS FROM (pg_catalog.unnest(k.rollups), pg_catalog.unnest(k.retention))
+						   WITH ORDINALITY AS u(g, r, o)
+				 ORDER BY k.id, u.g, u.o) x
+		 GROUP BY x.id) d
+ WHERE d.id = c.id AND pg_catalog.cardinality(d.rollups) < pg_catalog.cardinality(c.rollups);
+
+-- == end section: granularities ==
+
 -- == section: stats (counter.stats, defined once with every column of 1.4) ==
 
 -- A security barrier: a caller's function in WHERE (COST 0.0000001, say)

@@ -1,4 +1,4 @@
--- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it; 1.4: the values survive and the counters keep working, keeping their rollups and change feed while a new counter has neither, an idempotency key of before becomes a claim of this node, and member rows become members liked by this node).
+-- Proves the upgrade path: a counter created and used under version 1.0 reads the same values after ALTER EXTENSION counter UPDATE to 1.1, 1.2 and 1.3, and the functions of each version work on it (1.2: events pending in the first table are compacted through the rotation; 1.3: wal mode, refused before it; 1.4: the values survive and the counters keep working, keeping their rollups and change feed while a new counter has neither, an idempotency key of before becomes a claim of this node, and member rows become members liked by this node; a counter listing one granularity twice keeps the first of each and compacts again).
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS counter;
 CREATE EXTENSION counter VERSION '1.0';
@@ -43,7 +43,19 @@ SELECT counter.value('views', 'home');
 SELECT counter.compact() >= 0;
 SELECT counter.value('views', 'home');
 SELECT granularity, drift FROM counter.verify('views');
+-- a counter whose granularities list one twice, as a library before 1.4
+-- let counter.create() make (its rollups counted each add twice): the
+-- update keeps the first of each with its retention, and it compacts
+-- exactly
+SELECT counter.create('twice', mode => 'events', rollups => '{1 day,1 hour}');
+UPDATE counter.counters SET rollups = '{1 day,1 hour,24 hours}', retention = '{30 days,NULL,NULL}'
+ WHERE name = 'twice';
+SELECT counter.add('twice', 'k', 1);
 ALTER EXTENSION counter UPDATE TO '1.4';
+SELECT rollups, retention FROM counter.counters WHERE name = 'twice';
+SELECT counter.compact() >= 0;
+SELECT counter.value('twice', 'k'), (SELECT sum(drift) FROM counter.verify('twice')) AS drift;
+SELECT counter.drop('twice');
 SELECT extversion FROM pg_extension WHERE extname = 'counter';
 -- the counters of before keep their change feed; a new one has none
 SELECT counter.create('after_update');

@@ -148,7 +148,7 @@ check_intervals(ArrayType *arr, const char *what, bool allow_nulls, bool binnabl
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s must be whole seconds", what)));
 	}
-	/* two equal granularities would make two buckets of one rollups row */
+	/* two equal granularities would fold each add twice into one rollups row */
 	for (i = 0; binnable && i < n; i++)
 	{
 		int			j;
