@@ -545,6 +545,17 @@ ALTER TABLE counter.idempotency ENABLE REPLICA TRIGGER idempotency_join;
 
 -- == section: storage (buffered fallbacks in counter.stats, no rollups by default) ==
 
+-- No autovacuum of the events tables: compaction folds a table whole and
+-- empties it with TRUNCATE, and its statements are planned the same
+-- whatever the statistics say.  A VACUUM or ANALYZE that autovacuum starts
+-- on a table just filled (a burst of a million adds) holds a lock the
+-- rotation cannot take without waiting for it: after a second the
+-- compaction gave up the rotation and deleted the events row by row, and
+-- meanwhile it read and wrote the table against the fold for nothing.
+-- (Anti-wraparound vacuums still run.)
+ALTER TABLE counter.events SET (autovacuum_enabled = false, toast.autovacuum_enabled = false);
+ALTER TABLE counter.events_1 SET (autovacuum_enabled = false, toast.autovacuum_enabled = false);
+
 -- Adds of new keys of a buffered or wal counter stored as events since the
 -- server started because the shared hash held counter.buffered_keys keys.
 CREATE FUNCTION counter._buffered_fallbacks(name text)
