@@ -767,6 +767,16 @@ CounterArgCounter(FunctionCallInfo fcinfo, int privs)
 	return meta;
 }
 
+/* Raise 22003: the exact value of meta's key does not fit in bigint (reads, top). */
+void
+CounterValueOutOfRange(CounterMeta *meta, const char *key)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+			 errmsg("value of counter \"%s\" key \"%s\" is out of range for bigint",
+					meta->name, key)));
+}
+
 /* Fill scan keys (counter_id int4, key text[, third int4]) for our indexes. */
 int
 CounterScanKeys(ScanKey keys, int32 id, text *key, bool with_slot, int32 slot)

@@ -143,6 +143,7 @@ typedef struct CounterStmt
 extern CounterRels *CounterGetRels(void);
 extern CounterMeta *CounterArgCounter(FunctionCallInfo fcinfo, int privs);
 extern int	CounterScanKeys(ScanKey keys, int32 id, text *key, bool with_slot, int32 slot);
+extern void CounterValueOutOfRange(CounterMeta *meta, const char *key) pg_attribute_noreturn();
 extern CounterMeta *CounterLookup(const char *name, bool missing_ok);
 extern bool CounterExists(int32 id, TimestampTz created);
 extern void CounterCheckPrivs(CounterMeta *meta, int privs);

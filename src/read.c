@@ -109,10 +109,7 @@ CounterReadValueAt(CounterMeta *meta, text *key, Snapshot snapshot,
 		CounterCommitPending(meta, key, &latest);
 
 	if (sum > PG_INT64_MAX || sum < PG_INT64_MIN)
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("value of counter \"%s\" key \"%s\" is out of range for bigint",
-						meta->name, text_to_cstring(key))));
+		CounterValueOutOfRange(meta, text_to_cstring(key));
 	if (updated != NULL)
 		*updated = latest;
 	return (int64) sum;

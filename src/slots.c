@@ -277,7 +277,7 @@ own_row(int32 id, text *key, bool enter)
 
 /*
  * The own row of (id, key) into *tid, if it is still a version this
- * transaction wrote and sees as live, of that key.
+ * transaction wrote and sees as live, of that key (else *tid is untouched).
  */
 static bool
 own_row_get(Relation rel, int32 id, text *key, ItemPointer tid)
@@ -306,7 +306,8 @@ own_row_get(Relation rel, int32 id, text *key, ItemPointer tid)
 			memcmp(VARDATA_ANY(k), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key)) == 0;
 	}
 	ReleaseBuffer(buffer);
-	*tid = tuple.t_self;
+	if (ok)
+		*tid = tuple.t_self;
 	return ok;
 }
 

@@ -145,10 +145,7 @@ offer(TopState *st, char *key, int128 value)
 	int			i;
 
 	if (value > PG_INT64_MAX || value < PG_INT64_MIN)
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("value of counter \"%s\" key \"%s\" is out of range for bigint",
-						st->meta->name, key)));
+		CounterValueOutOfRange(st->meta, key);
 	if (st->nbest == st->k)
 	{
 		if (!before(value, key, st->best[st->k - 1].value, st->best[st->k - 1].key))
