@@ -309,7 +309,7 @@ REVOKE ALL ON FUNCTION counter._create(text, oid, text, int4, interval[], interv
 
 -- counter.alter() of counter id: NULL keeps a setting; rollups of a
 -- granularity dropped go, and a new granularity starts from this node's
--- compacted total (node), in one bucket.  With new granularities, the
+-- compacted total (node), in one bucket.  When rollups are given, the
 -- buckets that this node's totals held (totals.sole) are written out.
 CREATE FUNCTION counter._alter(id int4, mode text, slots int4, rollups interval[],
 							   retention interval[], node int4, feed bool)

@@ -1222,10 +1222,9 @@ fold_row_type(FunctionCallInfo fcinfo)
 	if (t == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-		Oid			rettype = get_fn_expr_rettype(fcinfo->flinfo);
 
 		t = palloc(sizeof(FoldRowType));
-		t->elemtype = get_element_type(rettype);
+		t->elemtype = get_element_type(get_fn_expr_rettype(fcinfo->flinfo));
 		t->desc = lookup_rowtype_tupdesc_copy(t->elemtype, -1);
 		MemoryContextSwitchTo(old);
 		fcinfo->flinfo->fn_extra = t;
