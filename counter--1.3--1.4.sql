@@ -749,7 +749,8 @@ REVOKE ALL ON FUNCTION counter._rights_share(text, text, int4, int8, int8) FROM 
 -- rather than moving to and fro), or all of it when asked to (give_all) or
 -- when no add touched the key here for a second; NULL, giving nothing, when
 -- the key's lock or every one of its slot rows is held by someone else
--- (try again later; wait: wait for them instead).  The rights come out of
+-- (try again later; wait: wait for them instead), and when the counter is
+-- gone or being dropped.  The rights come out of
 -- the slot rows this call locks (each gives its part of its share), or,
 -- for a key without slot rows here, out of the whole share; the transfer
 -- row is written in the same transaction, so the rights are never in two
@@ -757,7 +758,10 @@ REVOKE ALL ON FUNCTION counter._rights_share(text, text, int4, int8, int8) FROM 
 -- (-lo, hi of counter._rights_share): rights that adds created but
 -- compaction has not yet folded into the shard stay here until it has, so
 -- a peer that spends them reads them in the shard too.  Returns the amount
--- given.
+-- given.  The counter's row stays key-share locked to the end of the
+-- transaction, so a counter.drop() waits for the transfer row and then
+-- deletes it (never leaving a row it could not see); a drop in flight is
+-- skipped rather than waited for, so that the two never wait on each other.
 CREATE FUNCTION counter._rights_give(cid int4, cname text, k text, bd text, me int4,
 									 peer int4, give_all bool, wait bool)
 RETURNS int8
@@ -774,7 +778,10 @@ BEGIN
 	IF NOT counter._rights_lock(cid, k, wait) THEN
 		RETURN NULL;
 	END IF;
-	SELECT * INTO c FROM counter.counters WHERE id = cid;
+	SELECT * INTO c FROM counter.counters WHERE id = cid FOR KEY SHARE SKIP LOCKED;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
 	SELECT * INTO s FROM counter._rights_share(cname, k, me, c.min_value, c.max_value);
 	cap := greatest(CASE bd WHEN 'min' THEN -s.lo ELSE s.hi END, 0);
 	IF EXISTS (SELECT 1 FROM counter.slots x WHERE x.counter_id = cid AND x.key = k) THEN
@@ -825,6 +832,10 @@ REVOKE ALL ON FUNCTION counter._rights_give(int4, text, text, text, int4, int4, 
 -- a key idle here).  A key whose lock or rows are held is left to the next
 -- round.  Returns the number of transfers made; NULL when this node is in
 -- no mesh of more than one member (its worker then stops noting refusals).
+-- Every counter the round writes rows for is key-share locked first, with
+-- SKIP LOCKED (as counter._rights_give does): a counter.drop() committed
+-- meanwhile is seen, one in flight is skipped (its asks are dropped with
+-- it), and a later one waits for this transaction and deletes its rows.
 CREATE FUNCTION counter._rights_round(ids int4[], hashes int4[], maxes bool[], counts int8[])
 RETURNS int8
 LANGUAGE plpgsql
@@ -835,16 +846,19 @@ DECLARE
 	r		record;
 	g		int8;
 	nmoves	int8 := 0;
+	live	int4[];
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM counter.mesh WHERE node_id = me)
 	   OR (SELECT pg_catalog.count(*) FROM counter.mesh) < 2 THEN
 		RETURN NULL;
 	END IF;
 
+	live := ARRAY(SELECT c.id FROM counter.counters c WHERE c.id = ANY (ids)
+				   FOR KEY SHARE SKIP LOCKED);
 	INSERT INTO counter.bound_rights AS b (counter, key, bound, src, dst, amount)
 	SELECT c.name, k.key, CASE WHEN a.mx THEN 'max' ELSE 'min' END, me, me, pg_catalog.sum(a.n)
 	  FROM unnest(ids, hashes, maxes, counts) a(id, h, mx, n)
-	  JOIN counter.counters c ON c.id = a.id
+	  JOIN counter.counters c ON c.id = a.id AND c.id = ANY (live)
 	 CROSS JOIN LATERAL (SELECT s.key FROM counter.slots s
 						  WHERE s.counter_id = a.id AND pg_catalog.hashtext(s.key) = a.h
 						 UNION
@@ -862,6 +876,8 @@ BEGIN
 			  WHERE b.dst = me AND b.src <> me AND b.amount > coalesce(l.credited, 0)
 	LOOP
 		CONTINUE WHEN NOT counter._rights_lock(r.cid, r.key, false);
+		PERFORM 1 FROM counter.counters WHERE id = r.cid FOR KEY SHARE SKIP LOCKED;
+		CONTINUE WHEN NOT FOUND;
 		IF EXISTS (SELECT 1 FROM counter.slots x WHERE x.counter_id = r.cid AND x.key = r.key) THEN
 			UPDATE counter.slots x
 			   SET lo = CASE r.bound WHEN 'min' THEN x.lo - r.due ELSE x.lo END,
@@ -926,7 +942,7 @@ BEGIN
 								   WHERE b.counter = c.name AND b.dst = me AND b.src <> me) k
 			  WHERE bd.v IS NOT NULL
 	LOOP
-		total := total + counter._rights_give(r.id, r.name, r.key, r.bound, me, heir, true, true);
+		total := total + coalesce(counter._rights_give(r.id, r.name, r.key, r.bound, me, heir, true, true), 0);
 	END LOOP;
 	RETURN total;
 END
