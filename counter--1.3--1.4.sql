@@ -49,9 +49,16 @@ LANGUAGE C STABLE PARALLEL RESTRICTED;
 -- == section: misc ==
 
 -- top(): this node's totals in the result's order, value then key, so that
--- the candidates of a top-k decide ties at the cut as the result does
+-- the candidates of a top-k decide ties at the cut as the result does.
+-- Only top() reads it (src/topk.c, through the index itself), so it is
+-- partial on a predicate every row meets and no query states: the planner
+-- never takes it for a probe of one key.  Planned while totals was empty,
+-- such a probe (counter, node, then key) costs what the primary key's
+-- costs, and a plan kept from then (the worker's batches, a session's)
+-- walked every total of the node for each key once the table had filled.
 DROP INDEX counter.totals_top;
-CREATE INDEX totals_top ON counter.totals (counter, node, value DESC, key);
+CREATE INDEX totals_top ON counter.totals (counter, node, value DESC, key)
+	WHERE value IS NOT NULL;
 
 -- == end section: misc ==
 
