@@ -64,19 +64,40 @@ key_hash(text *key)
 										   VARSIZE_ANY_EXHDR(key)));
 }
 
+/* The tag of the lock of (counter, key): an advisory lock on (counter, hash of key). */
+static void
+rights_key_tag(LOCKTAG *tag, int32 counter_id, text *key)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) counter_id,
+						 (uint32) key_hash(key), 3);
+}
+
 /*
  * Take the lock that serializes the headroom of a bounded key on this
- * node, to the end of the transaction: a transaction lock on (counter,
- * hash of key).  With wait false, false when another transaction has it.
+ * node, to the end of the transaction (or CounterRightsUnlockKey): a
+ * transaction lock on (counter, hash of key).  With wait false, false when
+ * another transaction has it.
  */
 bool
 CounterRightsLockKey(int32 counter_id, text *key, bool wait)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) counter_id,
-						 (uint32) key_hash(key), 3);
+	rights_key_tag(&tag, counter_id, key);
 	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * Release one hold of the key's lock taken by CounterRightsLockKey before
+ * the transaction ends (a hold taken earlier in it stays).
+ */
+void
+CounterRightsUnlockKey(int32 counter_id, text *key)
+{
+	LOCKTAG		tag;
+
+	rights_key_tag(&tag, counter_id, key);
+	LockRelease(&tag, ExclusiveLock, false);
 }
 
 /* counter._rights_lock(counter_id, key, wait): CounterRightsLockKey */

@@ -11,6 +11,7 @@
 #include "catalog.h"
 
 extern bool CounterRightsLockKey(int32 counter_id, text *key, bool wait);
+extern void CounterRightsUnlockKey(int32 counter_id, text *key);
 extern bool CounterRightsShare(CounterMeta *meta, text *key, int64 *lo, int64 *hi);
 extern void CounterRightsRefused(CounterMeta *meta, text *key, int64 delta);
 extern int64 CounterRightsRound(void);

@@ -392,18 +392,20 @@ slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
  * Insert this backend's own slot row for (counter, key), numbered own,
  * holding value; return its TID.  A bounded key's row inserted here is its
  * first: it holds all the headroom (the bounds less the key's compacted
- * value), or in a mesh all the rights of this node (rights.c).
+ * value), or in a mesh all the rights of this node (rights.c); *in_mesh
+ * says which.
  */
 static ItemPointerData
 slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
-			int64 value, int32 own)
+			int64 value, int32 own, bool *in_mesh)
 {
 	SlotRow		row;
 
 	row.value = value;
 	row.lo = row.hi = 0;
-	if ((meta->has_min || meta->has_max) &&
-		!CounterRightsShare(meta, key, &row.lo, &row.hi))
+	*in_mesh = (meta->has_min || meta->has_max) &&
+		CounterRightsShare(meta, key, &row.lo, &row.hi);
+	if ((meta->has_min || meta->has_max) && !*in_mesh)
 	{
 		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 		int64		base = CounterReadValue(meta, key, snapshot);
@@ -797,6 +799,7 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		ItemPointerData first;
 		bool		have_first;
 		bool		have_own;
+		bool		locked;
 		int32		own;
 		TransactionId inserting;
 		int			nall = 0;
@@ -871,17 +874,30 @@ CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta)
 		 * takes all the headroom.
 		 */
 		nrows = count_rows(rel, idx, meta, key, &have_own, &own, &inserting);
+		locked = false;
 		if (bounded && nrows == 0)
 		{
 			(void) CounterRightsLockKey(meta->id, key, true);	/* its first row */
+			locked = true;
 			nrows = count_rows(rel, idx, meta, key, &have_own, &own, &inserting);
 		}
 		if (!have_own && nrows < meta->nslots && (!bounded || nrows == 0))
 		{
 			/* a bounded key's first row takes all the headroom */
+			bool		in_mesh;
 			ItemPointerData tid = slot_insert(rel, idx, meta, key,
-											  bounded ? 0 : delta, own);
+											  bounded ? 0 : delta, own, &in_mesh);
 
+			/*
+			 * On one node the row, in the index now, makes every other
+			 * first insertion of the key wait for this transaction
+			 * (count_rows): the lock has done its part and goes, so that
+			 * a transaction may add to any number of new bounded keys.
+			 * In a mesh it stays to the end: the rights rounds take it
+			 * and would not see the row before then.
+			 */
+			if (locked && !in_mesh)
+				CounterRightsUnlockKey(meta->id, key);
 			result = SLOT_DONE;
 			if (bounded)
 			{
