@@ -711,6 +711,19 @@ AS 'MODULE_PATHNAME', 'counter_rights_lock'
 LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION counter._rights_lock(int4, text, bool) FROM PUBLIC;
 
+-- Whether node me is a member of a mesh of more than one (NULL with no
+-- mesh at all): the bounds of its counters are then shared out as rights.
+-- Inlined where it is called; a first slot row asks it before reading its
+-- share (src/rights.c), so that one node pays a probe of counter.mesh.
+CREATE FUNCTION counter._in_mesh(me int4)
+RETURNS bool
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT pg_catalog.count(*) > 1 AND pg_catalog.bool_or(x.node_id = me)
+	  FROM counter.mesh x;
+END;
+REVOKE ALL ON FUNCTION counter._in_mesh(int4) FROM PUBLIC;
+
 -- The share of the whole headroom of (name, key) on node me, as the first
 -- slot row of the key there takes it: lo = L - own shard, hi = U - own
 -- shard (NULL for a bound the counter lacks); in_mesh false (and the
@@ -724,8 +737,7 @@ CREATE FUNCTION counter._rights_share(cname text, k text, me int4, min_bound int
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-WITH m AS (SELECT pg_catalog.count(*) > 1 AND pg_catalog.bool_or(x.node_id = me) AS ok
-			 FROM counter.mesh x),
+WITH m AS (SELECT counter._in_mesh(me) AS ok),
 h AS (SELECT pg_catalog.min(n.i) = me AS holder
 		FROM (SELECT x.node_id FROM counter.mesh x
 			  UNION ALL SELECT t.node FROM counter.totals t WHERE t.counter = cname AND t.key = k
@@ -855,8 +867,7 @@ DECLARE
 	nmoves	int8 := 0;
 	live	int4[];
 BEGIN
-	IF NOT EXISTS (SELECT 1 FROM counter.mesh WHERE node_id = me)
-	   OR (SELECT pg_catalog.count(*) FROM counter.mesh) < 2 THEN
+	IF NOT coalesce(counter._in_mesh(me), false) THEN
 		RETURN NULL;
 	END IF;
 

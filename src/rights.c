@@ -46,6 +46,10 @@
 
 PG_FUNCTION_INFO_V1(counter_rights_lock);
 
+static CounterStmt in_mesh_stmt = {
+	"SELECT coalesce(counter._in_mesh($1), false)", 1, {INT4OID}
+};
+
 static CounterStmt share_stmt = {
 	"SELECT in_mesh, lo, hi FROM counter._rights_share($1, $2, $3, $4, $5)",
 	5, {TEXTOID, TEXTOID, INT4OID, INT8OID, INT8OID}
@@ -121,6 +125,7 @@ CounterRightsShare(CounterMeta *meta, text *key, int64 *lo, int64 *hi)
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		in_mesh = false;
+	bool		isnull;
 
 	if (CounterLegacy())	/* no rights before 1.4 */
 		return false;
@@ -134,19 +139,23 @@ CounterRightsShare(CounterMeta *meta, text *key, int64 *lo, int64 *hi)
 
 	PushActiveSnapshot(GetLatestSnapshot());
 	SPI_connect();
-	CounterExec(&share_stmt, values, nulls, true);
-	if (SPI_processed == 1)
+	/* one node reads no share (the mesh's probe is a kept plan, the share's is made at each call) */
+	CounterExec(&in_mesh_stmt, &values[2], NULL, true);
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 	{
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		bool		isnull;
-		Datum		d;
+		CounterExec(&share_stmt, values, nulls, true);
+		if (SPI_processed == 1)
+		{
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			Datum		d;
 
-		in_mesh = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)) && !isnull;
-		d = SPI_getbinval(tup, desc, 2, &isnull);
-		*lo = isnull ? 0 : DatumGetInt64(d);
-		d = SPI_getbinval(tup, desc, 3, &isnull);
-		*hi = isnull ? 0 : DatumGetInt64(d);
+			in_mesh = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)) && !isnull;
+			d = SPI_getbinval(tup, desc, 2, &isnull);
+			*lo = isnull ? 0 : DatumGetInt64(d);
+			d = SPI_getbinval(tup, desc, 3, &isnull);
+			*hi = isnull ? 0 : DatumGetInt64(d);
+		}
 	}
 	SPI_finish();
 	PopActiveSnapshot();
