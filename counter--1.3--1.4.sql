@@ -711,15 +711,15 @@ AS 'MODULE_PATHNAME', 'counter_rights_lock'
 LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION counter._rights_lock(int4, text, bool) FROM PUBLIC;
 
--- Whether node me is a member of a mesh of more than one (NULL with no
--- mesh at all): the bounds of its counters are then shared out as rights.
+-- Whether node me is a member of a mesh of more than one: the bounds of
+-- its counters are then shared out as rights.
 -- Inlined where it is called; a first slot row asks it before reading its
 -- share (src/rights.c), so that one node pays a probe of counter.mesh.
 CREATE FUNCTION counter._in_mesh(me int4)
 RETURNS bool
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
-	SELECT pg_catalog.count(*) > 1 AND pg_catalog.bool_or(x.node_id = me)
+	SELECT pg_catalog.count(*) > 1 AND coalesce(pg_catalog.bool_or(x.node_id = me), false)
 	  FROM counter.mesh x;
 END;
 REVOKE ALL ON FUNCTION counter._in_mesh(int4) FROM PUBLIC;
@@ -867,7 +867,7 @@ DECLARE
 	nmoves	int8 := 0;
 	live	int4[];
 BEGIN
-	IF NOT coalesce(counter._in_mesh(me), false) THEN
+	IF NOT counter._in_mesh(me) THEN
 		RETURN NULL;
 	END IF;
 

@@ -47,7 +47,7 @@
 PG_FUNCTION_INFO_V1(counter_rights_lock);
 
 static CounterStmt in_mesh_stmt = {
-	"SELECT coalesce(counter._in_mesh($1), false)", 1, {INT4OID}
+	"SELECT counter._in_mesh($1)", 1, {INT4OID}
 };
 
 static CounterStmt share_stmt = {

@@ -401,11 +401,12 @@ slot_insert(Relation rel, Relation idx, CounterMeta *meta, text *key,
 {
 	SlotRow		row;
 
+	bool		bounded = meta->has_min || meta->has_max;
+
 	row.value = value;
 	row.lo = row.hi = 0;
-	*in_mesh = (meta->has_min || meta->has_max) &&
-		CounterRightsShare(meta, key, &row.lo, &row.hi);
-	if ((meta->has_min || meta->has_max) && !*in_mesh)
+	*in_mesh = bounded && CounterRightsShare(meta, key, &row.lo, &row.hi);
+	if (bounded && !*in_mesh)
 	{
 		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 		int64		base = CounterReadValue(meta, key, snapshot);
