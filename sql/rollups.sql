@@ -89,8 +89,11 @@ SELECT 'k' || (i % 4) AS key, (1 + floor(random() * 10))::int8 * (CASE WHEN rand
   FROM generate_series(1, 3000) i;
 INSERT INTO spread_raw VALUES ('big', 9223372036854775807, '2026-05-01 00:00:10+00'),
 	('big', 5, '2026-05-01 00:00:20+00'), ('big', -10, '2026-05-01 00:00:30+00');
+-- in one transaction, so that the worker cannot compact the events meanwhile
+BEGIN;
 SELECT count(counter.add('spread', key, delta, at => at)) FROM spread_raw;
 SELECT counter.compact('spread') AS moved;
+COMMIT;
 SELECT count(*) AS quarantined FROM counter.quarantine;
 CREATE FUNCTION pg_temp.spread_check() RETURNS TABLE (buckets int8, mismatched int8, keys_daily int8)
 LANGUAGE sql AS $$
@@ -118,8 +121,10 @@ CREATE TEMP TABLE spread_more (key text, delta int8, at timestamptz);
 INSERT INTO spread_more VALUES ('k1', 3, '2026-05-01 10:00:30+00'), ('k2', -4, '2026-05-03 10:00:00+00'),
 	('a_new', 4, '2026-05-02 10:00:00+00'), ('z_new', 6, '2026-05-02 11:00:00+00');
 INSERT INTO spread_raw SELECT * FROM spread_more;
+BEGIN;
 SELECT count(counter.add('spread', key, delta, at => at)) FROM spread_more;
 SELECT counter.compact('spread') AS moved;
+COMMIT;
 SELECT * FROM pg_temp.spread_check();
 SELECT counter.value('spread', 'big') AS big,
        (SELECT sum(value) FROM counter.totals WHERE counter = 'spread')
