@@ -90,12 +90,20 @@ typedef struct BufferEntry
 	TimestampTz updated;		/* start of the last committed add's xact */
 } BufferEntry;
 
+/*
+ * Entries per counter, summed over the counters whose (database, id) fall
+ * in one of this many slots: a read of a counter whose slot is 0 has no
+ * entry to look up (the default slots and events modes never make one).
+ */
+#define BUFFER_COUNTER_SLOTS	1024
+
 /* the partition locks and the number of entries made by adds */
 typedef struct BufferShared
 {
 	LWLockPadded locks[BUFFER_PARTITIONS];
 	pg_atomic_uint32 nentries;
 	LWLockPadded fallback_lock;	/* entering a counter in fallback_hash */
+	pg_atomic_uint32 counter_entries[BUFFER_COUNTER_SLOTS];
 } BufferShared;
 
 /*
@@ -172,6 +180,8 @@ CounterBufferShmemInit(void)
 			LWLockInitialize(&buffer_shared->locks[i].lock, tranche);
 		pg_atomic_init_u32(&buffer_shared->nentries, 0);
 		LWLockInitialize(&buffer_shared->fallback_lock.lock, tranche);
+		for (i = 0; i < BUFFER_COUNTER_SLOTS; i++)
+			pg_atomic_init_u32(&buffer_shared->counter_entries[i], 0);
 	}
 	LWLockRegisterTranche(buffer_shared->locks[0].lock.tranche, "counter buffer");
 
@@ -272,6 +282,14 @@ make_key(CounterBufferKey *bk, CounterMeta *meta, text *key)
 	bk->keylen = len;
 	memcpy(bk->key, VARDATA_ANY(key), len);
 	return true;
+}
+
+/* The count of entries of the slot of counter id of database dboid. */
+static pg_atomic_uint32 *
+counter_entries(Oid dboid, int32 id)
+{
+	return &buffer_shared->counter_entries[hash_combine(murmurhash32(dboid), (uint32) id) %
+										   BUFFER_COUNTER_SLOTS];
 }
 
 /* The partition lock of a hash code. */
@@ -455,7 +473,10 @@ remove_entry(CounterBufferKey *bk)
 	hash_search_with_hash_value(buffer_hash, bk, hashcode, HASH_REMOVE, &found);
 	LWLockRelease(lock);
 	if (found)
+	{
 		pg_atomic_fetch_sub_u32(&buffer_shared->nentries, 1);
+		pg_atomic_fetch_sub_u32(counter_entries(bk->dboid, bk->counter_id), 1);
+	}
 }
 
 /*
@@ -507,6 +528,7 @@ make_entry(CounterMeta *meta, text *key, CounterBufferKey *bk, bool for_replay,
 										HASH_ENTER_NULL, &found);
 		if (e != NULL && !found)
 		{
+			pg_atomic_fetch_add_u32(counter_entries(bk->dboid, bk->counter_id), 1);
 			e->base = f;
 			e->shadow = f;
 			SpinLockInit(&e->mutex);
@@ -656,11 +678,19 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot,
 	int128		sum;
 	bool		have = false;
 
-	if (buffer_hash == NULL || CounterLegacyLacks(LEGACY_FLUSHED) ||
+	if (buffer_hash == NULL || CounterLegacyLacks(LEGACY_FLUSHED))
+		return 0;
+	CounterWalWaitReady();
+
+	/*
+	 * An entry is made before the first add it holds commits, so before any
+	 * snapshot that sees that add: a counter whose slot counts no entry now
+	 * has none for us to find.
+	 */
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(counter_entries(MyDatabaseId, meta->id)) == 0 ||
 		!make_key(&bk, meta, key))
 		return 0;
-
-	CounterWalWaitReady();
 	sum = 0;
 
 	hashcode = get_hash_value(buffer_hash, &bk);

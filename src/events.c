@@ -25,7 +25,13 @@
  * per table, set before a fold starts and cleared once the table is
  * truncated again.  A table without the bit is live in every snapshot that
  * can still read it, so readers consult counter.event_tables only while a
- * bit is set.  An add locks the current table and checks that it is still
+ * bit is set.  An "empty" bit per table, set when its TRUNCATE commits, is
+ * cleared by whatever writes the table next (an add, or compaction's carry
+ * of quarantined events), before that commits: a reader that finds it set
+ * after taking its snapshot can see no row of the table, and skips it
+ * without opening it (since 1.4; until then every read opened both
+ * tables).  It is never set otherwise: a table found empty may yet be
+ * written by a restore's COPY, which no add path sees.  An add locks the current table and checks that it is still
  * current: a rotation changes the current table before its ShareLock, so an
  * add that holds its lock on the current table is always seen by the fold.
  * Shared memory is rebuilt from counter.event_tables after a restart; the
@@ -70,6 +76,8 @@ PG_FUNCTION_INFO_V1(counter_event_table_live);
 #define EV_CURRENT1			0x02	/* table 1 is current (else table 0) */
 #define EV_FOLDING(t)		(0x04 << (t))	/* table t folded or being folded */
 #define EV_FOLDING_ANY		(EV_FOLDING(0) | EV_FOLDING(1))
+#define EV_EMPTY(t)			(0x10 << (t))	/* table t not written since we emptied it */
+#define EV_EMPTY_ANY		(EV_EMPTY(0) | EV_EMPTY(1))
 #define EV_CURRENT(bits)	(((bits) & EV_CURRENT1) ? 1 : 0)
 
 /* the two tables */
@@ -173,8 +181,9 @@ folded_in(CounterRels *r, Snapshot snapshot, TransactionId *xids)
  * Set our entry up from folded, the committed state of
  * counter.event_tables (read before taking the lock: no table access under
  * an LWLock): folding bits as recorded, the current table kept unless it is
- * folded.  Caller holds counter_shared->lock exclusively and either the
- * compaction lock or an entry not set up (then no fold can be running).
+ * folded, the empty bits kept.  Caller holds counter_shared->lock
+ * exclusively and either the compaction lock or an entry not set up (then
+ * no fold can be running).
  */
 static uint32
 sync_entry(CounterEventsState *e, CounterRels *r, int folded)
@@ -189,7 +198,7 @@ sync_entry(CounterEventsState *e, CounterRels *r, int folded)
 				 errhint("Update counter.event_tables to mark the table that is not counted in totals live.")));
 	if (folded & (1 << cur))
 		cur = 1 - cur;
-	bits = EV_VALID | (cur ? EV_CURRENT1 : 0) |
+	bits = EV_VALID | (cur ? EV_CURRENT1 : 0) | (bits & EV_EMPTY_ANY) |
 		((folded & 1) ? EV_FOLDING(0) : 0) | ((folded & 2) ? EV_FOLDING(1) : 0);
 	e->incarnation = r->events[1];
 	pg_write_barrier();
@@ -198,8 +207,25 @@ sync_entry(CounterEventsState *e, CounterRels *r, int folded)
 }
 
 /*
+ * Before a write of events table t commits: clear its empty bit, if set
+ * (once per truncation), so that readers open it again.
+ */
+void
+CounterEventsWritten(int t)
+{
+	CounterEventsState *e;
+
+	if (RecoveryInProgress() || (e = my_entry()) == NULL ||
+		(pg_atomic_read_u32(&e->bits) & EV_EMPTY(t)) == 0)
+		return;
+	LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
+	pg_atomic_write_u32(&e->bits, pg_atomic_read_u32(&e->bits) & ~EV_EMPTY(t));
+	LWLockRelease(counter_shared->lock);
+}
+
+/*
  * Lock the events table an add must write, for the rest of the
- * transaction, and return its number.
+ * transaction, and return its number (its empty bit cleared).
  */
 int
 CounterEventsTableForAdd(CounterRels *r)
@@ -248,7 +274,10 @@ CounterEventsTableForAdd(CounterRels *r)
 			LockRelationOid(r->events[t], RowExclusiveLock);
 		}
 		if (EV_CURRENT(state_bits(r)) == t)
+		{
+			CounterEventsWritten(t);
 			return t;
+		}
 		UnlockRelationOid(r->events[t], RowExclusiveLock);
 	}
 }
@@ -269,18 +298,22 @@ CounterEventsLive(CounterRels *r, Snapshot snapshot)
 
 /*
  * The events tables a read in snapshot must scan: the live ones (bit t for
- * table t) that have a block at all.  One that was rotated and emptied has
- * none, and a row any snapshot taken before this check could see would
- * have extended it already: an lseek, cheaper than an index scan.
+ * table t) not marked empty in shared memory that have a block at all.  One
+ * that was rotated and emptied has none, and a row any snapshot taken
+ * before this check could see would have extended it already: an lseek,
+ * cheaper than an index scan, and the empty bit cheaper still.
  */
 int
 CounterEventsToRead(CounterRels *r, Snapshot snapshot)
 {
 	int			live = CounterEventsLive(r, snapshot);
+	uint32		bits = state_bits(r);
 	int			t;
 
 	for (t = 0; t < 2; t++)
-		if (live & (1 << t))
+		if (bits & EV_EMPTY(t))
+			live &= ~(1 << t);
+		else if (live & (1 << t))
 		{
 			Relation	rel = table_open(r->events[t], AccessShareLock);
 
@@ -417,7 +450,7 @@ events_xact_callback(XactEvent event, void *arg)
 		{
 			for (t = 0; t < 2; t++)
 				if (emptied_now & (1 << t))
-					bits &= ~EV_FOLDING(t);
+					bits = (bits & ~EV_FOLDING(t)) | EV_EMPTY(t);
 			pg_atomic_write_u32(&emptied_entry->bits, bits);
 		}
 		LWLockRelease(counter_shared->lock);

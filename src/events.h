@@ -12,6 +12,7 @@
 #include "utils/snapshot.h"
 
 extern int	CounterEventsTableForAdd(CounterRels *r);
+extern void CounterEventsWritten(int t);
 extern int	CounterEventsLive(CounterRels *r, Snapshot snapshot);
 extern int	CounterEventsToRead(CounterRels *r, Snapshot snapshot);
 extern int	CounterEventsSync(void);

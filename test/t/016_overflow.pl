@@ -1,4 +1,4 @@
-# Proves that the background worker keeps compacting other counters while a key it cannot move exists (quarantined once, with one WARNING, with counter.rotate_size = -1: row by row only), releases the key once an opposite add lets it fold with nothing lost, and that the change feed's plan, first prepared while a rotation folds more than FEED_MAX_KEYS distinct keys, never scans counter.totals sequentially, and the fold of the whole table reads it in index order and aggregates it as it streams, with no hash table of its keys and no sort of its rows before the inserts, and a batch's plan reads its aggregate once per use among 30 counters (auto_explain of the nested statements).
+# Proves that the background worker keeps compacting other counters while a key it cannot move exists (quarantined once, with one WARNING, with counter.rotate_size = -1: row by row only), releases the key once an opposite add lets it fold with nothing lost, and that the change feed's plan, first prepared while a rotation folds more than FEED_MAX_KEYS distinct keys, never scans counter.totals sequentially, and the fold of the whole table reads it in index order and aggregates it as it streams, with no hash table of its keys and no sort of its rows before the inserts, and a batch's plan reads its aggregate once per use among 30 counters (auto_explain of the nested statements); and that a key quarantined by a whole table's fold, carried into a table that its TRUNCATE emptied, is read there.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -136,6 +136,36 @@ cmp_ok(scalar(@batches), '>=', 1, 'the batch\'s plan is logged');
 my @loops = map { /CTE Scan on agg \S+ .*?loops=(\d+)/g } @batches;
 cmp_ok(scalar(@loops), '>=', 3, 'its reads of the aggregate are in the plan');
 is(scalar(grep { $_ > 1 } @loops), 0, 'each reads the aggregate once (loops=1)');
+
+# A key quarantined by the fold of a whole table is carried to the current
+# table, which the reads must then open: a table emptied by its TRUNCATE is
+# skipped by reads until something writes it (an "empty" bit in shared
+# memory), and the carry is such a write.  Worker off, every compaction
+# rotates (rotate_size 0): the first folds the table holding INT64_MAX, the
+# second empties it, the +1 goes to the other table, whose fold quarantines
+# the key and carries the +1 back into the emptied one.
+$node->safe_psql($db, q{
+	SELECT counter.create('carry', mode => 'events', rollups => '{1 hour}');
+	SELECT counter.add('carry', 'max', 9223372036854775807);
+});
+$node->safe_psql($db, 'SELECT counter.compact()') for 1 .. 2;
+is($node->safe_psql($db, q{
+	SELECT (SELECT count(*) FROM counter.event_tables WHERE folded IS NOT NULL) || ' ' ||
+	       pg_relation_size('counter.events') + pg_relation_size('counter.events_1') || ' ' ||
+	       (SELECT value FROM counter.totals WHERE counter = 'carry' AND key = 'max')}),
+	'0 0 9223372036854775807', 'INT64_MAX folded, both events tables emptied');
+$node->safe_psql($db, "SELECT counter.add('carry', 'max', 1)");
+($ret, $out, $err) = $node->psql($db, 'SELECT counter.compact()');
+like($err, qr/key "max" of counter "carry" cannot be compacted/,
+	'the fold of the whole table quarantines the key');
+is($node->safe_psql($db, q{
+	SELECT (SELECT count(*) FROM counter.event_tables WHERE folded IS NOT NULL) || ' ' ||
+	       (SELECT count(*) FROM counter.events WHERE key = 'max') +
+	       (SELECT count(*) FROM counter.events_1 WHERE key = 'max')}),
+	'1 2', 'its events are carried to the current table (the folded one still holds its own)');
+($ret, $out, $err) = $node->psql($db, "SELECT counter.value('carry', 'max')");
+like($err, qr/out of range for bigint/,
+	'the read counts the carried +1 in the emptied table (22003, not INT64_MAX)');
 
 $node->stop;
 done_testing();
