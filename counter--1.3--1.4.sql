@@ -1195,6 +1195,27 @@ UPDATE counter.counters c
 
 -- == end section: granularities ==
 
+-- == section: events written ==
+
+-- A read skips an events table that shared memory marks empty (src/events.c):
+-- one emptied by its TRUNCATE, or found without a block by a compaction,
+-- until something writes it.  Adds say so in C; any write through SQL (a
+-- restore's COPY, compaction's carry of quarantined events) says so through
+-- this trigger, before it commits.  ENABLE ALWAYS: also under
+-- session_replication_role = replica.
+CREATE FUNCTION counter._events_written() RETURNS trigger
+AS 'MODULE_PATHNAME', 'counter_events_written'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION counter._events_written() FROM PUBLIC;
+CREATE TRIGGER written AFTER INSERT ON counter.events
+	FOR EACH STATEMENT EXECUTE FUNCTION counter._events_written();
+CREATE TRIGGER written AFTER INSERT ON counter.events_1
+	FOR EACH STATEMENT EXECUTE FUNCTION counter._events_written();
+ALTER TABLE counter.events ENABLE ALWAYS TRIGGER written;
+ALTER TABLE counter.events_1 ENABLE ALWAYS TRIGGER written;
+
+-- == end section: events written ==
+
 -- == section: stats (counter.stats, defined once with every column of 1.4) ==
 
 -- A security barrier: a caller's function in WHERE (COST 0.0000001, say)

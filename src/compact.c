@@ -607,7 +607,6 @@ typedef struct Batch
 	CounterStmt *carry;			/* run first, in the same subtransaction */
 	BatchShape	shape;
 	Datum	   *values;
-	int			carry_to;		/* the events table carry writes */
 } Batch;
 
 /* work_mem of a batch statement: its aggregates of a batch never spill */
@@ -642,11 +641,7 @@ exec_batch(void *arg)
 	int			nest;
 
 	if (b->carry != NULL)
-	{
 		CounterExec(b->carry, NULL, NULL, false);
-		if (SPI_processed > 0)
-			CounterEventsWritten(b->carry_to);
-	}
 	nest = NewGUCNestLevel();
 	batch_set("work_mem", BATCH_WORK_MEM);
 	batch_set("enable_bitmapscan", "off");
@@ -838,7 +833,6 @@ events_batch(int t, bool whole, Datum *values)
 		b.stmt = whole ? &events_fold_stmt[t] : &events_delete_stmt[t];
 		b.diagnose = &events_diagnose_stmt[t];
 		b.carry = whole ? &events_carry_stmt[t] : NULL;
-		b.carry_to = 1 - t;
 	}
 	return b;
 }

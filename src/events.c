@@ -25,13 +25,16 @@
  * per table, set before a fold starts and cleared once the table is
  * truncated again.  A table without the bit is live in every snapshot that
  * can still read it, so readers consult counter.event_tables only while a
- * bit is set.  An "empty" bit per table, set when its TRUNCATE commits, is
- * cleared by whatever writes the table next (an add, or compaction's carry
- * of quarantined events), before that commits: a reader that finds it set
- * after taking its snapshot can see no row of the table, and skips it
- * without opening it (since 1.4; until then every read opened both
- * tables).  It is never set otherwise: a table found empty may yet be
- * written by a restore's COPY, which no add path sees.  An add locks the current table and checks that it is still
+ * bit is set.  An "empty" bit per table, set when its TRUNCATE commits or
+ * when a compaction finds it without a block in a ShareLock (no add in
+ * flight), is cleared by whatever writes the table next, before that
+ * commits: an add, in C, or any SQL statement (a restore's COPY,
+ * compaction's carry of quarantined events), through the table's trigger.
+ * A reader that finds it set after taking its snapshot can see no row of
+ * the table, and skips it without opening it (since 1.4; until then every
+ * read opened both tables).  A schema older than 1.4 has no trigger: its
+ * bits are set by TRUNCATE only, after which nothing but adds and
+ * compaction (in C) writes a table.  An add locks the current table and checks that it is still
  * current: a rotation changes the current table before its ShareLock, so an
  * add that holds its lock on the current table is always seen by the fold.
  * Shared memory is rebuilt from counter.event_tables after a restart; the
@@ -52,6 +55,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
@@ -70,6 +74,7 @@
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(counter_event_table_live);
+PG_FUNCTION_INFO_V1(counter_events_written);
 
 /* bits of CounterEventsState.bits */
 #define EV_VALID			0x01	/* set up for this incarnation */
@@ -178,18 +183,59 @@ folded_in(CounterRels *r, Snapshot snapshot, TransactionId *xids)
 }
 
 /*
+ * For sync_entry, the blocks of each events table not folded (-1: not
+ * known): a table without a block is counted only while it is ours in
+ * ShareLock, which no add holds (bit t of the result: the caller releases
+ * it once the empty bits are set).  Only in a schema whose SQL writes say
+ * so too (1.4: the trigger counter._events_written): else a restore's COPY
+ * could fill a table marked empty.
+ */
+static int
+lock_empty(CounterRels *r, int folded, int *blocks)
+{
+	int			locked = 0;
+	int			t;
+
+	for (t = 0; t < 2; t++)
+	{
+		Relation	rel;
+
+		blocks[t] = -1;
+		if (CounterLegacy() || (folded & (1 << t)) != 0)
+			continue;
+		rel = table_open(r->events[t], AccessShareLock);
+		blocks[t] = RelationGetNumberOfBlocks(rel);
+		if (blocks[t] == 0)
+		{
+			if (ConditionalLockRelationOid(r->events[t], ShareLock))
+			{
+				locked |= 1 << t;
+				blocks[t] = RelationGetNumberOfBlocks(rel);
+			}
+			else
+				blocks[t] = -1;
+		}
+		table_close(rel, AccessShareLock);
+	}
+	return locked;
+}
+
+/*
  * Set our entry up from folded, the committed state of
  * counter.event_tables (read before taking the lock: no table access under
  * an LWLock): folding bits as recorded, the current table kept unless it is
- * folded, the empty bits kept.  Caller holds counter_shared->lock
- * exclusively and either the compaction lock or an entry not set up (then
- * no fold can be running).
+ * folded, the empty bits kept; with blocks (lock_empty), set for a table
+ * without a block, and cleared for one that has some (written by SQL with
+ * its trigger disabled, say: a data-only restore).  Caller holds
+ * counter_shared->lock exclusively and either the compaction lock or an
+ * entry not set up (then no fold can be running).
  */
 static uint32
-sync_entry(CounterEventsState *e, CounterRels *r, int folded)
+sync_entry(CounterEventsState *e, CounterRels *r, int folded, const int *blocks)
 {
 	uint32		bits = state_bits(r);
 	int			cur = EV_CURRENT(bits);
+	int			t;
 
 	if (folded == EV_ALL)
 		ereport(ERROR,
@@ -200,6 +246,11 @@ sync_entry(CounterEventsState *e, CounterRels *r, int folded)
 		cur = 1 - cur;
 	bits = EV_VALID | (cur ? EV_CURRENT1 : 0) | (bits & EV_EMPTY_ANY) |
 		((folded & 1) ? EV_FOLDING(0) : 0) | ((folded & 2) ? EV_FOLDING(1) : 0);
+	for (t = 0; blocks != NULL && t < 2; t++)
+		if (blocks[t] == 0)
+			bits |= EV_EMPTY(t);
+		else if (blocks[t] > 0)
+			bits &= ~EV_EMPTY(t);
 	e->incarnation = r->events[1];
 	pg_write_barrier();
 	pg_atomic_write_u32(&e->bits, bits);
@@ -246,7 +297,7 @@ CounterEventsTableForAdd(CounterRels *r)
 
 			LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
 			if (state_bits(r) == 0)
-				sync_entry(e, r, folded);
+				sync_entry(e, r, folded, NULL);
 			LWLockRelease(counter_shared->lock);
 			continue;
 		}
@@ -338,6 +389,25 @@ counter_event_table_live(PG_FUNCTION_ARGS)
 }
 
 /*
+ * counter._events_written(), the trigger of each events table after a
+ * statement inserting into it (a restore's COPY, compaction's carry):
+ * readers must open the table again.
+ */
+Datum
+counter_events_written(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("counter._events_written() must be called as a trigger")));
+	CounterEventsWritten(RelationGetRelid(trigdata->tg_relation) ==
+						 CounterGetRels()->events[1] ? 1 : 0);
+	return PointerGetDatum(NULL);
+}
+
+/*
  * At the start of a compaction (the caller holds the compaction lock):
  * bring shared memory in line with counter.event_tables and return the
  * folded tables, as committed.
@@ -354,9 +424,16 @@ CounterEventsSync(void)
 	folded = folded_in(r, GetLatestSnapshot(), NULL);
 	if (!RecoveryInProgress() && (e = my_entry()) != NULL)
 	{
+		int			blocks[2];
+		int			locked = lock_empty(r, folded, blocks);
+		int			t;
+
 		LWLockAcquire(counter_shared->lock, LW_EXCLUSIVE);
-		sync_entry(e, r, folded);
+		sync_entry(e, r, folded, blocks);
 		LWLockRelease(counter_shared->lock);
+		for (t = 0; t < 2; t++)
+			if (locked & (1 << t))
+				UnlockRelationOid(r->events[t], ShareLock);
 	}
 	return folded;
 }
