@@ -1214,6 +1214,17 @@ CREATE TRIGGER written AFTER INSERT ON counter.events_1
 ALTER TABLE counter.events ENABLE ALWAYS TRIGGER written;
 ALTER TABLE counter.events_1 ENABLE ALWAYS TRIGGER written;
 
+-- Likewise a read skips the slot rows of a counter that has none (the
+-- counts of src/slots.c): adds count their slot rows in C, any SQL insert
+-- through this trigger.
+CREATE FUNCTION counter._slots_written() RETURNS trigger
+AS 'MODULE_PATHNAME', 'counter_slots_written'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION counter._slots_written() FROM PUBLIC;
+CREATE TRIGGER written AFTER INSERT ON counter.slots
+	FOR EACH STATEMENT EXECUTE FUNCTION counter._slots_written();
+ALTER TABLE counter.slots ENABLE ALWAYS TRIGGER written;
+
 -- == end section: events written ==
 
 -- == section: stats (counter.stats, defined once with every column of 1.4) ==

@@ -58,6 +58,7 @@
 #include "feed.h"
 #include "guc.h"
 #include "legacy.h"
+#include "slots.h"
 
 /* the origin of every rollup bucket (date_bin's) */
 #define BUCKET_ORIGIN	"timestamptz '2000-01-01 00:00:00+00'"
@@ -967,6 +968,7 @@ CounterCompactBatch(int32 counter_id, bool maintenance, TimestampTz retained,
 		values[0] = Int32GetDatum(counter_fold_after);
 		values[1] = Int32GetDatum(counter_id);
 		CounterExec(&fold_stmt, values, NULL, false);
+		CounterSlotsVerify();
 		values[0] = Int32GetDatum(counter_id);
 		values[1] = TimestampTzGetDatum(retained);
 		values[2] = Int32GetDatum(counter_node_id);

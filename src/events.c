@@ -91,8 +91,6 @@ PG_FUNCTION_INFO_V1(counter_events_written);
 /* how long a rotation waits for the adds still writing the old table */
 #define ROTATE_WAIT_MS		1000
 
-/* how often a backend without a shared entry looks for one again */
-#define ENTRY_RETRY_MS		10000
 
 /* the local transaction that last emptied a table (CounterEventsTruncate) */
 static LocalTransactionId truncated_in = InvalidLocalTransactionId;
@@ -104,32 +102,13 @@ static LocalTransactionId truncated_in = InvalidLocalTransactionId;
 static int	emptied_now = 0;
 static CounterEventsState *emptied_entry = NULL;
 
-/*
- * Our database's shared entry (shmem.c), or NULL (no shared memory, or
- * every entry taken by an existing database: then looked for again only
- * every ENTRY_RETRY_MS, as NULL is safe, only slower).  The pointer is
- * kept, and checked against MyDatabaseId at each use: an entry goes to
- * another database only once ours is dropped.
- */
+/* Our database's shared entry (shmem.c), or NULL: see CounterMyDb. */
 static CounterEventsState *
 my_entry(void)
 {
-	static CounterDb *db = NULL;
-	static TimestampTz retry_at = 0;
+	CounterDb  *db = CounterMyDb();
 
-	if (counter_shared == NULL)
-		return NULL;
-	if (db != NULL && db->dboid == MyDatabaseId)
-		return &db->events;
-	if (retry_at != 0 && GetCurrentTimestamp() < retry_at)
-		return NULL;
-	db = CounterDbClaim(MyDatabaseId);
-	if (db == NULL)
-	{
-		retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ENTRY_RETRY_MS);
-		return NULL;
-	}
-	return &db->events;
+	return db == NULL ? NULL : &db->events;
 }
 
 /*

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * read.c
- *	  The exact read of one key: totals + slot rows + the events tables
- *	  live in the snapshot, each scanned through its index with the one
+ *	  The exact read of one key: totals + slot rows (unless its counter has
+ *	  none: slots.c) + the events tables live in the snapshot, each scanned through its index with the one
  *	  snapshot the caller passes, + what buffered adds hold in shared
  *	  memory beyond what that snapshot sees flushed (buffer.c).
  *
@@ -24,6 +24,7 @@
 #include "catalog.h"
 #include "commit.h"
 #include "events.h"
+#include "shmem.h"
 
 /*
  * Sum column attnum (int8) over the rows of relid that match keys.  With
@@ -97,8 +98,9 @@ CounterReadValueAt(CounterMeta *meta, text *key, Snapshot snapshot,
 				   want ? r->totals_updated : InvalidAttrNumber, false, &latest);
 
 	CounterScanKeys(keys, meta->id, key, false, 0);
-	sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot, true,
-					want ? Anum_slots_touched : InvalidAttrNumber, true, &latest);
+	if (!CounterSlotRowsNone(meta->id))
+		sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot, true,
+						want ? Anum_slots_touched : InvalidAttrNumber, true, &latest);
 	live = CounterEventsToRead(r, snapshot);
 	for (t = 0; t < 2; t++)
 		if (live & (1 << t))

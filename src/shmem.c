@@ -22,14 +22,19 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "shmem.h"
 
 CounterShared *counter_shared = NULL;
+
+/* how often a backend without a shared entry looks for one again */
+#define ENTRY_RETRY_MS		10000
 
 /* Shared memory of the state below. */
 Size
@@ -56,8 +61,16 @@ CounterShmemInit(void)
 		counter_shared->lock = &(GetNamedLWLockTranche("counter"))->lock;
 		for (i = 0; i < COUNTER_MAX_DATABASES; i++)
 		{
-			pg_atomic_init_u32(&counter_shared->dbs[i].events.bits, 0);
-			SpinLockInit(&counter_shared->dbs[i].asks.mutex);
+			CounterDb  *db = &counter_shared->dbs[i];
+			int			b;
+
+			pg_atomic_init_u32(&db->events.bits, 0);
+			SpinLockInit(&db->asks.mutex);
+			for (b = 0; b < COUNTER_SLOT_BUCKETS; b++)
+			{
+				pg_atomic_init_u64(&db->slot_rows.written[b], 0);
+				pg_atomic_init_u64(&db->slot_rows.none_at[b], 0);
+			}
 		}
 	}
 }
@@ -66,6 +79,8 @@ CounterShmemInit(void)
 static void
 db_reset(CounterDb *db, Oid dboid)
 {
+	int			b;
+
 	db->dboid = dboid;
 	memset(&db->worker, 0, sizeof(CounterDbWorker));
 	db->events.incarnation = InvalidOid;
@@ -76,6 +91,8 @@ db_reset(CounterDb *db, Oid dboid)
 	db->asks.mesh = false;
 	db->asks.n = 0;
 	SpinLockRelease(&db->asks.mutex);
+	for (b = 0; b < COUNTER_SLOT_BUCKETS; b++)
+		pg_atomic_write_u64(&db->slot_rows.none_at[b], 0);
 }
 
 /*
@@ -156,6 +173,49 @@ CounterDbClaim(Oid dboid)
 	db = db_find(dboid, true, stale, nstale);
 	LWLockRelease(counter_shared->lock);
 	return db;
+}
+
+/*
+ * Our database's entry, or NULL (no shared memory, or every entry taken by
+ * an existing database: then looked for again only every ENTRY_RETRY_MS,
+ * as NULL is safe, only slower).  The pointer is kept, and checked against
+ * MyDatabaseId at each use: an entry goes to another database only once
+ * ours is dropped.
+ */
+CounterDb *
+CounterMyDb(void)
+{
+	static CounterDb *db = NULL;
+	static TimestampTz retry_at = 0;
+
+	if (counter_shared == NULL)
+		return NULL;
+	if (db != NULL && db->dboid == MyDatabaseId)
+		return db;
+	if (retry_at != 0 && GetCurrentTimestamp() < retry_at)
+		return NULL;
+	db = CounterDbClaim(MyDatabaseId);
+	if (db == NULL)
+		retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ENTRY_RETRY_MS);
+	return db;
+}
+
+/*
+ * Whether counter_id has no slot row a snapshot taken before this call can
+ * see (slots.c proves it, and counts every insert before its transaction
+ * commits).  Never on a standby, whose rows come from the primary's WAL.
+ */
+bool
+CounterSlotRowsNone(int32 counter_id)
+{
+	CounterDb  *db;
+	int			b = (uint32) counter_id % COUNTER_SLOT_BUCKETS;
+
+	if (RecoveryInProgress() || (db = CounterMyDb()) == NULL)
+		return false;
+	pg_memory_barrier();
+	return pg_atomic_read_u64(&db->slot_rows.none_at[b]) ==
+		pg_atomic_read_u64(&db->slot_rows.written[b]) + 1;
 }
 
 /* Free the entry of a dropped database; caller holds the lock exclusively. */

@@ -72,6 +72,20 @@ typedef struct CounterAsks
 	CounterAsk	ask[COUNTER_MAX_ASKS];
 } CounterAsks;
 
+/*
+ * Slot rows, per bucket of counters (id % COUNTER_SLOT_BUCKETS), per
+ * database (slots.c): the slot rows inserted, ever, and that count + 1 when
+ * a compaction found none of the bucket's counters with a slot row any
+ * snapshot can see (0: not known).  While none_at = written + 1 a read
+ * skips the slot rows of the bucket's counters.
+ */
+#define COUNTER_SLOT_BUCKETS	256
+typedef struct CounterSlotRows
+{
+	pg_atomic_uint64 written[COUNTER_SLOT_BUCKETS];
+	pg_atomic_uint64 none_at[COUNTER_SLOT_BUCKETS];
+} CounterSlotRows;
+
 /* the shared state of one database, claimed in shmem.c only */
 typedef struct CounterDb
 {
@@ -80,6 +94,7 @@ typedef struct CounterDb
 	CounterEventsState events;
 	CounterWalState wal;
 	CounterAsks asks;
+	CounterSlotRows slot_rows;
 } CounterDb;
 
 typedef struct CounterShared
@@ -93,6 +108,8 @@ typedef struct CounterShared
 
 extern CounterShared *counter_shared;
 extern Size CounterShmemSize(void);
+extern CounterDb *CounterMyDb(void);
+extern bool CounterSlotRowsNone(int32 counter_id);
 extern void CounterShmemInit(void);
 extern CounterDb *CounterDbLookup(Oid dboid);
 extern CounterDb *CounterDbClaim(Oid dboid);

@@ -29,6 +29,18 @@
  * version, so an add works the same under every isolation level: an add is
  * blind (it never depends on the value it reads).
  *
+ * Counters without slot rows (since 1.4).  Most counters have none (events
+ * mode, or slots mode with no contended key), and a read then skips the
+ * slots index.  Shared memory counts, per bucket of counter ids, the slot
+ * rows inserted (each once its index entry is in, before its transaction
+ * can commit; a statement inserting through SQL, such as a restore's COPY,
+ * counts in every bucket through the table's trigger); a maintenance round
+ * reads the counts, then looks for any version of a slot row of the
+ * bucket's counters that is not dead to every snapshot, an insert in
+ * progress included, and where it finds none marks the bucket with the
+ * count it read: a read skips the slot rows while the count has not moved
+ * since (CounterSlotRowsNone, shmem.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -41,6 +53,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_collation.h"
+#include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "common/int.h"
 #include "executor/tuptable.h"
@@ -67,6 +80,8 @@
 #include "guc.h"
 #include "read.h"
 #include "rights.h"
+#include "legacy.h"
+#include "shmem.h"
 
 /*
  * Width of the pad column: with fillfactor 10, a row this wide leaves too
@@ -79,6 +94,8 @@
 #define SLOT_SCAN_MAX			1024
 
 static text *slot_pad = NULL;
+
+PG_FUNCTION_INFO_V1(counter_slots_written);
 
 /*
  * Collect the TIDs of the index entries matching keys, visible to snapshot.
@@ -361,6 +378,137 @@ to_int64(int128 v)
 }
 
 /*
+ * Count a slot row of counter_id just inserted, its index entry in
+ * (counter_id -1: every bucket), before the transaction can commit.  Without our entry (every one taken)
+ * none is marked for this database yet: a mark set later comes from a
+ * round that sees the row.
+ */
+static void
+slot_rows_written(int32 counter_id)
+{
+	CounterDb  *db = CounterMyDb();
+	int			b;
+
+	if (db == NULL && counter_shared != NULL && IsTransactionState())
+		db = CounterDbClaim(MyDatabaseId);
+	if (db == NULL)
+		return;
+	for (b = 0; b < COUNTER_SLOT_BUCKETS; b++)
+		if (counter_id < 0 || (uint32) counter_id % COUNTER_SLOT_BUCKETS == b)
+			pg_atomic_fetch_add_u64(&db->slot_rows.written[b], 1);
+}
+
+/*
+ * counter._slots_written(), the trigger of counter.slots after a statement
+ * inserting into it (a restore's COPY): counted in every bucket.
+ */
+Datum
+counter_slots_written(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("counter._slots_written() must be called as a trigger")));
+	slot_rows_written(-1);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * Whether counter_id has a slot row with a version that is not dead to
+ * every snapshot (horizon), an insert in progress included; also when
+ * more than VERIFY_MAX_ENTRIES index entries are met (dead ones wait for
+ * VACUUM).
+ */
+#define VERIFY_MAX_ENTRIES		1000
+static bool
+slot_rows_present(Relation rel, Relation idx, int32 counter_id, TransactionId horizon)
+{
+	ScanKeyData key;
+	IndexScanDesc scan;
+	TupleTableSlot *tts = table_slot_create(rel, NULL);
+	bool		present = false;
+	int			seen = 0;
+
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(counter_id));
+	scan = index_beginscan(rel, idx, SnapshotAny, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	while (!present && index_getnext_slot(scan, ForwardScanDirection, tts))
+	{
+		BufferHeapTupleTableSlot *b = (BufferHeapTupleTableSlot *) tts;
+		HTSV_Result res;
+
+		LockBuffer(b->buffer, BUFFER_LOCK_SHARE);
+		res = HeapTupleSatisfiesVacuum(b->base.tuple, horizon, b->buffer);
+		LockBuffer(b->buffer, BUFFER_LOCK_UNLOCK);
+		present = (res != HEAPTUPLE_DEAD || ++seen > VERIFY_MAX_ENTRIES);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(tts);
+	return present;
+}
+
+/*
+ * In a maintenance round (under the compaction lock): mark the buckets of
+ * counters none of which has a slot row any snapshot can see (see the
+ * header).  The counters are every id of any version of counter.counters,
+ * a counter still being created included.  Only in a schema with the
+ * trigger counter._slots_written (1.4).
+ */
+void
+CounterSlotsVerify(void)
+{
+	CounterRels *r = CounterGetRels();
+	CounterDb  *db;
+	uint64		written[COUNTER_SLOT_BUCKETS];
+	bool		none[COUNTER_SLOT_BUCKETS];
+	bool		any = false;
+	Relation	rel;
+	Relation	idx;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	TransactionId horizon;
+	int			b;
+
+	if (CounterLegacy() || RecoveryInProgress() || (db = CounterMyDb()) == NULL)
+		return;
+	for (b = 0; b < COUNTER_SLOT_BUCKETS; b++)
+	{
+		written[b] = pg_atomic_read_u64(&db->slot_rows.written[b]);
+		none[b] = pg_atomic_read_u64(&db->slot_rows.none_at[b]) != written[b] + 1;
+		any |= none[b];
+	}
+	if (!any)
+		return;
+	pg_memory_barrier();
+
+	rel = table_open(r->slots, AccessShareLock);
+	idx = index_open(r->slots_pkey, AccessShareLock);
+	horizon = GetOldestNonRemovableTransactionId(rel);
+	{
+		Relation	counters = table_open(r->counters, AccessShareLock);
+
+		scan = table_beginscan(counters, SnapshotAny, 0, NULL);
+		while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		{
+			bool		isnull;
+			int32		id = DatumGetInt32(heap_getattr(tup, 1, RelationGetDescr(counters), &isnull));
+
+			b = (uint32) id % COUNTER_SLOT_BUCKETS;
+			if (!isnull && none[b] && slot_rows_present(rel, idx, id, horizon))
+				none[b] = false;
+		}
+		table_endscan(scan);
+		table_close(counters, AccessShareLock);
+	}
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+
+	for (b = 0; b < COUNTER_SLOT_BUCKETS; b++)
+		if (none[b])
+			pg_atomic_write_u64(&db->slot_rows.none_at[b], written[b] + 1);
+}
+
+/*
  * Insert row as this backend's own slot row of (counter, key), numbered
  * own (see count_rows); its TID.
  */
@@ -381,6 +529,8 @@ slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
 	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
 	index_insert(idx, values, nulls, &tup->t_self, rel,
 				 UNIQUE_CHECK_YES, false, NULL);
+	/* counted once its index entry is there for a maintenance round to find */
+	slot_rows_written(meta->id);
 	row->tid = tup->t_self;
 	row->ours = true;
 	heap_freetuple(tup);

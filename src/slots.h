@@ -11,5 +11,6 @@
 #include "catalog.h"
 
 extern bool CounterSlotsAdd(CounterMeta *meta, text *key, int64 delta);
+extern void CounterSlotsVerify(void);
 
 #endif							/* COUNTER_SLOTS_H */

@@ -1,4 +1,4 @@
-# Proves that the background worker keeps compacting other counters while a key it cannot move exists (quarantined once, with one WARNING, with counter.rotate_size = -1: row by row only), releases the key once an opposite add lets it fold with nothing lost, and that the change feed's plan, first prepared while a rotation folds more than FEED_MAX_KEYS distinct keys, never scans counter.totals sequentially, and the fold of the whole table reads it in index order and aggregates it as it streams, with no hash table of its keys and no sort of its rows before the inserts, and a batch's plan reads its aggregate once per use among 30 counters (auto_explain of the nested statements); and that a key quarantined by a whole table's fold, carried into a table that its TRUNCATE emptied, is read there, as are rows that SQL (INSERT, COPY) writes into tables marked empty.
+# Proves that the background worker keeps compacting other counters while a key it cannot move exists (quarantined once, with one WARNING, with counter.rotate_size = -1: row by row only), releases the key once an opposite add lets it fold with nothing lost, and that the change feed's plan, first prepared while a rotation folds more than FEED_MAX_KEYS distinct keys, never scans counter.totals sequentially, and the fold of the whole table reads it in index order and aggregates it as it streams, with no hash table of its keys and no sort of its rows before the inserts, and a batch's plan reads its aggregate once per use among 30 counters (auto_explain of the nested statements); and that a key quarantined by a whole table's fold, carried into a table that its TRUNCATE emptied, is read there, as are rows that SQL (INSERT, COPY) writes into tables marked empty, and slot rows inserted into a counter marked as having none.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -188,6 +188,32 @@ $copied	k	7	2026-01-01 00:00:00+00
 \\.
 SELECT counter.value('copied', 'k');}),
 	'12', 'rows written into both by SQL (INSERT, COPY) are read');
+
+# A counter without slot rows is marked so by a maintenance round, and its
+# reads skip the slots index; a slot row inserted later, by an add or by
+# SQL (the table's trigger), is read.
+$node->safe_psql($db, q{
+	SELECT counter.create('slotted');
+	SELECT counter.create('slot_copied');
+	SELECT counter.add('slotted', 'k', 1);
+	SELECT counter.add('slot_copied', 'k', 1);
+});
+$node->safe_psql($db, 'SELECT counter.compact()') for 1 .. 2;
+is($node->safe_psql($db, q{
+	SELECT count(*) FROM counter.slots s JOIN counter.counters c ON c.id = s.counter_id
+	 WHERE c.name IN ('slotted', 'slot_copied')}),
+	'0', 'two slots-mode counters without slot rows (an uncontended add is an event)');
+is($node->safe_psql($db, q{
+	SET counter.slot_events = 0;
+	SELECT 'added' FROM counter.add('slotted', 'k', 2);
+	SELECT count(*) || ' ' || counter.value('slotted', 'k')
+	  FROM counter.slots s JOIN counter.counters c ON c.id = s.counter_id WHERE c.name = 'slotted'}),
+	"added\n1 3", 'a slot row an add inserts is read');
+is($node->safe_psql($db, q{
+	INSERT INTO counter.slots (counter_id, key, slot, value, touched, pad)
+		SELECT id, 'k', 1, 5, now(), '' FROM counter.counters WHERE name = 'slot_copied';
+	SELECT counter.value('slot_copied', 'k')}),
+	'6', 'a slot row SQL inserts is read');
 
 $node->stop;
 done_testing();
