@@ -91,11 +91,11 @@ typedef struct BufferEntry
 } BufferEntry;
 
 /*
- * Entries per counter, summed over the counters whose (database, id) fall
- * in one of this many slots: a read of a counter whose slot is 0 has no
- * entry to look up (the default slots and events modes never make one).
+ * Entries per bucket of counters, by hash of (database, id), of this many
+ * buckets: a read of a counter whose bucket counts 0 has no entry to look
+ * up (the default slots and events modes never make one).
  */
-#define BUFFER_COUNTER_SLOTS	1024
+#define BUFFER_COUNTER_BUCKETS	1024
 
 /* the partition locks and the number of entries made by adds */
 typedef struct BufferShared
@@ -103,7 +103,7 @@ typedef struct BufferShared
 	LWLockPadded locks[BUFFER_PARTITIONS];
 	pg_atomic_uint32 nentries;
 	LWLockPadded fallback_lock;	/* entering a counter in fallback_hash */
-	pg_atomic_uint32 counter_entries[BUFFER_COUNTER_SLOTS];
+	pg_atomic_uint32 counter_entries[BUFFER_COUNTER_BUCKETS];
 } BufferShared;
 
 /*
@@ -180,7 +180,7 @@ CounterBufferShmemInit(void)
 			LWLockInitialize(&buffer_shared->locks[i].lock, tranche);
 		pg_atomic_init_u32(&buffer_shared->nentries, 0);
 		LWLockInitialize(&buffer_shared->fallback_lock.lock, tranche);
-		for (i = 0; i < BUFFER_COUNTER_SLOTS; i++)
+		for (i = 0; i < BUFFER_COUNTER_BUCKETS; i++)
 			pg_atomic_init_u32(&buffer_shared->counter_entries[i], 0);
 	}
 	LWLockRegisterTranche(buffer_shared->locks[0].lock.tranche, "counter buffer");
@@ -284,12 +284,12 @@ make_key(CounterBufferKey *bk, CounterMeta *meta, text *key)
 	return true;
 }
 
-/* The count of entries of the slot of counter id of database dboid. */
+/* The count of entries of the bucket of counter id of database dboid. */
 static pg_atomic_uint32 *
 counter_entries(Oid dboid, int32 id)
 {
 	return &buffer_shared->counter_entries[hash_combine(murmurhash32(dboid), (uint32) id) %
-										   BUFFER_COUNTER_SLOTS];
+										   BUFFER_COUNTER_BUCKETS];
 }
 
 /* The partition lock of a hash code. */
@@ -684,8 +684,8 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot,
 
 	/*
 	 * An entry is made before the first add it holds commits, so before any
-	 * snapshot that sees that add: a counter whose slot counts no entry now
-	 * has none for us to find.
+	 * snapshot that sees that add: a counter whose bucket counts no entry
+	 * now has none for us to find.
 	 */
 	pg_memory_barrier();
 	if (pg_atomic_read_u32(counter_entries(MyDatabaseId, meta->id)) == 0 ||

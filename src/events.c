@@ -34,7 +34,9 @@
  * the table, and skips it without opening it (since 1.4; until then every
  * read opened both tables).  A schema older than 1.4 has no trigger: its
  * bits are set by TRUNCATE only, after which nothing but adds and
- * compaction (in C) writes a table.  An add locks the current table and checks that it is still
+ * compaction (in C) writes a table.
+ *
+ * An add locks the current table and checks that it is still
  * current: a rotation changes the current table before its ShareLock, so an
  * add that holds its lock on the current table is always seen by the fold.
  * Shared memory is rebuilt from counter.event_tables after a restart; the
@@ -90,7 +92,6 @@ PG_FUNCTION_INFO_V1(counter_events_written);
 
 /* how long a rotation waits for the adds still writing the old table */
 #define ROTATE_WAIT_MS		1000
-
 
 /* the local transaction that last emptied a table (CounterEventsTruncate) */
 static LocalTransactionId truncated_in = InvalidLocalTransactionId;

@@ -2,7 +2,8 @@
  *
  * read.c
  *	  The exact read of one key: totals + slot rows (unless its counter has
- *	  none: slots.c) + the events tables live in the snapshot, each scanned through its index with the one
+ *	  none: slots.c) + the events tables live in the snapshot (unless
+ *	  marked empty: events.c), each scanned through its index with the one
  *	  snapshot the caller passes, + what buffered adds hold in shared
  *	  memory beyond what that snapshot sees flushed (buffer.c).
  *
