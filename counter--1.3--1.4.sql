@@ -1195,37 +1195,29 @@ UPDATE counter.counters c
 
 -- == end section: granularities ==
 
--- == section: events written ==
+-- == section: written ==
 
--- A read skips an events table that shared memory marks empty (src/events.c):
--- one emptied by its TRUNCATE, or found without a block by a compaction,
--- until something writes it.  Adds say so in C; any write through SQL (a
+-- A read skips an events table that shared memory marks empty, and the slot
+-- rows of a counter it marks as having none (src/events.c, src/slots.c),
+-- until something writes them.  Adds say so in C; any insert through SQL (a
 -- restore's COPY, compaction's carry of quarantined events) says so through
 -- this trigger, before it commits.  ENABLE ALWAYS: also under
 -- session_replication_role = replica.
-CREATE FUNCTION counter._events_written() RETURNS trigger
-AS 'MODULE_PATHNAME', 'counter_events_written'
+CREATE FUNCTION counter._written() RETURNS trigger
+AS 'MODULE_PATHNAME', 'counter_written'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-REVOKE ALL ON FUNCTION counter._events_written() FROM PUBLIC;
+REVOKE ALL ON FUNCTION counter._written() FROM PUBLIC;
 CREATE TRIGGER written AFTER INSERT ON counter.events
-	FOR EACH STATEMENT EXECUTE FUNCTION counter._events_written();
+	FOR EACH STATEMENT EXECUTE FUNCTION counter._written();
 CREATE TRIGGER written AFTER INSERT ON counter.events_1
-	FOR EACH STATEMENT EXECUTE FUNCTION counter._events_written();
+	FOR EACH STATEMENT EXECUTE FUNCTION counter._written();
+CREATE TRIGGER written AFTER INSERT ON counter.slots
+	FOR EACH STATEMENT EXECUTE FUNCTION counter._written();
 ALTER TABLE counter.events ENABLE ALWAYS TRIGGER written;
 ALTER TABLE counter.events_1 ENABLE ALWAYS TRIGGER written;
-
--- Likewise a read skips the slot rows of a counter that has none (the
--- counts of src/slots.c): adds count their slot rows in C, any SQL insert
--- through this trigger.
-CREATE FUNCTION counter._slots_written() RETURNS trigger
-AS 'MODULE_PATHNAME', 'counter_slots_written'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
-REVOKE ALL ON FUNCTION counter._slots_written() FROM PUBLIC;
-CREATE TRIGGER written AFTER INSERT ON counter.slots
-	FOR EACH STATEMENT EXECUTE FUNCTION counter._slots_written();
 ALTER TABLE counter.slots ENABLE ALWAYS TRIGGER written;
 
--- == end section: events written ==
+-- == end section: written ==
 
 -- == section: stats (counter.stats, defined once with every column of 1.4) ==
 

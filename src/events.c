@@ -57,7 +57,6 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
-#include "commands/trigger.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
@@ -76,7 +75,6 @@
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(counter_event_table_live);
-PG_FUNCTION_INFO_V1(counter_events_written);
 
 /* bits of CounterEventsState.bits */
 #define EV_VALID			0x01	/* set up for this incarnation */
@@ -167,7 +165,7 @@ folded_in(CounterRels *r, Snapshot snapshot, TransactionId *xids)
  * known): a table without a block is counted only while it is ours in
  * ShareLock, which no add holds (bit t of the result: the caller releases
  * it once the empty bits are set).  Only in a schema whose SQL writes say
- * so too (1.4: the trigger counter._events_written): else a restore's COPY
+ * so too (1.4: the trigger counter._written): else a restore's COPY
  * could fill a table marked empty.
  */
 static int
@@ -313,18 +311,22 @@ CounterEventsTableForAdd(CounterRels *r)
 	}
 }
 
+/* The events tables live in snapshot (bit t for table t), given state_bits. */
+static int
+live_in(CounterRels *r, Snapshot snapshot, uint32 bits)
+{
+	if (CounterLegacyLacks(LEGACY_EVENTS_1))
+		return 1;
+	if (bits != 0 && (bits & EV_FOLDING_ANY) == 0)
+		return EV_ALL;
+	return EV_ALL & ~folded_in(r, snapshot, NULL);
+}
+
 /* The events tables live in snapshot: bit t for table t. */
 int
 CounterEventsLive(CounterRels *r, Snapshot snapshot)
 {
-	uint32		bits;
-
-	if (CounterLegacyLacks(LEGACY_EVENTS_1))
-		return 1;
-	bits = state_bits(r);
-	if (bits != 0 && (bits & EV_FOLDING_ANY) == 0)
-		return EV_ALL;
-	return EV_ALL & ~folded_in(r, snapshot, NULL);
+	return live_in(r, snapshot, state_bits(r));
 }
 
 /*
@@ -337,8 +339,8 @@ CounterEventsLive(CounterRels *r, Snapshot snapshot)
 int
 CounterEventsToRead(CounterRels *r, Snapshot snapshot)
 {
-	int			live = CounterEventsLive(r, snapshot);
 	uint32		bits = state_bits(r);
+	int			live = live_in(r, snapshot, bits);
 	int			t;
 
 	for (t = 0; t < 2; t++)
@@ -366,25 +368,6 @@ counter_event_table_live(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("events table number must be 0 or 1")));
 	PG_RETURN_BOOL((CounterEventsLive(CounterGetRels(), GetActiveSnapshot()) & (1 << tab)) != 0);
-}
-
-/*
- * counter._events_written(), the trigger of each events table after a
- * statement inserting into it (a restore's COPY, compaction's carry):
- * readers must open the table again.
- */
-Datum
-counter_events_written(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("counter._events_written() must be called as a trigger")));
-	CounterEventsWritten(RelationGetRelid(trigdata->tg_relation) ==
-						 CounterGetRels()->events[1] ? 1 : 0);
-	return PointerGetDatum(NULL);
 }
 
 /*

@@ -95,7 +95,7 @@
 
 static text *slot_pad = NULL;
 
-PG_FUNCTION_INFO_V1(counter_slots_written);
+PG_FUNCTION_INFO_V1(counter_written);
 
 /*
  * Collect the TIDs of the index entries matching keys, visible to snapshot.
@@ -379,9 +379,9 @@ to_int64(int128 v)
 
 /*
  * Count a slot row of counter_id just inserted, its index entry in
- * (counter_id -1: every bucket), before the transaction can commit.  Without our entry (every one taken)
- * none is marked for this database yet: a mark set later comes from a
- * round that sees the row.
+ * (counter_id -1: one in every bucket), before the transaction can commit.
+ * Without our entry (every one taken) none is marked for this database
+ * yet: a mark set later comes from a round that sees the row.
  */
 static void
 slot_rows_written(int32 counter_id)
@@ -393,23 +393,34 @@ slot_rows_written(int32 counter_id)
 		db = CounterDbClaim(MyDatabaseId);
 	if (db == NULL)
 		return;
-	for (b = 0; b < COUNTER_SLOT_BUCKETS; b++)
-		if (counter_id < 0 || (uint32) counter_id % COUNTER_SLOT_BUCKETS == b)
+	if (counter_id >= 0)
+		pg_atomic_fetch_add_u64(&db->slot_rows.written[(uint32) counter_id % COUNTER_SLOT_BUCKETS], 1);
+	else
+		for (b = 0; b < COUNTER_SLOT_BUCKETS; b++)
 			pg_atomic_fetch_add_u64(&db->slot_rows.written[b], 1);
 }
 
 /*
- * counter._slots_written(), the trigger of counter.slots after a statement
- * inserting into it (a restore's COPY): counted in every bucket.
+ * counter._written(), the trigger of counter.slots and of each events table
+ * after a statement inserting into it (a restore's COPY, compaction's
+ * carry): a slot row is counted in every bucket, an events table loses its
+ * empty bit (events.c).
  */
 Datum
-counter_slots_written(PG_FUNCTION_ARGS)
+counter_written(PG_FUNCTION_ARGS)
 {
+	CounterRels *r = CounterGetRels();
+	Oid			relid;
+
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("counter._slots_written() must be called as a trigger")));
-	slot_rows_written(-1);
+				 errmsg("counter._written() must be called as a trigger")));
+	relid = RelationGetRelid(((TriggerData *) fcinfo->context)->tg_relation);
+	if (relid == r->slots)
+		slot_rows_written(-1);
+	else
+		CounterEventsWritten(relid == r->events[1] ? 1 : 0);
 	return PointerGetDatum(NULL);
 }
 
@@ -452,7 +463,7 @@ slot_rows_present(Relation rel, Relation idx, int32 counter_id, TransactionId ho
  * counters none of which has a slot row any snapshot can see (see the
  * header).  The counters are every id of any version of counter.counters,
  * a counter still being created included.  Only in a schema with the
- * trigger counter._slots_written (1.4).
+ * trigger counter._written (1.4).
  */
 void
 CounterSlotsVerify(void)
@@ -464,6 +475,7 @@ CounterSlotsVerify(void)
 	bool		any = false;
 	Relation	rel;
 	Relation	idx;
+	Relation	counters;
 	TableScanDesc scan;
 	HeapTuple	tup;
 	TransactionId horizon;
@@ -484,22 +496,19 @@ CounterSlotsVerify(void)
 	rel = table_open(r->slots, AccessShareLock);
 	idx = index_open(r->slots_pkey, AccessShareLock);
 	horizon = GetOldestNonRemovableTransactionId(rel);
+	counters = table_open(r->counters, AccessShareLock);
+	scan = table_beginscan(counters, SnapshotAny, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
-		Relation	counters = table_open(r->counters, AccessShareLock);
+		bool		isnull;
+		int32		id = DatumGetInt32(heap_getattr(tup, 1, RelationGetDescr(counters), &isnull));
 
-		scan = table_beginscan(counters, SnapshotAny, 0, NULL);
-		while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-		{
-			bool		isnull;
-			int32		id = DatumGetInt32(heap_getattr(tup, 1, RelationGetDescr(counters), &isnull));
-
-			b = (uint32) id % COUNTER_SLOT_BUCKETS;
-			if (!isnull && none[b] && slot_rows_present(rel, idx, id, horizon))
-				none[b] = false;
-		}
-		table_endscan(scan);
-		table_close(counters, AccessShareLock);
+		b = (uint32) id % COUNTER_SLOT_BUCKETS;
+		if (!isnull && none[b] && slot_rows_present(rel, idx, id, horizon))
+			none[b] = false;
 	}
+	table_endscan(scan);
+	table_close(counters, AccessShareLock);
 	index_close(idx, AccessShareLock);
 	table_close(rel, AccessShareLock);
 
