@@ -5,7 +5,9 @@
  *	  none: slots.c) + the events tables live in the snapshot (unless
  *	  marked empty: events.c), each scanned through its index with the one
  *	  snapshot the caller passes, + what buffered adds hold in shared
- *	  memory beyond what that snapshot sees flushed (buffer.c).
+ *	  memory beyond what that snapshot sees flushed (buffer.c).  The sum of
+ *	  a key's slot rows is kept in shared memory for the next read in a
+ *	  snapshot that sees the same transactions (slot_sum).
  *
  *-------------------------------------------------------------------------
  */
@@ -14,8 +16,10 @@
 #include "access/genam.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_collation.h"
 #include "executor/tuptable.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
@@ -71,6 +75,75 @@ sum_rows(Oid relid, Oid indexid, ScanKey keys, int nkeys, AttrNumber attnum,
 }
 
 /*
+ * Fill form with what decides what snapshot sees of other transactions;
+ * false where a sum kept for that form cannot stand for a scan in
+ * snapshot: not an MVCC snapshot of a primary, subtransactions overflowed
+ * or too many in progress to keep, a serializable transaction (its scan
+ * takes the predicate locks), or a transaction with an xid, which may see
+ * rows of its own.  Any other transaction in progress, ended or not yet
+ * begun for one snapshot is so for every snapshot of the same xmin, xmax
+ * and in-progress xids, and what an ended one wrote never changes.
+ */
+static bool
+snapshot_form(Snapshot snapshot, CounterSnapshotForm *form)
+{
+	int			n = snapshot->xcnt + snapshot->subxcnt;
+
+	if (snapshot->snapshot_type != SNAPSHOT_MVCC || snapshot->takenDuringRecovery ||
+		snapshot->suboverflowed || n > COUNTER_SUM_XIDS ||
+		IsolationIsSerializable() || GetTopTransactionIdIfAny() != InvalidTransactionId)
+		return false;
+	form->xmin = snapshot->xmin;
+	form->xmax = snapshot->xmax;
+	form->nxids = n;
+	if (snapshot->xcnt > 0)
+		memcpy(form->xids, snapshot->xip, snapshot->xcnt * sizeof(TransactionId));
+	if (snapshot->subxcnt > 0)
+		memcpy(form->xids + snapshot->xcnt, snapshot->subxip,
+			   snapshot->subxcnt * sizeof(TransactionId));
+	qsort(form->xids, n, sizeof(TransactionId), xidComparator);
+	return true;
+}
+
+/*
+ * The sum of the slot rows of (counter_id, key) (keys) in snapshot, *latest
+ * raised to the latest touched of a nonzero one when want.  A hot key's 64
+ * slot rows are on 64 pages, updated all the time, and read by many
+ * between two commits: the sum a read in a snapshot of the same form kept
+ * in shared memory is used instead of a scan (shmem.c), and a scan keeps
+ * its sum for the reads after it.
+ */
+static int128
+slot_sum(CounterRels *r, int32 counter_id, text *key, ScanKey keys,
+		 Snapshot snapshot, bool want, TimestampTz *latest)
+{
+	const char *k = VARDATA_ANY(key);
+	int			keylen = VARSIZE_ANY_EXHDR(key);
+	CounterSnapshotForm form;
+	bool		keep = keylen <= COUNTER_SUM_KEY && snapshot_form(snapshot, &form);
+	TimestampTz touched = DT_NOBEGIN;
+	int64		kept;
+	int128		sum;
+
+	if (keep && CounterSlotSumGet(counter_id, k, keylen, &form, &kept, &touched))
+	{
+		/* the lock a scan would hold to the end of the transaction */
+		LockRelationOid(r->slots, AccessShareLock);
+		sum = kept;
+	}
+	else
+	{
+		sum = sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot, true,
+					   (want || keep) ? Anum_slots_touched : InvalidAttrNumber, true,
+					   &touched);
+		if (keep && sum >= PG_INT64_MIN && sum <= PG_INT64_MAX)
+			CounterSlotSumPut(counter_id, k, keylen, &form, (int64) sum, touched);
+	}
+	*latest = Max(*latest, touched);
+	return sum;
+}
+
+/*
  * The exact value of (counter, key) in snapshot: every source summed; with
  * updated, also the time of the latest add it counts (DT_NOBEGIN if none
  * is known): totals.updated, slot rows' touched, events' at, the buffered
@@ -100,8 +173,7 @@ CounterReadValueAt(CounterMeta *meta, text *key, Snapshot snapshot,
 
 	CounterScanKeys(keys, meta->id, key, false, 0);
 	if (!CounterSlotRowsNone(meta->id))
-		sum += sum_rows(r->slots, r->slots_pkey, keys, 2, Anum_slots_value, snapshot, true,
-						want ? Anum_slots_touched : InvalidAttrNumber, true, &latest);
+			sum += slot_sum(r, meta->id, key, keys, snapshot, want, &latest);
 	live = CounterEventsToRead(r, snapshot);
 	for (t = 0; t < 2; t++)
 		if (live & (1 << t))

@@ -4,7 +4,8 @@
  *	  Shared state of the counter extension: the launcher's latch, and one
  *	  entry per database: its worker's status, read by
  *	  counter.worker_status() (worker.c), which events table adds write
- *	  (events.c), and whether wal mode is replayed and armed (wal.c).
+ *	  (events.c), and whether wal mode is replayed and armed (wal.c); and
+ *	  the sums of hot keys' slot rows as a snapshot saw them (read.c).
  *
  * A database's entry is claimed here only, by the first that needs it
  * (the launcher, a backend adding events, the worker's wal round), and
@@ -15,7 +16,8 @@
  * Everything here is protected by the "counter" LWLock tranche's single
  * lock, except launcher_latch, which is set once by the launcher, the
  * events tables' state bits (events.c) and wal mode's flags (wal.c),
- * written under the lock but read without it.
+ * written under the lock but read without it, and the slot sums, each
+ * under a spinlock of its own.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,6 +25,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
@@ -72,6 +75,8 @@ CounterShmemInit(void)
 				pg_atomic_init_u64(&db->slot_rows.none_at[b], 0);
 			}
 		}
+		for (i = 0; i < COUNTER_SUM_ENTRIES; i++)
+			SpinLockInit(&counter_shared->sums[i].mutex);
 	}
 }
 
@@ -216,6 +221,81 @@ CounterSlotRowsNone(int32 counter_id)
 	pg_memory_barrier();
 	return pg_atomic_read_u64(&db->slot_rows.none_at[b]) ==
 		pg_atomic_read_u64(&db->slot_rows.written[b]) + 1;
+}
+
+/* The entry of the slot sums kept for (this database, counter_id, key). */
+static CounterSlotSum *
+slot_sum_entry(int32 counter_id, const char *key, int keylen)
+{
+	uint32		h = hash_bytes((const unsigned char *) key, keylen);
+
+	h = hash_combine(h, hash_combine(MyDatabaseId, (uint32) counter_id));
+	return &counter_shared->sums[h % COUNTER_SUM_ENTRIES];
+}
+
+/* Whether entry e holds (this database, counter_id, key) read in snapshot. */
+static bool
+slot_sum_matches(CounterSlotSum *e, int32 counter_id, const char *key,
+				 int keylen, const CounterSnapshotForm *snapshot)
+{
+	return e->dboid == MyDatabaseId && e->counter_id == counter_id &&
+		e->keylen == keylen && memcmp(e->key, key, keylen) == 0 &&
+		e->snapshot.xmin == snapshot->xmin &&
+		e->snapshot.xmax == snapshot->xmax &&
+		e->snapshot.nxids == snapshot->nxids &&
+		memcmp(e->snapshot.xids, snapshot->xids,
+			   snapshot->nxids * sizeof(TransactionId)) == 0;
+}
+
+/*
+ * The sum of the slot rows of (counter_id, key) and their latest touched,
+ * if a read in a snapshot of the same form kept them (CounterSlotSumPut).
+ */
+bool
+CounterSlotSumGet(int32 counter_id, const char *key, int keylen,
+				  const CounterSnapshotForm *snapshot,
+				  int64 *sum, TimestampTz *latest)
+{
+	CounterSlotSum *e = slot_sum_entry(counter_id, key, keylen);
+	bool		found;
+
+	Assert(keylen <= COUNTER_SUM_KEY);
+	SpinLockAcquire(&e->mutex);
+	found = slot_sum_matches(e, counter_id, key, keylen, snapshot);
+	if (found)
+	{
+		*sum = e->sum;
+		*latest = e->latest;
+	}
+	SpinLockRelease(&e->mutex);
+	return found;
+}
+
+/*
+ * Keep the sum of the slot rows of (counter_id, key) as a snapshot of this
+ * form sees them, in place of what the entry held.
+ */
+void
+CounterSlotSumPut(int32 counter_id, const char *key, int keylen,
+				  const CounterSnapshotForm *snapshot,
+				  int64 sum, TimestampTz latest)
+{
+	CounterSlotSum *e = slot_sum_entry(counter_id, key, keylen);
+
+	Assert(keylen <= COUNTER_SUM_KEY);
+	SpinLockAcquire(&e->mutex);
+	e->dboid = MyDatabaseId;
+	e->counter_id = counter_id;
+	e->keylen = keylen;
+	memcpy(e->key, key, keylen);
+	e->sum = sum;
+	e->latest = latest;
+	e->snapshot.xmin = snapshot->xmin;
+	e->snapshot.xmax = snapshot->xmax;
+	e->snapshot.nxids = snapshot->nxids;
+	memcpy(e->snapshot.xids, snapshot->xids,
+		   snapshot->nxids * sizeof(TransactionId));
+	SpinLockRelease(&e->mutex);
 }
 
 /* Free the entry of a dropped database; caller holds the lock exclusively. */

@@ -97,6 +97,37 @@ typedef struct CounterDb
 	CounterSlotRows slot_rows;
 } CounterDb;
 
+/*
+ * The sum of a key's slot rows as one snapshot sees them (read.c), for the
+ * reads of a hot key whose snapshots see the same transactions: snapshot
+ * is the snapshot's xmin, xmax and its sorted in-progress xids (xip and
+ * subxip), which together decide what it sees of other transactions.
+ * One entry per hash of (database, counter, key), the last read's, under
+ * mutex; keys longer than COUNTER_SUM_KEY bytes are not kept.
+ */
+#define COUNTER_SUM_ENTRIES		1024
+#define COUNTER_SUM_KEY			64
+#define COUNTER_SUM_XIDS		128
+typedef struct CounterSnapshotForm
+{
+	TransactionId xmin;
+	TransactionId xmax;
+	int			nxids;
+	TransactionId xids[COUNTER_SUM_XIDS];
+} CounterSnapshotForm;
+
+typedef struct CounterSlotSum
+{
+	slock_t		mutex;
+	Oid			dboid;			/* InvalidOid: empty */
+	int32		counter_id;
+	int			keylen;
+	char		key[COUNTER_SUM_KEY];
+	int64		sum;
+	TimestampTz latest;			/* latest touched of a nonzero slot row */
+	CounterSnapshotForm snapshot;
+} CounterSlotSum;
+
 typedef struct CounterShared
 {
 	LWLock	   *lock;
@@ -104,6 +135,7 @@ typedef struct CounterShared
 	Latch	   *launcher_latch;
 	bool		rescan;
 	CounterDb	dbs[COUNTER_MAX_DATABASES];
+	CounterSlotSum sums[COUNTER_SUM_ENTRIES];
 } CounterShared;
 
 extern CounterShared *counter_shared;
@@ -111,6 +143,12 @@ extern Size CounterShmemSize(void);
 extern CounterDb *CounterMyDb(void);
 extern bool CounterSlotRowsNone(int32 counter_id);
 extern void CounterShmemInit(void);
+extern bool CounterSlotSumGet(int32 counter_id, const char *key, int keylen,
+							  const CounterSnapshotForm *snapshot,
+							  int64 *sum, TimestampTz *latest);
+extern void CounterSlotSumPut(int32 counter_id, const char *key, int keylen,
+							  const CounterSnapshotForm *snapshot,
+							  int64 sum, TimestampTz latest);
 extern CounterDb *CounterDbLookup(Oid dboid);
 extern CounterDb *CounterDbClaim(Oid dboid);
 extern void CounterDbFree(CounterDb *db);
