@@ -223,12 +223,18 @@ CounterSlotRowsNone(int32 counter_id)
 		pg_atomic_read_u64(&db->slot_rows.written[b]) + 1;
 }
 
-/* The entry of the slot sums kept for (this database, counter_id, key). */
+/*
+ * The entry of the slot sums kept for (this database, counter_id, key);
+ * NULL without the shared memory (the library not preloaded).
+ */
 static CounterSlotSum *
 slot_sum_entry(int32 counter_id, const char *key, int keylen)
 {
-	uint32		h = hash_bytes((const unsigned char *) key, keylen);
+	uint32		h;
 
+	if (counter_shared == NULL)
+		return NULL;
+	h = hash_bytes((const unsigned char *) key, keylen);
 	h = hash_combine(h, hash_combine(MyDatabaseId, (uint32) counter_id));
 	return &counter_shared->sums[h % COUNTER_SUM_ENTRIES];
 }
@@ -260,6 +266,8 @@ CounterSlotSumGet(int32 counter_id, const char *key, int keylen,
 	bool		found;
 
 	Assert(keylen <= COUNTER_SUM_KEY);
+	if (e == NULL)
+		return false;
 	SpinLockAcquire(&e->mutex);
 	found = slot_sum_matches(e, counter_id, key, keylen, snapshot);
 	if (found)
@@ -283,6 +291,8 @@ CounterSlotSumPut(int32 counter_id, const char *key, int keylen,
 	CounterSlotSum *e = slot_sum_entry(counter_id, key, keylen);
 
 	Assert(keylen <= COUNTER_SUM_KEY);
+	if (e == NULL)
+		return;
 	SpinLockAcquire(&e->mutex);
 	e->dboid = MyDatabaseId;
 	e->counter_id = counter_id;
