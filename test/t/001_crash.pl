@@ -280,12 +280,7 @@ for my $round (1 .. $rounds)
 	}
 	else
 	{
-		ok( eval {
-				$node->wait_for_log(
-					qr/all server processes terminated; reinitializing/,
-					$log_offset);
-				1;
-			},
+		ok(eval { counter_crash_restarted($node, $log_offset) },
 			"round $round: the postmaster did a crash restart");
 	}
 	$node->poll_query_until($db, 'SELECT 1', '1')

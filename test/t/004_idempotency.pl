@@ -315,11 +315,7 @@ for my $round (1, 2)
 		my $pid = $node->safe_psql($db,
 			"SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'drv%' ORDER BY pid LIMIT 1");
 		ok($pid && kill('KILL', $pid), "round 1: SIGKILL sent to driver backend $pid");
-		ok( eval {
-				$node->wait_for_log(qr/all server processes terminated; reinitializing/,
-					$log_offset);
-				1;
-			},
+		ok(eval { counter_crash_restarted($node, $log_offset) },
 			'round 1: the postmaster did a crash restart');
 	}
 	else

@@ -89,7 +89,7 @@ $offset = -s $node->logfile;
 my $pid = $node->safe_psql($db, q{
 	SELECT pid FROM pg_stat_activity WHERE backend_type = 'counter worker' AND datname = current_database()});
 ok(kill('KILL', $pid), 'SIGKILL the counter worker: a crash restart');
-$node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
+counter_crash_restarted($node, $offset);
 $node->poll_query_until($db, 'SELECT 1', '1') or die 'node did not come back';
 check('after a checkpoint and a crash restart');
 

@@ -124,8 +124,10 @@ ok($node->poll_query_until($db, q{
 	SELECT pending_events < 6000 FROM counter.stats WHERE name = 'big'}), 'the worker is part way through');
 my $pid = $node->safe_psql($db, 'SELECT pid FROM counter.worker_status()');
 ok($pid =~ /^\d+$/, "the worker runs (pid $pid)");
+my $offset = -s $node->logfile;
 kill 'KILL', $pid;
 # the postmaster restarts every backend after the crash
+counter_crash_restarted($node, $offset);
 ok($node->poll_query_until($db, 'SELECT count(*) = 1 FROM counter.worker_status() WHERE pid <> ' . $pid),
 	'a new worker runs after the crash');
 ok($node->poll_query_until($db, q{

@@ -9,7 +9,8 @@ use IPC::Run;
 use Test::More ();
 
 our @EXPORT = qw(counter_node counter_mesh_node counter_conninfo
-  counter_pgbench_start counter_pgbench_finish psql_session session_query);
+  counter_pgbench_start counter_pgbench_finish counter_crash_restarted
+  psql_session session_query);
 
 # counter_node(name, extra postgresql.conf text, init options): an
 # initialized, started node with the library preloaded and counter.naptime
@@ -91,6 +92,20 @@ sub counter_pgbench_finish
 		  . ($n // 0) . ' transactions')
 	  or Test::More::diag(${ $run->{out} } . ${ $run->{err} });
 	return $n;
+}
+
+# counter_crash_restarted(node, log offset): waits until the postmaster,
+# after a process of node was killed, has reinitialized and finished crash
+# recovery (its log since the offset says both), so that what comes next
+# connects: a psql started while the node is in recovery mode exits before
+# reading its query, and IPC::Run dies on the broken pipe.  Dies on timeout.
+sub counter_crash_restarted
+{
+	my ($node, $offset) = @_;
+	$node->wait_for_log(
+		qr/all server processes terminated; reinitializing.*database system is ready to accept connections/s,
+		$offset);
+	return 1;
 }
 
 # psql_session(connstr): a psql session of our own, kept open, for
