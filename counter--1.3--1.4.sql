@@ -1135,7 +1135,8 @@ ALTER TABLE counter.members ENABLE REPLICA TRIGGER members_join;
 -- key being compacted, each bucket of each granularity summed in one pass
 -- over the key's rows (src/compact.c), so that the fold aggregates by key
 -- alone: a row per key, not per key, granularity and bucket, and no sort
--- within each key.  Internal: only compaction calls it.
+-- within each key; NULL when each granularity got one bucket (the key is
+-- sole: its total holds them).  Internal: only compaction calls it.
 CREATE TYPE counter._bucket AS (granularity interval, bucket timestamptz, value int8);
 CREATE FUNCTION counter._buckets_add(internal, timestamptz, int8, interval[])
 RETURNS internal
@@ -1156,15 +1157,17 @@ REVOKE ALL ON FUNCTION counter._buckets_add(internal, timestamptz, int8, interva
 REVOKE ALL ON FUNCTION counter._buckets_result(internal) FROM PUBLIC;
 REVOKE ALL ON FUNCTION counter._buckets(timestamptz, int8, interval[]) FROM PUBLIC;
 
--- counter._sole_buckets(b, sole, value): a key's buckets b with value added
--- to the bucket holding sole of each of their granularities (compaction,
--- src/compact.c): where a key's total held its
--- buckets (totals.sole) and they are written out.  Internal.
-CREATE FUNCTION counter._sole_buckets(counter._bucket[], timestamptz, int8)
+-- counter._sole_buckets(b, sole, value, granularities): buckets b (NULL:
+-- none) with value added to the bucket holding sole of each granularity
+-- (compaction, src/compact.c): the buckets of a key whose rows all fell in
+-- one bucket of each (counter._buckets leaves them NULL), or those a fold
+-- brings to a key whose total held its buckets (totals.sole), merged with
+-- those, to be written out.  Internal.
+CREATE FUNCTION counter._sole_buckets(counter._bucket[], timestamptz, int8, interval[])
 RETURNS counter._bucket[]
 AS 'MODULE_PATHNAME', 'counter_sole_buckets'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-REVOKE ALL ON FUNCTION counter._sole_buckets(counter._bucket[], timestamptz, int8) FROM PUBLIC;
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION counter._sole_buckets(counter._bucket[], timestamptz, int8, interval[]) FROM PUBLIC;
 
 -- Every entry of totals_top is unique (it holds the primary key's
 -- columns), so deduplication finds nothing to merge: without it, a full

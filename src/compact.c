@@ -85,10 +85,14 @@
  * nothing after it joins counter.counters (a join the planner made a loop
  * over the counters with a scan of every row moved in each: rows times
  * counters).  CTE hi holds a row per counter moved: the rows it moved, its
- * greatest key moved, and its greatest key in totals (FOLD_INTO).
+ * greatest key moved, its greatest key in totals (FOLD_INTO) and its
+ * granularities.
  *
  * A key whose rows all fall in one bucket of each granularity (column
- * sole of agg: the earliest time of its rows, else NULL) and that has no
+ * sole of agg: the earliest time of its rows, else NULL; its buckets, b,
+ * are then NULL, not built for every key of a fold that writes none of
+ * them: the buckets holding sole, each the key's sum, made where a key's
+ * total needs them, CTE ab) and that has no
  * total on this node yet gets no rollups row: its total's column sole
  * says that its buckets are the ones holding that time, each its whole
  * total (since 1.4; readers add them: counter._series, counter.verify).
@@ -115,23 +119,24 @@
 ", agg AS (SELECT c.id AS counter_id, m.key, c.name, c.feed," \
 "                 sum(m.delta)::int8 AS d, max(m.upd) AS upd, count(*) AS n," \
 "                 counter._buckets(m.at, m.delta, c.rollups) AS b," \
-"                 CASE WHEN cardinality(c.rollups) > 0 AND" \
-"                           cardinality(counter._buckets(m.at, m.delta, c.rollups)) = cardinality(c.rollups)" \
-"                      THEN min(m.at) END AS sole" \
+"                 CASE WHEN counter._buckets(m.at, m.delta, c.rollups) IS NULL THEN min(m.at) END AS sole" \
 "            FROM moved m JOIN counter.counters c ON c.id = m.counter_id" \
 "           GROUP BY 1, 2)" \
 ", hi AS (SELECT g.id, g.n, g.top," \
-"                (SELECT max(t.key) FROM counter.totals t WHERE t.counter = g.name) AS tot" \
+"                (SELECT max(t.key) FROM counter.totals t WHERE t.counter = g.name) AS tot," \
+"                (SELECT c.rollups FROM counter.counters c WHERE c.id = g.id) AS gs" \
 "           FROM (SELECT a.counter_id AS id, a.name, sum(a.n)::int8 AS n, max(a.key) AS top" \
 "                   FROM agg a GROUP BY 1, 2) g)" \
 ", old AS (SELECT a.counter_id, a.key, a.name, a.d, a.upd," \
-"                 CASE WHEN p.sole IS NULL THEN CASE WHEN p.had OR a.sole IS NULL THEN a.b END" \
-"                      WHEN a.sole IS NULL OR cardinality(p.b) > cardinality(a.b) THEN p.b END AS b," \
+"                 CASE WHEN p.sole IS NULL THEN CASE WHEN p.had OR a.sole IS NULL THEN ab.b END" \
+"                      WHEN a.sole IS NULL OR cardinality(p.b) > cardinality(ab.b) THEN p.b END AS b," \
 "                 CASE WHEN p.sole IS NULL THEN CASE WHEN p.had IS NULL THEN a.sole END" \
-"                      WHEN a.sole IS NOT NULL AND cardinality(p.b) = cardinality(a.b) THEN p.sole END AS sole" \
-"            FROM agg a JOIN hi h ON h.id = a.counter_id" \
+"                      WHEN a.sole IS NOT NULL AND cardinality(p.b) = cardinality(ab.b) THEN p.sole END AS sole" \
+"            FROM agg a JOIN hi h ON h.id = a.counter_id," \
+"                 LATERAL (SELECT coalesce(a.b, counter._sole_buckets(NULL, a.sole, a.d, h.gs)) AS b" \
+"                           OFFSET 0) ab" \
 "                 LEFT JOIN LATERAL (SELECT true AS had, t.sole," \
-"                                           counter._sole_buckets(a.b, t.sole, t.value) AS b" \
+"                                           counter._sole_buckets(ab.b, t.sole, t.value, h.gs) AS b" \
 "                                      FROM counter.totals t" \
 "                                     WHERE t.counter = a.name AND t.key = a.key AND t.node = $2" \
 "                                    OFFSET 0) p ON true" \
@@ -1048,6 +1053,7 @@ typedef struct FoldGrains
 {
 	struct FoldGrains *next;
 	ArrayType  *arg;			/* a copy of the argument (NULL: none) */
+	int			nelems;			/* its elements, NULL ones included */
 	int			ngs;
 	Interval	gs[FLEXIBLE_ARRAY_MEMBER];
 } FoldGrains;
@@ -1105,6 +1111,7 @@ grains_of(void **cache, MemoryContext cxt, ArrayType *gs)
 		deconstruct_array(gs, INTERVALOID, sizeof(Interval), false, TYPALIGN_DOUBLE,
 						  &elems, &nulls, &n);
 	f = MemoryContextAllocZero(cxt, offsetof(FoldGrains, gs) + sizeof(Interval) * Max(n, 1));
+	f->nelems = n;
 	for (i = 0; i < n; i++)
 		if (!nulls[i])
 			f->gs[f->ngs++] = *DatumGetIntervalP(elems[i]);
@@ -1213,6 +1220,7 @@ typedef struct FoldRowType
 {
 	Oid			elemtype;		/* counter._bucket */
 	TupleDesc	desc;			/* a copy of its descriptor, in fn_mcxt */
+	void	   *grains;			/* the granularities met (grains_of) */
 } FoldRowType;
 
 /* The row type of counter._bucket, for the function of fcinfo: looked up once per statement. */
@@ -1228,6 +1236,7 @@ fold_row_type(FunctionCallInfo fcinfo)
 		t = palloc(sizeof(FoldRowType));
 		t->elemtype = get_element_type(get_fn_expr_rettype(fcinfo->flinfo));
 		t->desc = lookup_rowtype_tupdesc_copy(t->elemtype, -1);
+		t->grains = NULL;
 		MemoryContextSwitchTo(old);
 		fcinfo->flinfo->fn_extra = t;
 	}
@@ -1253,7 +1262,9 @@ bucket_datum(FoldRowType *t, Interval *g, TimestampTz start, int128 sum)
 
 /*
  * The final function of counter._buckets: counter._bucket[] in primary key
- * order.
+ * order; NULL when every granularity (of an argument with no NULL one) got
+ * one bucket: the key is sole (FOLD_MOVED_AS), and most keys of a fold
+ * are, so their buckets are not built.
  */
 PG_FUNCTION_INFO_V1(counter_buckets_result);
 Datum
@@ -1262,9 +1273,12 @@ counter_buckets_result(PG_FUNCTION_ARGS)
 	FoldBuckets *s = PG_ARGISNULL(0) ? NULL : (FoldBuckets *) PG_GETARG_POINTER(0);
 	FoldRowType *t = fold_row_type(fcinfo);
 	int			n = s == NULL ? 0 : s->n;
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *elems;
 	int			i;
 
+	if (n > 0 && n == s->grains->ngs && n == s->grains->nelems)
+		PG_RETURN_NULL();
+	elems = palloc(sizeof(Datum) * Max(n, 1));
 	if (n > 0)
 		qsort(s->b, n, sizeof(FoldBucket), bucket_order);
 	for (i = 0; i < n; i++)
@@ -1273,36 +1287,45 @@ counter_buckets_result(PG_FUNCTION_ARGS)
 }
 
 /*
- * counter._sole_buckets(b, sole, value): a key's buckets b (counter._bucket[]
- * in primary key order, as counter._buckets makes them) with value added
- * to the bucket holding time sole of each of their granularities (added
- * where b has none): the buckets a fold brings to a key whose total held
- * its whole rollups (totals.sole: value in one bucket of each
- * granularity), merged with those, to be written out as one set.
+ * counter._sole_buckets(b, sole, value, gs): buckets b (counter._bucket[]
+ * in primary key order, as counter._buckets makes them; NULL: none) with
+ * value added to the bucket holding time sole of each granularity of gs
+ * (added where b has none).  Without b, the buckets of a sole key (its
+ * rows' time sole, value their sum), which counter._buckets leaves NULL;
+ * with b, the buckets a fold brings to a key whose total held its whole
+ * rollups (totals.sole: value in one bucket of each granularity), merged
+ * with those, to be written out as one set.  NULL if sole, value or gs is.
  */
 PG_FUNCTION_INFO_V1(counter_sole_buckets);
 Datum
 counter_sole_buckets(PG_FUNCTION_ARGS)
 {
-	ArrayType  *in = PG_GETARG_ARRAYTYPE_P(0);
-	Datum		sole = PG_GETARG_DATUM(1);
-	int64		value = PG_GETARG_INT64(2);
 	FoldRowType *t = fold_row_type(fcinfo);
-	Datum	   *elems;
+	FoldGrains *g;
+	Datum		sole;
+	int64		value;
+	Datum	   *elems = NULL;
 	bool	   *nulls;
 	Interval  **gs;
 	TimestampTz *starts;
 	int128	   *sums;
-	int			n;
+	int			n = 0;
 	int			out;
-	int			first = 0;
 	int			i;
+	int			k;
 
-	deconstruct_array(in, t->elemtype, -1, false, TYPALIGN_DOUBLE, &elems, &nulls, &n);
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		PG_RETURN_NULL();
+	sole = PG_GETARG_DATUM(1);
+	value = PG_GETARG_INT64(2);
+	g = grains_of(&t->grains, fcinfo->flinfo->fn_mcxt, PG_GETARG_ARRAYTYPE_P(3));
+	if (!PG_ARGISNULL(0))
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), t->elemtype, -1, false, TYPALIGN_DOUBLE,
+						  &elems, &nulls, &n);
 	/* room for b and a bucket more per granularity */
-	gs = palloc(sizeof(Interval *) * Max(2 * n, 1));
-	starts = palloc(sizeof(TimestampTz) * Max(2 * n, 1));
-	sums = palloc(sizeof(int128) * Max(2 * n, 1));
+	gs = palloc(sizeof(Interval *) * Max(n + g->ngs, 1));
+	starts = palloc(sizeof(TimestampTz) * Max(n + g->ngs, 1));
+	sums = palloc(sizeof(int128) * Max(n + g->ngs, 1));
 	for (i = 0; i < n; i++)
 	{
 		HeapTupleHeader h = DatumGetHeapTupleHeader(elems[i]);
@@ -1317,30 +1340,27 @@ counter_sole_buckets(PG_FUNCTION_ARGS)
 		sums[i] = DatumGetInt64(GetAttributeByNum(h, 3, &isnull));
 	}
 	out = n;
-	/* each granularity's buckets are consecutive: [first, i) */
-	for (i = 1; i <= n; i++)
-		if (i == n || !DatumGetBool(DirectFunctionCall2(interval_eq,
-														IntervalPGetDatum(gs[first]),
-														IntervalPGetDatum(gs[i]))))
-		{
-			TimestampTz start = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_bin,
-																		IntervalPGetDatum(gs[first]),
-																		sole,
-																		TimestampTzGetDatum(0)));
-			int			j;
+	for (k = 0; k < g->ngs; k++)
+	{
+		TimestampTz start = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_bin,
+																	IntervalPGetDatum(&g->gs[k]),
+																	sole,
+																	TimestampTzGetDatum(0)));
 
-			for (j = first; j < i && starts[j] != start; j++)
-				;
-			if (j == i)
-			{
-				j = out++;
-				gs[j] = gs[first];
-				starts[j] = start;
-				sums[j] = 0;
-			}
-			sums[j] += value;
-			first = i;
+		for (i = 0; i < n; i++)
+			if (starts[i] == start &&
+				DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(gs[i]),
+												 IntervalPGetDatum(&g->gs[k]))))
+				break;
+		if (i == n)
+		{
+			i = out++;
+			gs[i] = &g->gs[k];
+			starts[i] = start;
+			sums[i] = 0;
 		}
+		sums[i] += value;
+	}
 	elems = palloc(sizeof(Datum) * Max(out, 1));
 	for (i = 0; i < out; i++)
 		elems[i] = bucket_datum(t, gs[i], starts[i], sums[i]);
