@@ -46,6 +46,7 @@
 #include "buffer.h"
 #include "commit.h"
 #include "events.h"
+#include "shmem.h"
 
 /* attribute numbers of counter.totals used here */
 #define Anum_totals_counter		1
@@ -237,8 +238,9 @@ gather_rows(TopState *st, Oid relid, Oid indexid, AttrNumber keyatt,
 
 /*
  * The pending keys and amounts: the live events tables (their locks not
- * held, as read.c), slot rows, and the counter's buffered entries beyond
- * what the snapshot sees flushed, with this transaction's own adds.
+ * held, as read.c), slot rows (unless the counter has none, as read.c),
+ * and the counter's buffered entries beyond what the snapshot sees
+ * flushed, with this transaction's own adds.
  */
 static void
 gather_pending(TopState *st)
@@ -254,7 +256,8 @@ gather_pending(TopState *st)
 		if (live & (1 << t))
 			gather_rows(st, r->events[t], r->events_key[t], Anum_events_key,
 						Anum_events_delta, false, false);
-	gather_rows(st, r->slots, r->slots_pkey, Anum_slots_key, Anum_slots_value, true, true);
+	if (!CounterSlotRowsNone(st->meta->id))
+		gather_rows(st, r->slots, r->slots_pkey, Anum_slots_key, Anum_slots_value, true, true);
 
 	entries = CounterBufferEntries(st->meta, &n);
 	for (i = 0; i < n; i++)
