@@ -1,4 +1,4 @@
--- Proves rollups: back-dated events land in their own buckets; series() over random ranges equals the raw sum of the same events (before and after compaction, for every granularity); retention drops old buckets only, keeps their sum in the -infinity bucket, and verify() stays at zero drift; a key whose adds all fall in one bucket of each granularity has no rollups row (its total holds them, totals.sole), until an add in another bucket, retention or alter() writes them out, with series() and verify() exact at each step, in events, slots and buffered modes.
+-- Proves rollups: back-dated events land in their own buckets; series() over random ranges equals the raw sum of the same events (before and after compaction, for every granularity); retention drops old buckets only, keeps their sum in the -infinity bucket, and verify() stays at zero drift; a key whose adds all fall in one bucket of each granularity has no rollups row (its total holds them, totals.sole), until an add in another bucket, retention or alter() writes them out, with series() and verify() exact at each step, in events, slots and buffered modes; a whole events table's fold inserts its rollups rows in primary-key order.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS counter;
 RESET client_min_messages;
@@ -154,29 +154,30 @@ SELECT (SELECT string_agg(to_char(bucket AT TIME ZONE 'UTC', 'DD HH24') || '=' |
           FROM counter.series(c, k, '2026-06-01', '2026-06-05', '1 day')),
        (SELECT sum(drift) + sum(drifted_keys) FROM counter.verify(c))
 $$;
+-- (each compaction below folds what the worker has not folded yet)
 SELECT mode, counter.create('sole_' || mode, mode => mode, rollups => '{1 hour,1 day}')
   FROM unnest('{events,slots,buffered}'::text[]) AS mode;
 SELECT count(counter.add('sole_events', k, d, at => t::timestamptz))
   FROM (VALUES ('a', 5, '2026-06-02 10:10+00'), ('a', 2, '2026-06-02 10:20+00'),
                ('b', 1, '2026-06-02 10:20+00'), ('b', 1, '2026-06-02 11:20+00')) AS v(k, d, t);
-SELECT counter.compact();
+SELECT counter.compact() >= 0 AS folded;
 SELECT * FROM pg_temp.sole_state('sole_events');
 SELECT * FROM pg_temp.sole_reads('sole_events', 'a');
 SELECT * FROM pg_temp.sole_reads('sole_events', 'b');
 -- the same buckets again: still held by the total
 SELECT counter.add('sole_events', 'a', 3, at => '2026-06-02 10:50+00');
-SELECT counter.compact();
+SELECT counter.compact() >= 0 AS folded;
 SELECT * FROM pg_temp.sole_state('sole_events') WHERE key = 'a';
 SELECT * FROM pg_temp.sole_reads('sole_events', 'a');
 -- another hour: every bucket written out, the total's among them
 SELECT counter.add('sole_events', 'a', 4, at => '2026-06-02 12:50+00');
-SELECT counter.compact();
+SELECT counter.compact() >= 0 AS folded;
 SELECT * FROM pg_temp.sole_state('sole_events') WHERE key = 'a';
 SELECT * FROM pg_temp.sole_reads('sole_events', 'a');
 -- a new granularity: the held buckets are written out, the new one starts
 -- from the total (in its -infinity bucket)
 SELECT counter.add('sole_events', 'c', 7, at => '2026-06-03 09:00+00');
-SELECT counter.compact();
+SELECT counter.compact() >= 0 AS folded;
 SELECT counter.alter('sole_events', rollups => '{1 hour,1 day,7 days}');
 SELECT * FROM pg_temp.sole_state('sole_events') WHERE key = 'c';
 SELECT * FROM pg_temp.sole_reads('sole_events', 'c');
@@ -185,7 +186,7 @@ SELECT * FROM pg_temp.sole_reads('sole_events', 'c');
 SELECT counter.create('sole_kept', mode => 'events', rollups => '{1 hour,1 day}',
                       retention => '{2 days,NULL}');
 SELECT counter.add('sole_kept', 'old', 9, at => now() - interval '30 days');
-SELECT counter.compact();
+SELECT counter.compact() >= 0 AS folded;
 SELECT key, value, sole IS NOT NULL AS held FROM counter.totals WHERE counter = 'sole_kept';
 SELECT r.granularity, r.bucket = '-infinity' AS folded_away, r.value
   FROM counter.rollups r JOIN counter.counters k ON k.id = r.counter_id
@@ -194,7 +195,7 @@ SELECT sum(drift) + sum(drifted_keys) AS drift FROM counter.verify('sole_kept');
 -- slots and buffered adds (bucketed when compacted) are held the same way
 SELECT counter.add('sole_slots', 's', 1), counter.add('sole_slots', 's', 2),
        counter.add('sole_buffered', 's', 3);
-SELECT counter.compact();
+SELECT counter.compact() >= 0 AS folded;
 SELECT k.name, t.value, t.sole IS NOT NULL AS held,
        (SELECT count(*) FROM counter.rollups r WHERE r.counter_id = k.id) AS rollup_rows,
        (SELECT sum(value) FROM counter.series(k.name, 's', now() - interval '1 day', now() + interval '1 day', '1 day')) AS daily,
@@ -202,6 +203,36 @@ SELECT k.name, t.value, t.sole IS NOT NULL AS held,
   FROM counter.counters k JOIN counter.totals t ON t.counter = k.name
  WHERE k.name IN ('sole_slots', 'sole_buffered') ORDER BY 1;
 SELECT count(counter.drop(name)) AS dropped FROM counter.counters WHERE name LIKE 'sole\_%';
+
+-- A whole events table's fold streams its keys in (counter, key) order to
+-- its inserts: the rollups rows of keys added in two hours are inserted in
+-- primary-key order (seen by a trigger that logs each insert; joined to
+-- the fold's row per counter by a hash join, they came in reverse).  The
+-- adds and their compaction in one transaction, so the worker cannot fold
+-- them first (in batches, which sort).
+SELECT counter.compact() >= 0 AS settled;
+SELECT counter.create('stream', mode => 'events', rollups => '{1 hour,1 day}');
+CREATE TABLE stream_log (n bigserial, key text COLLATE "C", granularity interval, bucket timestamptz);
+CREATE FUNCTION stream_logged() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.stream_log (key, granularity, bucket) VALUES (NEW.key, NEW.granularity, NEW.bucket);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER stream_logged AFTER INSERT ON counter.rollups FOR EACH ROW EXECUTE FUNCTION stream_logged();
+BEGIN;
+SELECT count(counter.add('stream', 'k' || lpad(i::text, 5, '0'), 1, at => '2026-06-02 10:10+00'))
+  FROM generate_series(1, 2000) i;
+SELECT count(counter.add('stream', 'k' || lpad(i::text, 5, '0'), 1, at => '2026-06-02 11:10+00'))
+  FROM generate_series(1, 2000) i;
+SELECT counter.compact('stream');
+COMMIT;
+SELECT count(*) AS rows, bool_and(n > prev) AS in_key_order
+  FROM (SELECT n, lag(n) OVER (ORDER BY key, granularity, bucket) AS prev FROM stream_log) l
+ WHERE prev IS NOT NULL;
+DROP TRIGGER stream_logged ON counter.rollups;
+DROP FUNCTION stream_logged();
+DROP TABLE stream_log;
+SELECT counter.drop('stream');
 
 SELECT counter.drop('hits');
 DROP EXTENSION counter;

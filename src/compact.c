@@ -71,6 +71,15 @@
 #define COMPACT_LOCK_KEY2		0x74657200	/* "ter" */
 
 /*
+ * The row h of CTE hi of the counter of agg row A, looked up for each row
+ * (a CTE of one row per counter): a join the planner would make a hash
+ * join hashing agg, or a merge join sorting it by counter, and either
+ * would lose the order in which agg streams its keys to the inserts.
+ */
+#define HI_OF(A) \
+" LATERAL (SELECT h.* FROM hi h WHERE h.id = " A ".counter_id OFFSET 0) h"
+
+/*
  * The second half of the batch statements: fold CTE "moved" (counter_id,
  * key, delta, at, upd) into rollups (each granularity of the counter,
  * bucket of the row's time) and into this node's shard of totals, raising
@@ -132,7 +141,7 @@
 "                      WHEN a.sole IS NULL OR cardinality(p.b) > cardinality(ab.b) THEN p.b END AS b," \
 "                 CASE WHEN p.sole IS NULL THEN CASE WHEN p.had IS NULL THEN a.sole END" \
 "                      WHEN a.sole IS NOT NULL AND cardinality(p.b) = cardinality(ab.b) THEN p.sole END AS sole" \
-"            FROM agg a JOIN hi h ON h.id = a.counter_id," \
+"            FROM agg a," HI_OF("a") "," \
 "                 LATERAL (SELECT coalesce(a.b, counter._sole_buckets(NULL, a.sole, a.d, h.gs)) AS b" \
 "                           OFFSET 0) ab" \
 "                 LEFT JOIN LATERAL (SELECT true AS had, t.sole," \
@@ -181,7 +190,7 @@ FOLD_INTO("tot", "counter.totals AS t (counter, key, node, state, updated, sole)
 "   SELECT " COLUMNS " FROM (SELECT a.*" SRF " FROM old a) a " ORDER \
 "   ON CONFLICT " CONFLICT ")" \
 ", " NAME "_new AS (INSERT INTO " TABLE \
-"   SELECT " COLUMNS " FROM (SELECT a.*" SRF " FROM agg a JOIN hi h ON h.id = a.counter_id" \
+"   SELECT " COLUMNS " FROM (SELECT a.*" SRF " FROM agg a," HI_OF("a") \
 "    WHERE (a.key > h.tot OR h.tot IS NULL)" NEW ") a " ORDER ")"
 
 /* ORDERED of FOLD_MOVED_AS: the ORDER BY, or nothing */
