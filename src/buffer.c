@@ -889,9 +889,10 @@ CounterBufferUnflushed(CounterMeta *meta)
 /*
  * The entries of counter meta (this database), with their base + added,
  * read under every partition lock: *n of them, palloc'd.  Waits for the
- * replay of wal-mode adds first, as a read does.  An empty hash is told
- * by its entry count, without the walk over every bucket: an entry an
- * earlier snapshot could need was entered before this call.
+ * replay of wal-mode adds first, as a read does.  A counter whose bucket
+ * counts no entry (as CounterBufferPending), or an empty hash, is told
+ * without the walk over every entry of every counter: an entry an earlier
+ * snapshot could need was entered before this call.
  */
 CounterBufferEntry *
 CounterBufferEntries(CounterMeta *meta, int *n)
@@ -905,7 +906,9 @@ CounterBufferEntries(CounterMeta *meta, int *n)
 	if (buffer_hash == NULL)
 		return NULL;
 	CounterWalWaitReady();
-	if (hash_get_num_entries(buffer_hash) == 0)
+	pg_memory_barrier();
+	if (hash_get_num_entries(buffer_hash) == 0 ||
+		pg_atomic_read_u32(counter_entries(MyDatabaseId, meta->id)) == 0)
 		return NULL;
 	out = palloc(sizeof(CounterBufferEntry) * max);
 	lock_all_partitions(LW_SHARED);
