@@ -292,6 +292,19 @@ counter_entries(Oid dboid, int32 id)
 										   BUFFER_COUNTER_BUCKETS];
 }
 
+/*
+ * Whether counter meta (this database) has no entry for a snapshot taken
+ * before this call: an entry is made before the first add it holds
+ * commits, so before any snapshot that sees that add, and counted in its
+ * counter's bucket; a bucket counting none holds none of the counter's.
+ */
+static bool
+no_entries(CounterMeta *meta)
+{
+	pg_memory_barrier();
+	return pg_atomic_read_u32(counter_entries(MyDatabaseId, meta->id)) == 0;
+}
+
 /* The partition lock of a hash code. */
 static LWLock *
 partition_lock(uint32 hashcode)
@@ -681,15 +694,7 @@ CounterBufferPending(CounterMeta *meta, text *key, Snapshot snapshot,
 	if (buffer_hash == NULL || CounterLegacyLacks(LEGACY_FLUSHED))
 		return 0;
 	CounterWalWaitReady();
-
-	/*
-	 * An entry is made before the first add it holds commits, so before any
-	 * snapshot that sees that add: a counter whose bucket counts no entry
-	 * now has none for us to find.
-	 */
-	pg_memory_barrier();
-	if (pg_atomic_read_u32(counter_entries(MyDatabaseId, meta->id)) == 0 ||
-		!make_key(&bk, meta, key))
+	if (no_entries(meta) || !make_key(&bk, meta, key))
 		return 0;
 	sum = 0;
 
@@ -889,10 +894,9 @@ CounterBufferUnflushed(CounterMeta *meta)
 /*
  * The entries of counter meta (this database), with their base + added,
  * read under every partition lock: *n of them, palloc'd.  Waits for the
- * replay of wal-mode adds first, as a read does.  A counter whose bucket
- * counts no entry (as CounterBufferPending), or an empty hash, is told
- * without the walk over every entry of every counter: an entry an earlier
- * snapshot could need was entered before this call.
+ * replay of wal-mode adds first, as a read does.  A counter with no entry
+ * (no_entries, which an empty hash implies) is told without the walk over
+ * every entry of every counter.
  */
 CounterBufferEntry *
 CounterBufferEntries(CounterMeta *meta, int *n)
@@ -906,9 +910,7 @@ CounterBufferEntries(CounterMeta *meta, int *n)
 	if (buffer_hash == NULL)
 		return NULL;
 	CounterWalWaitReady();
-	pg_memory_barrier();
-	if (hash_get_num_entries(buffer_hash) == 0 ||
-		pg_atomic_read_u32(counter_entries(MyDatabaseId, meta->id)) == 0)
+	if (no_entries(meta))
 		return NULL;
 	out = palloc(sizeof(CounterBufferEntry) * max);
 	lock_all_partitions(LW_SHARED);
