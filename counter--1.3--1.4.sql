@@ -1204,8 +1204,11 @@ UPDATE counter.counters c
 -- rows of a counter it marks as having none (src/events.c, src/slots.c),
 -- until something writes them.  Adds say so in C; any insert through SQL (a
 -- restore's COPY, compaction's carry of quarantined events) says so through
--- this trigger, before it commits.  ENABLE ALWAYS: also under
--- session_replication_role = replica.
+-- this trigger, before it commits.  A read of a hot key sums the adds noted
+-- in shared memory since a read in another snapshot (src/read.c): any
+-- other change of slot rows (compaction's UPDATE, a DELETE, a TRUNCATE)
+-- stops that across its transaction, through the same trigger.  ENABLE
+-- ALWAYS: also under session_replication_role = replica.
 CREATE FUNCTION counter._written() RETURNS trigger
 AS 'MODULE_PATHNAME', 'counter_written'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -1214,7 +1217,7 @@ CREATE TRIGGER written AFTER INSERT ON counter.events
 	FOR EACH STATEMENT EXECUTE FUNCTION counter._written();
 CREATE TRIGGER written AFTER INSERT ON counter.events_1
 	FOR EACH STATEMENT EXECUTE FUNCTION counter._written();
-CREATE TRIGGER written AFTER INSERT ON counter.slots
+CREATE TRIGGER written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON counter.slots
 	FOR EACH STATEMENT EXECUTE FUNCTION counter._written();
 ALTER TABLE counter.events ENABLE ALWAYS TRIGGER written;
 ALTER TABLE counter.events_1 ENABLE ALWAYS TRIGGER written;

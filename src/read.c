@@ -16,6 +16,7 @@
 #include "access/genam.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_collation.h"
 #include "executor/tuptable.h"
@@ -29,6 +30,7 @@
 #include "catalog.h"
 #include "commit.h"
 #include "events.h"
+#include "legacy.h"
 #include "shmem.h"
 
 /*
@@ -105,13 +107,97 @@ snapshot_form(Snapshot snapshot, CounterSnapshotForm *form)
 	return true;
 }
 
+/* Whether xid is in progress, or not yet begun, for a snapshot of form f. */
+static bool
+form_running(const CounterSnapshotForm *f, TransactionId xid)
+{
+	if (TransactionIdFollowsOrEquals(xid, f->xmax))
+		return true;
+	if (TransactionIdPrecedes(xid, f->xmin))
+		return false;
+	return bsearch(&xid, f->xids, f->nxids, sizeof(TransactionId), xidComparator) != NULL;
+}
+
+/*
+ * Whether snapshots of forms a and b see the same transactions before
+ * from: both taken after it was assigned, and the same ones of them in
+ * progress (a long transaction both wait for, say).
+ */
+static bool
+forms_agree_before(const CounterSnapshotForm *a, const CounterSnapshotForm *b,
+				   TransactionId from)
+{
+	int			i = 0;
+	int			j = 0;
+
+	if (TransactionIdPrecedes(a->xmax, from) || TransactionIdPrecedes(b->xmax, from))
+		return false;
+	for (;;)
+	{
+		while (i < a->nxids && !TransactionIdPrecedes(a->xids[i], from))
+			i++;
+		while (j < b->nxids && !TransactionIdPrecedes(b->xids[j], from))
+			j++;
+		if (i == a->nxids || j == b->nxids)
+			return i == a->nxids && j == b->nxids;
+		if (a->xids[i++] != b->xids[j++])
+			return false;
+	}
+}
+
+/*
+ * The sum of a key's slot rows in a snapshot of form g, from base (shmem.c):
+ * its sum in its own form, plus the adds of the committed transactions g
+ * sees and that form does not, less those of the ones it sees and g does
+ * not.  Every row version is the one before plus an add (writers of a row
+ * wait for each other), so the rows' sum in a snapshot is the sum of the
+ * adds of the transactions it sees.  False where base cannot tell: not
+ * complete for a transaction one form sees and the other does not, or an
+ * add's transaction too old to look up.
+ */
+static bool
+sum_from_base(const CounterSlotSumBase *base, const CounterSnapshotForm *g, int64 *sum)
+{
+	int128		s = base->sum;
+	bool		locked = false;
+	bool		known = true;
+	int			i;
+
+	if (!TransactionIdIsValid(base->complete_from) ||
+		!forms_agree_before(&base->snapshot, g, base->complete_from))
+		return false;
+	for (i = 0; i < base->nadds && known; i++)
+	{
+		const CounterSumAdd *add = &base->adds[i];
+		bool		in_base = form_running(&base->snapshot, add->xid);
+
+		if (in_base == form_running(g, add->xid))
+			continue;
+		/* as pg_xact_status(): the status stays while the lock is held */
+		if (!locked)
+			LWLockAcquire(XactTruncationLock, LW_SHARED);
+		locked = true;
+		if (TransactionIdPrecedes(add->xid, ShmemVariableCache->oldestClogXid))
+			known = false;
+		else if (TransactionIdDidCommit(add->xid))
+			s += in_base ? add->delta : -(int128) add->delta;
+	}
+	if (locked)
+		LWLockRelease(XactTruncationLock);
+	if (!known || s < PG_INT64_MIN || s > PG_INT64_MAX)
+		return false;
+	*sum = (int64) s;
+	return true;
+}
+
 /*
  * The sum of the slot rows of (counter_id, key) (keys) in snapshot, *latest
  * raised to the latest touched of a nonzero one when want.  A hot key's 64
- * slot rows are on 64 pages, updated all the time, and read by many
- * between two commits: the sum a read in a snapshot of the same form kept
- * in shared memory is used instead of a scan (shmem.c), and a scan keeps
- * its sum for the reads after it.
+ * slot rows are on 64 pages, updated all the time, and read by many: a
+ * read takes the sum kept in shared memory by a read in a snapshot of the
+ * same form, or (not for want) computes it from the sum kept in another
+ * form and the adds between the two (sum_from_base), and only else scans;
+ * what it finds is kept for the reads after it.
  */
 static int128
 slot_sum(CounterRels *r, int32 counter_id, text *key, ScanKey keys,
@@ -121,14 +207,26 @@ slot_sum(CounterRels *r, int32 counter_id, text *key, ScanKey keys,
 	int			keylen = VARSIZE_ANY_EXHDR(key);
 	CounterSnapshotForm form;
 	bool		keep = keylen <= COUNTER_SUM_KEY && snapshot_form(snapshot, &form);
+	bool		bases = keep && !want && !CounterLegacy();	/* 1.4's barrier trigger */
+	CounterSlotSumBase base;
 	TimestampTz touched = DT_NOBEGIN;
 	int64		kept;
 	int128		sum;
 
-	if (keep && CounterSlotSumGet(counter_id, k, keylen, &form, &kept, &touched))
+	if (keep && (CounterSlotSumGet(counter_id, k, keylen, &form, want, &kept, &touched,
+								   bases ? &base : NULL) ||
+				 (bases && sum_from_base(&base, &form, &kept))))
 	{
 		/* the lock a scan would hold to the end of the transaction */
 		LockRelationOid(r->slots, AccessShareLock);
+		if (bases && TransactionIdIsValid(base.complete_from))
+		{
+			ereport(DEBUG2,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg_internal("counter: slot rows of a hot key summed from %d adds since a read in another snapshot",
+									 base.nadds)));
+			CounterSlotSumPut(counter_id, k, keylen, &form, kept, NULL, true);
+		}
 		sum = kept;
 	}
 	else
@@ -137,7 +235,8 @@ slot_sum(CounterRels *r, int32 counter_id, text *key, ScanKey keys,
 					   (want || keep) ? Anum_slots_touched : InvalidAttrNumber, true,
 					   &touched);
 		if (keep && sum >= PG_INT64_MIN && sum <= PG_INT64_MAX)
-			CounterSlotSumPut(counter_id, k, keylen, &form, (int64) sum, touched);
+			CounterSlotSumPut(counter_id, k, keylen, &form, (int64) sum, &touched,
+							  !CounterLegacy());
 	}
 	*latest = Max(*latest, touched);
 	return sum;

@@ -23,9 +23,11 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "common/hashfn.h"
+#include "common/int.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
@@ -224,6 +226,13 @@ CounterSlotRowsNone(int32 counter_id)
 }
 
 /*
+ * How far (in transaction ids) from when an entry was taken its adds are
+ * used: far enough from a wraparound that every xid it holds compares
+ * right with the current ones.
+ */
+#define SUM_STAMP_RANGE		(UINT64CONST(1) << 30)
+
+/*
  * The entry of the slot sums kept for (this database, counter_id, key);
  * NULL without the shared memory (the library not preloaded).
  */
@@ -239,73 +248,206 @@ slot_sum_entry(int32 counter_id, const char *key, int keylen)
 	return &counter_shared->sums[h % COUNTER_SUM_ENTRIES];
 }
 
-/* Whether entry e holds (this database, counter_id, key) read in snapshot. */
+/* Whether entry e is taken for (this database, counter_id, key); caller holds its mutex. */
 static bool
-slot_sum_matches(CounterSlotSum *e, int32 counter_id, const char *key,
-				 int keylen, const CounterSnapshotForm *snapshot)
+slot_sum_holds(CounterSlotSum *e, int32 counter_id, const char *key, int keylen)
 {
 	return e->dboid == MyDatabaseId && e->counter_id == counter_id &&
-		e->keylen == keylen && memcmp(e->key, key, keylen) == 0 &&
-		e->snapshot.xmin == snapshot->xmin &&
-		e->snapshot.xmax == snapshot->xmax &&
-		e->snapshot.nxids == snapshot->nxids &&
-		memcmp(e->snapshot.xids, snapshot->xids,
-			   snapshot->nxids * sizeof(TransactionId)) == 0;
+		e->keylen == keylen && memcmp(e->key, key, keylen) == 0;
+}
+
+/* Whether two snapshot forms are the same. */
+static bool
+slot_sum_same_form(const CounterSnapshotForm *a, const CounterSnapshotForm *b)
+{
+	return a->xmin == b->xmin && a->xmax == b->xmax && a->nxids == b->nxids &&
+		memcmp(a->xids, b->xids, a->nxids * sizeof(TransactionId)) == 0;
 }
 
 /*
- * The sum of the slot rows of (counter_id, key) and their latest touched,
- * if a read in a snapshot of the same form kept them (CounterSlotSumPut).
+ * The sum of the slot rows of (counter_id, key) and, with want, their
+ * latest touched, if a read in a snapshot of the same form kept them
+ * (CounterSlotSumPut): true.  Otherwise, with base, what the entry holds
+ * of the key to compute it from (base->complete_from invalid: nothing, or
+ * an entry taken too long ago).
  */
 bool
 CounterSlotSumGet(int32 counter_id, const char *key, int keylen,
-				  const CounterSnapshotForm *snapshot,
-				  int64 *sum, TimestampTz *latest)
+				  const CounterSnapshotForm *snapshot, bool want,
+				  int64 *sum, TimestampTz *latest, CounterSlotSumBase *base)
 {
 	CounterSlotSum *e = slot_sum_entry(counter_id, key, keylen);
-	bool		found;
+	bool		found = false;
 
 	Assert(keylen <= COUNTER_SUM_KEY);
+	if (base != NULL)
+		base->complete_from = InvalidTransactionId;
 	if (e == NULL)
 		return false;
 	SpinLockAcquire(&e->mutex);
-	found = slot_sum_matches(e, counter_id, key, keylen, snapshot);
-	if (found)
+	if (slot_sum_holds(e, counter_id, key, keylen))
 	{
-		*sum = e->sum;
-		*latest = e->latest;
+		if (slot_sum_same_form(&e->sum.snapshot, snapshot) && (e->latest_known || !want))
+		{
+			*sum = e->sum.sum;
+			*latest = e->latest_known ? e->latest : DT_NOBEGIN;
+			found = true;
+		}
+		else if (base != NULL && e->base && !e->taking)
+			memcpy(base, &e->sum, offsetof(CounterSlotSumBase, adds) +
+				   e->sum.nadds * sizeof(CounterSumAdd));
 	}
 	SpinLockRelease(&e->mutex);
+	if (base != NULL && TransactionIdIsValid(base->complete_from) &&
+		U64FromFullTransactionId(ReadNextFullTransactionId()) - base->stamp >= SUM_STAMP_RANGE)
+		base->complete_from = InvalidTransactionId;
 	return found;
 }
 
 /*
  * Keep the sum of the slot rows of (counter_id, key) as a snapshot of this
- * form sees them, in place of what the entry held.
+ * form sees them, with their latest touched (NULL: not known), in place of
+ * what the entry held; with base, adds may be summed on it.  An entry
+ * taken for another key, or too long ago, is taken for this one: without
+ * adds, and complete from the next transaction id read after (any that
+ * wrote the key before has a lower one), not used as a base until then.
  */
 void
 CounterSlotSumPut(int32 counter_id, const char *key, int keylen,
-				  const CounterSnapshotForm *snapshot,
-				  int64 sum, TimestampTz latest)
+				  const CounterSnapshotForm *snapshot, int64 sum,
+				  const TimestampTz *latest, bool base)
 {
 	CounterSlotSum *e = slot_sum_entry(counter_id, key, keylen);
+	FullTransactionId now;
+	uint64		taken = 0;
 
 	Assert(keylen <= COUNTER_SUM_KEY);
 	if (e == NULL)
 		return;
+	now = ReadNextFullTransactionId();
 	SpinLockAcquire(&e->mutex);
-	e->dboid = MyDatabaseId;
-	e->counter_id = counter_id;
-	e->keylen = keylen;
-	memcpy(e->key, key, keylen);
-	e->sum = sum;
-	e->latest = latest;
-	e->snapshot.xmin = snapshot->xmin;
-	e->snapshot.xmax = snapshot->xmax;
-	e->snapshot.nxids = snapshot->nxids;
-	memcpy(e->snapshot.xids, snapshot->xids,
+	if (!slot_sum_holds(e, counter_id, key, keylen) ||
+		U64FromFullTransactionId(now) - e->sum.stamp >= SUM_STAMP_RANGE)
+	{
+		e->dboid = MyDatabaseId;
+		e->counter_id = counter_id;
+		e->keylen = keylen;
+		memcpy(e->key, key, keylen);
+		taken = ++e->taken;
+		e->taking = true;
+		e->sum.complete_from = XidFromFullTransactionId(now);
+		e->sum.stamp = U64FromFullTransactionId(now);
+		e->sum.nadds = 0;
+		e->next = 0;
+	}
+	e->sum.sum = sum;
+	e->latest_known = (latest != NULL);
+	e->latest = latest != NULL ? *latest : DT_NOBEGIN;
+	e->base = base;
+	e->sum.snapshot.xmin = snapshot->xmin;
+	e->sum.snapshot.xmax = snapshot->xmax;
+	e->sum.snapshot.nxids = snapshot->nxids;
+	memcpy(e->sum.snapshot.xids, snapshot->xids,
 		   snapshot->nxids * sizeof(TransactionId));
 	SpinLockRelease(&e->mutex);
+	if (taken != 0)
+	{
+		TransactionId next = ReadNextTransactionId();
+
+		/* a barrier meanwhile may have raised complete_from further */
+		SpinLockAcquire(&e->mutex);
+		if (e->taken == taken)
+		{
+			if (TransactionIdPrecedes(e->sum.complete_from, next))
+				e->sum.complete_from = next;
+			e->taking = false;
+		}
+		SpinLockRelease(&e->mutex);
+	}
+}
+
+/*
+ * Append the add (xid, delta) to the ring of entry e (mutex held): a full
+ * ring drops its oldest add, and the entry is then complete only from the
+ * transaction after that add's on.
+ */
+static void
+slot_sum_append(CounterSlotSum *e, TransactionId xid, int64 delta)
+{
+	CounterSlotSumBase *b = &e->sum;
+
+	if (b->nadds == COUNTER_SUM_ADDS)
+	{
+		TransactionId dropped = b->adds[e->next].xid;
+
+		if (TransactionIdFollowsOrEquals(dropped, b->complete_from))
+		{
+			b->complete_from = dropped;
+			TransactionIdAdvance(b->complete_from);
+		}
+	}
+	else
+		b->nadds++;
+	b->adds[e->next].xid = xid;
+	b->adds[e->next].delta = delta;
+	e->next = (e->next + 1) % COUNTER_SUM_ADDS;
+}
+
+/*
+ * Note the change delta an add of this (sub)transaction made to a slot row
+ * of (counter_id, key), before it can commit, in the entry taken for the
+ * key if there is one; merged into the entry's newest add when that is of
+ * the same transaction.
+ */
+void
+CounterSlotSumNote(int32 counter_id, const char *key, int keylen, int64 delta)
+{
+	CounterSlotSum *e;
+	TransactionId xid;
+
+	if (keylen > COUNTER_SUM_KEY || delta == 0 ||
+		(e = slot_sum_entry(counter_id, key, keylen)) == NULL)
+		return;
+	xid = GetCurrentTransactionId();
+	SpinLockAcquire(&e->mutex);
+	if (slot_sum_holds(e, counter_id, key, keylen))
+	{
+		CounterSumAdd *last = &e->sum.adds[(e->next + COUNTER_SUM_ADDS - 1) % COUNTER_SUM_ADDS];
+		int64		merged;
+
+		if (e->sum.nadds > 0 && last->xid == xid &&
+			!pg_add_s64_overflow(last->delta, delta, &merged))
+			last->delta = merged;
+		else
+			slot_sum_append(e, xid, delta);
+	}
+	SpinLockRelease(&e->mutex);
+}
+
+/*
+ * A statement of this transaction changed slot rows other than by an add
+ * (a compaction, a delete, a restore): every entry of the database is
+ * complete only from the next transaction id on, so that no sum is
+ * computed across this transaction's commit from adds.
+ */
+void
+CounterSlotSumBarrier(void)
+{
+	TransactionId next;
+	int			i;
+
+	if (counter_shared == NULL)
+		return;
+	next = ReadNextTransactionId();
+	for (i = 0; i < COUNTER_SUM_ENTRIES; i++)
+	{
+		CounterSlotSum *e = &counter_shared->sums[i];
+
+		SpinLockAcquire(&e->mutex);
+		if (e->dboid == MyDatabaseId && TransactionIdPrecedes(e->sum.complete_from, next))
+			e->sum.complete_from = next;
+		SpinLockRelease(&e->mutex);
+	}
 }
 
 /* Free the entry of a dropped database; caller holds the lock exclusively. */

@@ -99,15 +99,22 @@ typedef struct CounterDb
 
 /*
  * The sum of a key's slot rows as one snapshot sees them (read.c), for the
- * reads of a hot key whose snapshots see the same transactions: snapshot
- * is the snapshot's xmin, xmax and its sorted in-progress xids (xip and
- * subxip), which together decide what it sees of other transactions.
- * One entry per hash of (database, counter, key), the last read's, under
+ * reads of a hot key: snapshot is the snapshot's xmin, xmax and its sorted
+ * in-progress xids (xip and subxip), which together decide what it sees of
+ * other transactions.  A read in a snapshot of the same form takes the sum
+ * as it is; one in another snapshot adds the adds of the transactions that
+ * one sees and the other does not (adds: the change each add made to the
+ * key's slot rows, with its transaction id, noted before it can commit),
+ * which holds while the entry has every add of a transaction from
+ * complete_from on and no statement changed the rows otherwise (a
+ * compaction, a delete: CounterSlotSumBarrier raises complete_from past
+ * its transaction).  One entry per hash of (database, counter, key), under
  * mutex; keys longer than COUNTER_SUM_KEY bytes are not kept.
  */
 #define COUNTER_SUM_ENTRIES		1024
 #define COUNTER_SUM_KEY			64
 #define COUNTER_SUM_XIDS		128
+#define COUNTER_SUM_ADDS		256
 typedef struct CounterSnapshotForm
 {
 	TransactionId xmin;
@@ -116,6 +123,29 @@ typedef struct CounterSnapshotForm
 	TransactionId xids[COUNTER_SUM_XIDS];
 } CounterSnapshotForm;
 
+/* one add's change to a key's slot rows, by transaction (or subtransaction) xid */
+typedef struct CounterSumAdd
+{
+	TransactionId xid;
+	int64		delta;
+} CounterSumAdd;
+
+/*
+ * What a read takes of an entry: its sum in its snapshot's form, and the
+ * adds from which another form's sum follows (from complete_from on;
+ * stamp, the next full transaction id when the entry was taken, tells
+ * xids of another epoch).
+ */
+typedef struct CounterSlotSumBase
+{
+	int64		sum;
+	CounterSnapshotForm snapshot;
+	TransactionId complete_from;
+	uint64		stamp;
+	int			nadds;
+	CounterSumAdd adds[COUNTER_SUM_ADDS];
+} CounterSlotSumBase;
+
 typedef struct CounterSlotSum
 {
 	slock_t		mutex;
@@ -123,9 +153,13 @@ typedef struct CounterSlotSum
 	int32		counter_id;
 	int			keylen;
 	char		key[COUNTER_SUM_KEY];
-	int64		sum;
+	uint64		taken;			/* times the entry was taken for a key */
+	bool		taking;			/* taken, complete_from not yet final */
+	bool		latest_known;	/* latest is known (a scan's, not a sum of adds) */
+	bool		base;			/* the sum may be a base for adds (1.4's schema) */
 	TimestampTz latest;			/* latest touched of a nonzero slot row */
-	CounterSnapshotForm snapshot;
+	int			next;			/* where the next add goes in the ring */
+	CounterSlotSumBase sum;		/* adds: a ring, nadds of them up to next */
 } CounterSlotSum;
 
 typedef struct CounterShared
@@ -144,11 +178,15 @@ extern CounterDb *CounterMyDb(void);
 extern bool CounterSlotRowsNone(int32 counter_id);
 extern void CounterShmemInit(void);
 extern bool CounterSlotSumGet(int32 counter_id, const char *key, int keylen,
-							  const CounterSnapshotForm *snapshot,
-							  int64 *sum, TimestampTz *latest);
+							  const CounterSnapshotForm *snapshot, bool want,
+							  int64 *sum, TimestampTz *latest,
+							  CounterSlotSumBase *base);
 extern void CounterSlotSumPut(int32 counter_id, const char *key, int keylen,
-							  const CounterSnapshotForm *snapshot,
-							  int64 sum, TimestampTz latest);
+							  const CounterSnapshotForm *snapshot, int64 sum,
+							  const TimestampTz *latest, bool base);
+extern void CounterSlotSumNote(int32 counter_id, const char *key, int keylen,
+							   int64 delta);
+extern void CounterSlotSumBarrier(void);
 extern CounterDb *CounterDbLookup(Oid dboid);
 extern CounterDb *CounterDbClaim(Oid dboid);
 extern void CounterDbFree(CounterDb *db);

@@ -124,6 +124,7 @@ typedef struct SlotRow
 	ItemPointerData tid;
 	int32		slot;
 	int64		value;
+	int64		stored;			/* value of the version read or written last */
 	bool		has_lo;			/* escrow share of a bounded counter */
 	bool		has_hi;
 	int64		lo;
@@ -179,6 +180,7 @@ slot_read(Relation rel, HeapTuple tuple, SlotRow *row)
 	row->tid = tuple->t_self;
 	row->slot = DatumGetInt32(values[Anum_slots_slot - 1]);
 	row->value = DatumGetInt64(values[Anum_slots_value - 1]);
+	row->stored = row->value;
 	row->has_lo = !nulls[Anum_slots_lo - 1];
 	row->lo = row->has_lo ? DatumGetInt64(values[Anum_slots_lo - 1]) : 0;
 	row->has_hi = !nulls[Anum_slots_hi - 1];
@@ -342,6 +344,24 @@ own_row_set(CounterMeta *meta, text *key, ItemPointer tid)
 }
 
 /*
+ * Note the change of a slot row of (counter, key) written with value (the
+ * version before held row->stored) for the reads that sum a hot key's rows
+ * from the adds (read.c), before the transaction can commit; a change
+ * beyond bigint keeps them from summing across this transaction instead.
+ */
+static void
+slot_noted(CounterMeta *meta, text *key, SlotRow *row)
+{
+	int64		delta;
+
+	if (pg_sub_s64_overflow(row->value, row->stored, &delta))
+		CounterSlotSumBarrier();
+	else
+		CounterSlotSumNote(meta->id, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), delta);
+	row->stored = row->value;
+}
+
+/*
  * Write a locked row back: HOT when its page has room, as it usually has.
  * A version this transaction wrote already becomes the key's own row.
  */
@@ -359,6 +379,7 @@ slot_write(Relation rel, Relation idx, CounterMeta *meta, text *key, SlotRow *ro
 	if (!HeapTupleIsHeapOnly(tup))
 		index_insert(idx, values, nulls, &tup->t_self, rel,
 					 UNIQUE_CHECK_YES, false, NULL);
+	slot_noted(meta, key, row);
 	row->tid = tup->t_self;		/* the row may be written again */
 	if (row->ours)
 		own_row_set(meta, key, &row->tid);
@@ -401,10 +422,12 @@ slot_rows_written(int32 counter_id)
 }
 
 /*
- * counter._written(), the trigger of counter.slots and of each events table
- * after a statement inserting into it (a restore's COPY, compaction's
- * carry): a slot row is counted in every bucket, an events table loses its
- * empty bit (events.c).
+ * counter._written(), the trigger of counter.slots after each statement
+ * changing it (a compaction, a delete, a restore's COPY) and of each events
+ * table after a statement inserting into it (compaction's carry): an insert
+ * counts a slot row in every bucket, any change of slot rows keeps reads
+ * from summing adds across it (CounterSlotSumBarrier), and an events table
+ * loses its empty bit (events.c).
  */
 Datum
 counter_written(PG_FUNCTION_ARGS)
@@ -418,7 +441,11 @@ counter_written(PG_FUNCTION_ARGS)
 				 errmsg("counter._written() must be called as a trigger")));
 	relid = RelationGetRelid(((TriggerData *) fcinfo->context)->tg_relation);
 	if (relid == r->slots)
-		slot_rows_written(-1);
+	{
+		if (TRIGGER_FIRED_BY_INSERT(((TriggerData *) fcinfo->context)->tg_event))
+			slot_rows_written(-1);
+		CounterSlotSumBarrier();
+	}
 	else
 		CounterEventsWritten(relid == r->events[1] ? 1 : 0);
 	return PointerGetDatum(NULL);
@@ -540,6 +567,8 @@ slot_insert_row(Relation rel, Relation idx, CounterMeta *meta, text *key,
 				 UNIQUE_CHECK_YES, false, NULL);
 	/* counted once its index entry is there for a maintenance round to find */
 	slot_rows_written(meta->id);
+	row->stored = 0;
+	slot_noted(meta, key, row);
 	row->tid = tup->t_self;
 	row->ours = true;
 	heap_freetuple(tup);

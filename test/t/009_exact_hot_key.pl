@@ -1,4 +1,4 @@
-# Proves exactness on one hot key: 16 pgbench clients x 2000 transactions of +1/-1 adds, some rolled back, in slots, events and buffered modes; the final value equals the committed sum (a ledger written in the same transactions) and the count of committed transactions pgbench reports.  Then 6 runs of 64 fresh backends on a hot slots key under asynchronous commit: no add fails on its own slot row, and the value equals the adds done.
+# Proves exactness on one hot key: 16 pgbench clients x 2000 transactions of +1/-1 adds, some rolled back, in slots, events and buffered modes; the final value equals the committed sum (a ledger written in the same transactions) and the count of committed transactions pgbench reports.  Then 6 runs of 64 fresh backends on a hot slots key under asynchronous commit: no add fails on its own slot row, and the value equals the adds done.  Then reads of a hot slots key and a hot bounded key while 40 clients add (savepoints, rollbacks, prepared transactions, compactions, a transaction holding its xid): every value() equals the sum of its rows scanned in the same snapshot, and reads (other than those of a snapshot of the same form) sum the adds noted since another snapshot's read.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -11,6 +11,7 @@ use CounterTest;
 my $node = counter_node('exact', qq(
 counter.naptime = '100ms'
 max_connections = 80
+max_prepared_transactions = 64
 log_statement = none
 ));
 $node->safe_psql('postgres', q{
@@ -85,6 +86,74 @@ foreach my $run (1 .. 6)
 note("asynchronous runs: $total adds");
 is($node->safe_psql('postgres', "SELECT counter.value('hot_async', 'k')"), $total,
 	'asynchronous runs: the value equals the adds done');
+
+# Reads of a hot key while it is written: a read sums the slot rows from
+# the adds noted since a read in another snapshot (src/read.c).  8 clients
+# check that counter.value() equals the sum of the rows it reads (totals,
+# slot rows, live events tables), scanned in the same statement's
+# snapshot, while 40 add to a slots key and a bounded key: single adds,
+# adds with a savepoint rolled back, rolled-back transactions, prepared
+# transactions committed, compactions (the worker's, every 100ms), and a
+# transaction holding its xid open throughout.
+$node->safe_psql('postgres', q{
+	SELECT counter.create('hot_read');
+	SELECT counter.create('hot_bounded', min => 0, max => 1000000000000);
+	SELECT counter.add('hot_read', 'k'), counter.add('hot_bounded', 'k');
+});
+my %writers = (
+	'one.sql@5' => "\\set c random(0, 1)\nSELECT counter.add(CASE :c::int WHEN 0 THEN 'hot_read' ELSE 'hot_bounded' END, 'k', 1);\n",
+	'savepoint.sql@3' => "\\set d random(0, 5)\nBEGIN;\nSELECT counter.add('hot_read', 'k', :d);\nSAVEPOINT s;\nSELECT counter.add('hot_read', 'k', 1000);\nSELECT counter.add('hot_bounded', 'k', 1000);\nROLLBACK TO s;\nSELECT counter.add('hot_bounded', 'k', :d);\nSELECT counter.add('hot_bounded', 'k', 2);\nEND;\n",
+	'rollback.sql@1' => "BEGIN;\nSELECT counter.add('hot_read', 'k', 7);\nSELECT counter.add('hot_bounded', 'k', 7);\nROLLBACK;\n",
+	'prepared.sql@1' => "BEGIN;\nSELECT counter.add('hot_read', 'k', 3);\nSELECT counter.add('hot_bounded', 'k', 3);\nPREPARE TRANSACTION 'hot_read_:client_id';\nCOMMIT PREPARED 'hot_read_:client_id';\n",
+);
+my @wargs;
+foreach my $s (sort keys %writers)
+{
+	my ($file, $weight) = split /@/, $s;
+	my $path = $node->basedir . "/w_$file";
+	PostgreSQL::Test::Utils::append_to_file($path, $writers{$s});
+	push @wargs, '-f', "$path\@$weight";
+}
+my $sum_of = sub {
+	my ($c) = @_;
+	my $id = "(SELECT id FROM counter.counters WHERE name = '$c')";
+	return "(SELECT coalesce(sum(value), 0) FROM counter.totals WHERE counter = '$c' AND key = 'k')"
+	  . " + (SELECT coalesce(sum(value), 0) FROM counter.slots WHERE counter_id = $id AND key = 'k')"
+	  . " + (SELECT coalesce(sum(delta), 0) FROM counter.events WHERE counter_id = $id AND key = 'k' AND counter._event_table_live(0))"
+	  . " + (SELECT coalesce(sum(delta), 0) FROM counter.events_1 WHERE counter_id = $id AND key = 'k' AND counter._event_table_live(1))";
+};
+my $check = $node->basedir . '/check.sql';
+# random() * 0: a division by zero the planner cannot fold into an error of its own
+PostgreSQL::Test::Utils::append_to_file($check,
+	"SELECT CASE WHEN counter.value('hot_read', 'k') = " . $sum_of->('hot_read')
+	  . " AND counter.value('hot_bounded', 'k') = " . $sum_of->('hot_bounded')
+	  . " THEN 1 ELSE 1 / (random() * 0)::int END;\n");
+my $long = psql_session($node->connstr('postgres'));
+session_query($long, 'BEGIN; SELECT pg_current_xact_id();');
+my ($wout, $werr, $cout, $cerr) = ('', '', '', '');
+my $wh = IPC::Run::start(
+	[ 'pgbench', '-n', '-c', '40', '-j', '2', '-T', '12', @wargs,
+	  $node->connstr('postgres') ],
+	'>', \$wout, '2>', \$werr);
+{
+	local $ENV{PGOPTIONS} = '-c client_min_messages=debug2';
+	IPC::Run::run(
+		[ 'pgbench', '-n', '-M', 'prepared', '-c', '8', '-j', '2', '-T', '10', '-f', $check,
+		  $node->connstr('postgres') ],
+		'>', \$cout, '2>', \$cerr);
+}
+$wh->finish;
+session_query($long, 'COMMIT;');
+$long->{h}->finish;
+my ($writes) = $wout =~ /actually processed: (\d+)/;
+my ($checks) = $cout =~ /actually processed: (\d+)/;
+cmp_ok($writes // 0, '>', 1000, 'hot reads: the writers ran') or diag($werr);
+cmp_ok($checks // 0, '>', 1000, 'hot reads: the checks ran') or diag($cerr);
+unlike($cerr, qr/ERROR/, 'hot reads: every value() equals the sum of its rows in its snapshot')
+  or diag(join("\n", grep { /ERROR/ } split /\n/, $cerr));
+my $summed = () = $cerr =~ /summed from \d+ adds since a read in another snapshot/g;
+note("hot reads: $writes writes, $checks checks (2 reads each), $summed reads summed from adds");
+cmp_ok($summed, '>', 100, "hot reads: reads summed the adds since another snapshot's ($summed)");
 
 $node->stop;
 done_testing();
