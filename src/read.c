@@ -6,8 +6,9 @@
  *	  marked empty: events.c), each scanned through its index with the one
  *	  snapshot the caller passes, + what buffered adds hold in shared
  *	  memory beyond what that snapshot sees flushed (buffer.c).  The sum of
- *	  a key's slot rows is kept in shared memory for the next read in a
- *	  snapshot that sees the same transactions (slot_sum).
+ *	  a key's slot rows is kept in shared memory for the next reads: in a
+ *	  snapshot that sees the same transactions as it is, in another one
+ *	  with the adds noted since (slot_sum, sum_from_base).
  *
  *-------------------------------------------------------------------------
  */

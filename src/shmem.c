@@ -5,7 +5,8 @@
  *	  entry per database: its worker's status, read by
  *	  counter.worker_status() (worker.c), which events table adds write
  *	  (events.c), and whether wal mode is replayed and armed (wal.c); and
- *	  the sums of hot keys' slot rows as a snapshot saw them (read.c).
+ *	  the sums of hot keys' slot rows as a snapshot saw them, with the
+ *	  adds to them since (read.c, slots.c).
  *
  * A database's entry is claimed here only, by the first that needs it
  * (the launcher, a backend adding events, the worker's wal round), and
