@@ -19,6 +19,22 @@ $node->safe_psql('postgres', q{
 	CREATE TABLE ledger (mode text, d int);
 });
 
+# pgbench's -f arguments for scripts ("name.sql@weight" => text), written
+# to files named with prefix.
+sub script_args
+{
+	my ($prefix, %scripts) = @_;
+	my @args;
+	foreach my $s (sort keys %scripts)
+	{
+		my ($file, $weight) = split /@/, $s;
+		my $path = $node->basedir . "/$prefix$file";
+		PostgreSQL::Test::Utils::append_to_file($path, $scripts{$s});
+		push @args, '-f', "$path\@$weight";
+	}
+	return @args;
+}
+
 foreach my $mode ('slots', 'events', 'buffered')
 {
 	$node->safe_psql('postgres', "SELECT counter.create('hot_$mode', mode => '$mode')");
@@ -29,14 +45,7 @@ foreach my $mode ('slots', 'events', 'buffered')
 		'minus.sql@2' => "BEGIN;\nSELECT counter.add('hot_$mode', 'k', -1);\nINSERT INTO ledger VALUES ('$mode', -1);\nCOMMIT;\n",
 		'rollback.sql@1' => "BEGIN;\nSELECT counter.add('hot_$mode', 'k', 1000);\nINSERT INTO ledger VALUES ('$mode', 1000);\nROLLBACK;\n",
 	);
-	my @args;
-	foreach my $s (sort keys %scripts)
-	{
-		my ($file, $weight) = split /@/, $s;
-		my $path = $node->basedir . "/${mode}_$file";
-		PostgreSQL::Test::Utils::append_to_file($path, $scripts{$s});
-		push @args, '-f', "$path\@$weight";
-	}
+	my @args = script_args("${mode}_", %scripts);
 	my ($out, $err);
 	my $ok = IPC::Run::run(
 		[ 'pgbench', '-n', '-c', '16', '-j', '2', '-t', '2000', @args, $node->connstr('postgres') ],
@@ -106,14 +115,7 @@ my %writers = (
 	'rollback.sql@1' => "BEGIN;\nSELECT counter.add('hot_read', 'k', 7);\nSELECT counter.add('hot_bounded', 'k', 7);\nROLLBACK;\n",
 	'prepared.sql@1' => "BEGIN;\nSELECT counter.add('hot_read', 'k', 3);\nSELECT counter.add('hot_bounded', 'k', 3);\nPREPARE TRANSACTION 'hot_read_:client_id';\nCOMMIT PREPARED 'hot_read_:client_id';\n",
 );
-my @wargs;
-foreach my $s (sort keys %writers)
-{
-	my ($file, $weight) = split /@/, $s;
-	my $path = $node->basedir . "/w_$file";
-	PostgreSQL::Test::Utils::append_to_file($path, $writers{$s});
-	push @wargs, '-f', "$path\@$weight";
-}
+my @wargs = script_args('w_', %writers);
 my $sum_of = sub {
 	my ($c) = @_;
 	my $id = "(SELECT id FROM counter.counters WHERE name = '$c')";
