@@ -208,26 +208,33 @@ slot_sum(CounterRels *r, int32 counter_id, text *key, ScanKey keys,
 	int			keylen = VARSIZE_ANY_EXHDR(key);
 	CounterSnapshotForm form;
 	bool		keep = keylen <= COUNTER_SUM_KEY && snapshot_form(snapshot, &form);
-	bool		bases = keep && !want && !CounterLegacy();	/* 1.4's barrier trigger */
+	bool		current = keep && !CounterLegacy();	/* 1.4's barrier trigger */
+	bool		bases = current && !want;	/* not for the latest time: a scan's */
+	bool		kept_here = false;
 	CounterSlotSumBase base;
 	TimestampTz touched = DT_NOBEGIN;
 	int64		kept;
 	int128		sum;
 
-	if (keep && (CounterSlotSumGet(counter_id, k, keylen, &form, want, &kept, &touched,
-								   bases ? &base : NULL) ||
-				 (bases && sum_from_base(&base, &form, &kept))))
+	if (keep)
 	{
-		/* the lock a scan would hold to the end of the transaction */
-		LockRelationOid(r->slots, AccessShareLock);
-		if (bases && TransactionIdIsValid(base.complete_from))
+		if (CounterSlotSumGet(counter_id, k, keylen, &form, want, &kept, &touched,
+							  bases ? &base : NULL))
+			kept_here = true;
+		else if (bases && sum_from_base(&base, &form, &kept))
 		{
 			ereport(DEBUG2,
 					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 					 errmsg_internal("counter: slot rows of a hot key summed from %d adds since a read in another snapshot",
 									 base.nadds)));
 			CounterSlotSumPut(counter_id, k, keylen, &form, kept, NULL, true);
+			kept_here = true;
 		}
+	}
+	if (kept_here)
+	{
+		/* the lock a scan would hold to the end of the transaction */
+		LockRelationOid(r->slots, AccessShareLock);
 		sum = kept;
 	}
 	else
@@ -236,8 +243,7 @@ slot_sum(CounterRels *r, int32 counter_id, text *key, ScanKey keys,
 					   (want || keep) ? Anum_slots_touched : InvalidAttrNumber, true,
 					   &touched);
 		if (keep && sum >= PG_INT64_MIN && sum <= PG_INT64_MAX)
-			CounterSlotSumPut(counter_id, k, keylen, &form, (int64) sum, &touched,
-							  !CounterLegacy());
+			CounterSlotSumPut(counter_id, k, keylen, &form, (int64) sum, &touched, current);
 	}
 	*latest = Max(*latest, touched);
 	return sum;
