@@ -404,14 +404,14 @@ wait_drained() {
 # after the load's end (LOAD_END), which pgbench neither retries nor
 # counts once its time is up.
 check_log() {
-    local log=$SCRATCH/server.log unexpected
+    local log=$SCRATCH/server.log unexpected serial='\] 40001 pgbench_(load|compact) ERROR: ' serials
     ERR_57014=$(grep -cE "\] 57014 $VICTIM_APP ERROR:  canceling statement due to user request" "$log" || true)
-    ERR_40001=$(grep -cE '\] 40001 pgbench_(load|compact) ERROR: ' "$log" || true)
-    ERR_40001_LATE=$(grep -E '\] 40001 pgbench_(load|compact) ERROR: ' "$log" |
-        awk -v end="$LOAD_END" '($1 " " $2) >= end' | grep -c . || true)
+    serials=$(grep -E "$serial" "$log" || true)
+    ERR_40001=$(grep -c . <<<"$serials" || true)
+    ERR_40001_LATE=$(awk -v end="$LOAD_END" '($1 " " $2) >= end' <<<"$serials" | grep -c . || true)
     unexpected=$(grep -E '(ERROR|FATAL|PANIC|WARNING):|terminated by signal|was terminated' "$log" |
         grep -vE "\] 57014 $VICTIM_APP ERROR:  canceling statement due to user request" |
-        grep -vE '\] 40001 pgbench_(load|compact) ERROR: ' || true)
+        grep -vE "$serial" || true)
     [[ -z $unexpected ]] && ok=yes || ok=no
     check "server log: no error but 57014 (victims) and 40001 (pgbench)" "$ok" \
         "57014: $ERR_57014, 40001: $ERR_40001, other: $(grep -c . <<<"$unexpected" || true)"
